@@ -1,0 +1,36 @@
+//! gatekeep supervises one unattended OpenCode run and puts a human between
+//! the agent and every gated tool call.
+//!
+//! # Layout
+//!
+//! ```text
+//!   OpenCode events ─asked/replied─► approval task ─Notice─► transports (terminal, Discord)
+//!   transports ─decide(number, verdict)─► approval task ─reply─► OpenCode API
+//!   supervisor owns: the `opencode serve` child, every task, the cancellation
+//!   token and the one shutdown sequence (deny pending → abort → dispose → stop)
+//! ```
+//!
+//! - [`cli`]: the raw command line (clap); [`tail`] parses the
+//!   `opencode run …` words after `--`; [`config`] is the validated result.
+//! - [`opencode`]: wire types, the SSE event stream, API calls and the child
+//!   process. Nothing outside it knows OpenCode's JSON shapes.
+//! - [`approval`]: the registry (a pure state machine: every request settled
+//!   exactly once) and the task that owns it, its deadlines and the replies.
+//! - [`transport`]: approval channels. Each renders requests with pure
+//!   functions and sends decisions back through a [`transport::Decider`].
+//! - [`redact`]: secret redaction and neutralising of untrusted agent text,
+//!   shared by every channel.
+//! - [`supervisor`]: one run from start to teardown; [`signals`] turns
+//!   SIGINT/SIGTERM/SIGHUP into end reasons; [`exit`] maps outcomes to the
+//!   documented exit codes.
+
+pub mod approval;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod opencode;
+pub mod redact;
+pub mod signals;
+pub mod supervisor;
+pub mod tail;
+pub mod transport;

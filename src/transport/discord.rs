@@ -1,0 +1,1 @@
+//! The Discord approval channel (implemented in the Discord issue).

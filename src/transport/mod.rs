@@ -1,0 +1,100 @@
+//! Approval channels: where a human sees a request and answers it.
+//!
+//! Every transport is a task that receives [`Notice`]s from the approval task
+//! and sends decisions back through a [`Decider`]. Rendering is kept in pure
+//! functions inside each transport so it can be snapshot-tested; the
+//! connection and the outbox are separate from it.
+//!
+//! A transport never settles anything itself: it asks, and the approval task
+//! answers whether the decision won (first decision wins, DESIGN §5).
+
+pub mod terminal;
+pub mod discord;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::approval::task::Input;
+use crate::approval::{Actor, Request, Settlement, Verdict};
+
+/// What the approval task tells every transport.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A new request to show. It is already registered, so a decision on
+    /// its number is accepted from now on.
+    Show(Request),
+    /// The request reached its final state; update what was shown.
+    Settled {
+        number: u32,
+        request_id: String,
+        settlement: Settlement,
+    },
+    /// The run is over: no more requests will come. Transports finish their
+    /// outbox and end.
+    RunEnded(RunReport),
+}
+
+/// What a transport needs to say how the run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Human phrase: "finished", "failed: …", "timed out", …
+    pub outcome: String,
+    pub exit_code: i32,
+    pub duration: std::time::Duration,
+    pub approved: u32,
+    pub denied: u32,
+}
+
+/// The answer to a decision: did it win?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecideOutcome {
+    /// The decision was sent to OpenCode and the request is settled with it.
+    Accepted(Settlement),
+    /// Someone or something settled it first.
+    AlreadyDecided(Settlement),
+    /// Another decision for it is being sent right now.
+    InProgress,
+    /// No such request in this run.
+    Unknown,
+    /// The run is ending; nothing more is forwarded.
+    RunEnded,
+    /// The reply could not be delivered to OpenCode; the request is still
+    /// open (or was denied because its deadline had passed).
+    Failed(String),
+}
+
+/// A transport's handle for sending decisions to the approval task.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    tx: mpsc::Sender<Input>,
+}
+
+impl Decider {
+    #[must_use]
+    pub fn new(tx: mpsc::Sender<Input>) -> Self {
+        Self { tx }
+    }
+
+    /// Ask the approval task to settle request `number` with `verdict`.
+    /// Returns once the decision won or lost; `RunEnded` if the task is gone.
+    pub async fn decide(&self, number: u32, verdict: Verdict, actor: Actor) -> DecideOutcome {
+        let (ack, rx) = oneshot::channel();
+        let input = Input::Decide {
+            number,
+            verdict,
+            actor,
+            ack,
+        };
+        if self.tx.send(input).await.is_err() {
+            return DecideOutcome::RunEnded;
+        }
+        rx.await.unwrap_or(DecideOutcome::RunEnded)
+    }
+
+    /// Report that request `number` could not be shown or answered through
+    /// this channel: it is denied (fail closed).
+    pub async fn channel_failed(&self, number: u32, detail: String) {
+        // If the task is gone the run is already tearing down and the
+        // request is denied by the teardown; nothing more to do.
+        let _ = self.tx.send(Input::ChannelFailed { number, detail }).await;
+    }
+}

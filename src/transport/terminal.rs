@@ -1,0 +1,1 @@
+//! The terminal approval channel (implemented in the core issue).
