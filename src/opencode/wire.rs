@@ -1,1 +1,991 @@
-//! (OpenCode side: wire)
+//! OpenCode's JSON shapes, and nothing else: pure parsing, no I/O.
+//!
+//! Every `data:` frame of `GET /event` is `{"id","type","properties"}`;
+//! `GET /global/event` wraps the same frame as `{"directory","project",
+//! "payload"}`. [`Event::parse`] accepts both. Event types gatekeep does not
+//! use become [`Event::Other`]: OpenCode adds event types in minor releases
+//! and an unknown one must never stop a run.
+//!
+//! The one frame that must never be lost is `permission.asked`: a request we
+//! cannot parse is still a request OpenCode is waiting on, so it comes back
+//! as [`Event::PermissionMalformed`] carrying whatever ids could be found, and
+//! the caller denies it (fail closed).
+//!
+//! Shapes were measured on OpenCode 1.18.33; see
+//! `tests/fixtures/opencode-1.18.33/` (copied from the shared reference).
+
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// A frame that is not an event at all (not JSON, no `type`). A frame that
+/// *is* a `permission.asked` never ends up here; see
+/// [`Event::PermissionMalformed`].
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("event frame is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("event frame has no \"type\"")]
+    NoType,
+    #[error("malformed {kind} event: {reason}")]
+    Malformed { kind: String, reason: String },
+}
+
+/// One event from OpenCode's stream, reduced to what gatekeep uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `server.connected`: always the first frame of a stream; proves the
+    /// subscription is live before we prompt.
+    ServerConnected,
+    /// `server.heartbeat`, every 10 s.
+    Heartbeat,
+    /// `session.created`; child sessions (subagents) have a `parent_id`.
+    SessionCreated(SessionInfo),
+    /// `session.updated`: same shape; carries the title and agent once known.
+    SessionUpdated(SessionInfo),
+    /// `message.updated`: only the role, so the caller can tell the user's
+    /// prompt (echoed back as a text part) from the agent's text.
+    MessageUpdated {
+        session_id: String,
+        message_id: String,
+        role: String,
+    },
+    PermissionAsked(PermissionRequest),
+    /// A `permission.asked` whose properties do not parse. OpenCode is still
+    /// waiting on it: deny it by id if one was found.
+    PermissionMalformed(MalformedPermission),
+    /// `permission.replied`: the authoritative settlement of a request, also
+    /// for replies gatekeep did not send (reject cascades, other clients).
+    PermissionReplied {
+        session_id: String,
+        request_id: String,
+        reply: ReplyKind,
+    },
+    SessionStatus {
+        session_id: String,
+        status: SessionStatus,
+    },
+    SessionIdle {
+        session_id: String,
+    },
+    SessionError {
+        session_id: Option<String>,
+        /// `MessageAbortedError`, `ProviderAuthError`, `APIError`, …
+        name: String,
+        message: Option<String>,
+    },
+    PartUpdated(Part),
+    /// `message.part.delta`: streamed text of a part.
+    PartDelta {
+        session_id: String,
+        message_id: String,
+        part_id: String,
+        /// Which field grows; `text` for text parts.
+        field: String,
+        delta: String,
+    },
+    /// `question.asked` (the `question` tool). Kept raw: gatekeep only
+    /// rejects or relays it. The ids are pulled out when present.
+    QuestionAsked {
+        id: Option<String>,
+        session_id: Option<String>,
+        raw: Value,
+    },
+    /// `server.instance.disposed`: the stream ends after it.
+    InstanceDisposed { directory: Option<String> },
+    /// Every event type gatekeep ignores, by name.
+    Other { kind: String },
+}
+
+/// Session identity as carried by `session.created` / `session.updated` and
+/// returned by `POST /session`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    #[serde(rename = "parentID", default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Set on `session.updated` once the agent runs (`build`, `general`, …).
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub directory: Option<String>,
+}
+
+/// A pending permission request: the `permission.asked` properties and an
+/// item of `GET /permission` (the same `PermissionRequest` schema).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PermissionRequest {
+    /// `per_…`: what a reply is sent to.
+    pub id: String,
+    #[serde(rename = "sessionID")]
+    pub session_id: String,
+    /// `bash`, `edit`, `external_directory`, `doom_loop`, `webfetch`, …
+    pub permission: String,
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub metadata: PermissionMetadata,
+    /// Patterns an `always` reply would allow. Shown only; gatekeep never
+    /// sends `always`.
+    #[serde(default)]
+    pub always: Vec<String>,
+    #[serde(default)]
+    pub tool: Option<ToolRef>,
+}
+
+/// The metadata fields gatekeep shows. OpenCode puts arbitrary JSON here
+/// per tool; a field of an unexpected type reads as absent rather than
+/// failing the whole request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PermissionMetadata {
+    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    pub filepath: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Which tool call asked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ToolRef {
+    #[serde(rename = "messageID")]
+    pub message_id: String,
+    #[serde(rename = "callID")]
+    pub call_id: String,
+}
+
+/// A `permission.asked` that could not be parsed, with whatever could be
+/// recovered so the caller can still reject it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedPermission {
+    pub request_id: Option<String>,
+    pub session_id: Option<String>,
+    pub reason: String,
+}
+
+/// The `reply` of a `permission.replied` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyKind {
+    Once,
+    /// Seen only when another client answered; gatekeep never sends it.
+    Always,
+    Reject,
+    Unknown(String),
+}
+
+impl ReplyKind {
+    fn from_wire(s: &str) -> Self {
+        match s {
+            "once" => ReplyKind::Once,
+            "always" => ReplyKind::Always,
+            "reject" => ReplyKind::Reject,
+            other => ReplyKind::Unknown(other.to_owned()),
+        }
+    }
+
+    /// Whether the request was allowed to run.
+    #[must_use]
+    pub fn is_approval(&self) -> bool {
+        matches!(self, ReplyKind::Once | ReplyKind::Always)
+    }
+}
+
+/// `session.status` `status.type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStatus {
+    Busy,
+    Idle,
+    /// The provider call failed and OpenCode retries it.
+    Retry {
+        attempt: Option<u64>,
+        message: Option<String>,
+    },
+    Unknown(String),
+}
+
+/// A message part, enough to print the agent's text and tool activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text {
+        session_id: String,
+        message_id: String,
+        part_id: String,
+        /// The whole text so far (not a delta).
+        text: String,
+        /// Set once the part is complete.
+        ended: bool,
+    },
+    Tool {
+        session_id: String,
+        message_id: String,
+        part_id: String,
+        tool: String,
+        call_id: String,
+        status: ToolStatus,
+        /// Set on `completed`: OpenCode's one-line summary of the call.
+        title: Option<String>,
+        /// Set on `error`.
+        error: Option<String>,
+    },
+    /// `step-start`, `step-finish`, `reasoning`, `file`, …
+    Other {
+        session_id: String,
+        kind: String,
+    },
+}
+
+/// A tool part's `state.status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolStatus {
+    Pending,
+    Running,
+    Completed,
+    Error,
+    Unknown(String),
+}
+
+impl ToolStatus {
+    fn from_wire(s: &str) -> Self {
+        match s {
+            "pending" => ToolStatus::Pending,
+            "running" => ToolStatus::Running,
+            "completed" => ToolStatus::Completed,
+            "error" => ToolStatus::Error,
+            other => ToolStatus::Unknown(other.to_owned()),
+        }
+    }
+}
+
+impl Event {
+    /// Parse one SSE `data:` payload.
+    ///
+    /// `Err` only for frames that are not events at all or for a known
+    /// event whose properties are broken (except `permission.asked`, which
+    /// is always an `Ok` so it cannot be dropped by error handling).
+    pub fn parse(data: &str) -> Result<Event, WireError> {
+        let value: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => return salvage_permission(data).ok_or(WireError::NotJson(e)),
+        };
+        Self::from_value(value)
+    }
+
+    /// Parse an already-decoded frame (either shape).
+    pub fn from_value(mut value: Value) -> Result<Event, WireError> {
+        // /global/event wraps the frame: {"directory","project","payload"}.
+        if value.get("type").is_none() {
+            if let Some(payload) = value.get_mut("payload") {
+                value = payload.take();
+            }
+        }
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(WireError::NoType)?
+            .to_owned();
+        let props = value.get_mut("properties").map(Value::take).unwrap_or(Value::Null);
+        parse_kind(&kind, props)
+    }
+
+    /// The event's type name, as on the wire (for logs).
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        match self {
+            Event::ServerConnected => "server.connected",
+            Event::Heartbeat => "server.heartbeat",
+            Event::SessionCreated(_) => "session.created",
+            Event::SessionUpdated(_) => "session.updated",
+            Event::MessageUpdated { .. } => "message.updated",
+            Event::PermissionAsked(_) | Event::PermissionMalformed(_) => "permission.asked",
+            Event::PermissionReplied { .. } => "permission.replied",
+            Event::SessionStatus { .. } => "session.status",
+            Event::SessionIdle { .. } => "session.idle",
+            Event::SessionError { .. } => "session.error",
+            Event::PartUpdated(_) => "message.part.updated",
+            Event::PartDelta { .. } => "message.part.delta",
+            Event::QuestionAsked { .. } => "question.asked",
+            Event::InstanceDisposed { .. } => "server.instance.disposed",
+            Event::Other { kind } => kind,
+        }
+    }
+}
+
+fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
+    let malformed = |e: serde_json::Error| WireError::Malformed {
+        kind: kind.to_owned(),
+        reason: e.to_string(),
+    };
+    Ok(match kind {
+        "server.connected" => Event::ServerConnected,
+        "server.heartbeat" => Event::Heartbeat,
+        "session.created" | "session.updated" => {
+            let p: SessionProps = from_props(props).map_err(malformed)?;
+            if kind == "session.created" {
+                Event::SessionCreated(p.info)
+            } else {
+                Event::SessionUpdated(p.info)
+            }
+        }
+        "message.updated" => {
+            let p: MessageProps = from_props(props).map_err(malformed)?;
+            Event::MessageUpdated {
+                session_id: p.session_id,
+                message_id: p.info.id,
+                role: p.info.role,
+            }
+        }
+        "permission.asked" => parse_permission(props),
+        "permission.replied" => {
+            let p: RepliedProps = from_props(props).map_err(malformed)?;
+            Event::PermissionReplied {
+                session_id: p.session_id,
+                request_id: p.request_id,
+                reply: ReplyKind::from_wire(&p.reply),
+            }
+        }
+        "session.status" => {
+            let p: StatusProps = from_props(props).map_err(malformed)?;
+            let status = match p.status.kind.as_str() {
+                "busy" => SessionStatus::Busy,
+                "idle" => SessionStatus::Idle,
+                "retry" => SessionStatus::Retry {
+                    attempt: p.status.attempt,
+                    message: p.status.message,
+                },
+                other => SessionStatus::Unknown(other.to_owned()),
+            };
+            Event::SessionStatus {
+                session_id: p.session_id,
+                status,
+            }
+        }
+        "session.idle" => {
+            let p: SessionIdProps = from_props(props).map_err(malformed)?;
+            Event::SessionIdle {
+                session_id: p.session_id,
+            }
+        }
+        "session.error" => {
+            let p: ErrorProps = from_props(props).map_err(malformed)?;
+            let (name, message) = match p.error {
+                Some(e) => (
+                    e.name.unwrap_or_else(|| "UnknownError".to_owned()),
+                    e.data
+                        .as_ref()
+                        .and_then(|d| d.get("message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                ),
+                None => ("UnknownError".to_owned(), None),
+            };
+            Event::SessionError {
+                session_id: p.session_id,
+                name,
+                message,
+            }
+        }
+        "message.part.updated" => {
+            let p: PartProps = from_props(props).map_err(malformed)?;
+            Event::PartUpdated(p.part.into_part())
+        }
+        "message.part.delta" => {
+            let p: DeltaProps = from_props(props).map_err(malformed)?;
+            Event::PartDelta {
+                session_id: p.session_id,
+                message_id: p.message_id,
+                part_id: p.part_id,
+                field: p.field,
+                delta: p.delta,
+            }
+        }
+        "question.asked" => Event::QuestionAsked {
+            id: props.get("id").and_then(Value::as_str).map(str::to_owned),
+            session_id: props
+                .get("sessionID")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            raw: props,
+        },
+        "server.instance.disposed" => Event::InstanceDisposed {
+            directory: props
+                .get("directory")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
+        other => Event::Other {
+            kind: other.to_owned(),
+        },
+    })
+}
+
+/// `permission.asked` never fails: a request that does not parse is still
+/// pending in OpenCode, so the caller gets its ids to deny it.
+fn parse_permission(props: Value) -> Event {
+    let ids = (
+        props.get("id").and_then(Value::as_str).map(str::to_owned),
+        props
+            .get("sessionID")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    );
+    match serde_json::from_value::<PermissionRequest>(props) {
+        Ok(req) => Event::PermissionAsked(req),
+        Err(e) => Event::PermissionMalformed(MalformedPermission {
+            request_id: ids.0,
+            session_id: ids.1,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A frame that is not even JSON may still be a truncated or mangled
+/// `permission.asked`; dig its ids out of the text so it can be denied.
+fn salvage_permission(data: &str) -> Option<Event> {
+    static IDS: OnceLock<(regex::Regex, regex::Regex)> = OnceLock::new();
+    if !data.contains("permission.asked") {
+        return None;
+    }
+    let (per, ses) = IDS.get_or_init(|| {
+        (
+            regex::Regex::new(r#""id"\s*:\s*"(per_[^"\\]+)""#).expect("static regex is valid"),
+            regex::Regex::new(r#""sessionID"\s*:\s*"(ses_[^"\\]+)""#)
+                .expect("static regex is valid"),
+        )
+    });
+    let grab = |re: &regex::Regex| re.captures(data).map(|c| c[1].to_owned());
+    Some(Event::PermissionMalformed(MalformedPermission {
+        request_id: grab(per),
+        session_id: grab(ses),
+        reason: "permission.asked frame is not valid JSON".to_owned(),
+    }))
+}
+
+fn from_props<T: DeserializeOwned>(props: Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(props)
+}
+
+/// Accept a string; read any other JSON type as absent.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct SessionProps {
+    info: SessionInfo,
+}
+
+#[derive(Deserialize)]
+struct MessageProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    info: MessageInfo,
+}
+
+#[derive(Deserialize)]
+struct MessageInfo {
+    id: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+struct RepliedProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    #[serde(rename = "requestID")]
+    request_id: String,
+    reply: String,
+}
+
+#[derive(Deserialize)]
+struct StatusProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    status: RawStatus,
+}
+
+#[derive(Deserialize)]
+struct RawStatus {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    attempt: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SessionIdProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorProps {
+    #[serde(rename = "sessionID", default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    error: Option<RawError>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct DeltaProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    #[serde(rename = "messageID")]
+    message_id: String,
+    #[serde(rename = "partID")]
+    part_id: String,
+    field: String,
+    delta: String,
+}
+
+#[derive(Deserialize)]
+struct PartProps {
+    part: RawPart,
+}
+
+#[derive(Deserialize)]
+struct RawPart {
+    id: String,
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    #[serde(rename = "messageID")]
+    message_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(rename = "callID", default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    state: Option<RawToolState>,
+    #[serde(default)]
+    time: Option<RawTime>,
+}
+
+#[derive(Deserialize)]
+struct RawToolState {
+    status: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTime {
+    #[serde(default)]
+    end: Option<u64>,
+}
+
+impl RawPart {
+    fn into_part(self) -> Part {
+        match (self.kind.as_str(), self.tool, self.state) {
+            ("text", ..) => Part::Text {
+                session_id: self.session_id,
+                message_id: self.message_id,
+                part_id: self.id,
+                text: self.text.unwrap_or_default(),
+                ended: self.time.and_then(|t| t.end).is_some(),
+            },
+            ("tool", Some(tool), Some(state)) => Part::Tool {
+                session_id: self.session_id,
+                message_id: self.message_id,
+                part_id: self.id,
+                tool,
+                call_id: self.call_id.unwrap_or_default(),
+                status: ToolStatus::from_wire(&state.status),
+                title: state.title,
+                error: state.error,
+            },
+            _ => Part::Other {
+                session_id: self.session_id,
+                kind: self.kind,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn reference_dir() -> PathBuf {
+        // Copies of /work/shared/reference/opencode-1.18.33, recorded from
+        // the real server.
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opencode-1.18.33")
+    }
+
+    /// Every frame of a capture, as the JSON text `data:` would carry.
+    fn frames(path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).expect("capture is readable");
+        if path.extension().is_some_and(|e| e == "sse") {
+            return text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+                .collect();
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("capture line is JSON");
+                v["ev"].to_string()
+            })
+            .collect()
+    }
+
+    fn captures() -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(reference_dir())
+            .expect("reference captures exist")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl" || e == "sse"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_frame_of_every_capture_parses() {
+        let files = captures();
+        assert_eq!(files.len(), 7, "expected the 7 captures, got {files:?}");
+        let mut total = 0;
+        for file in files {
+            let frames = frames(&file);
+            assert!(!frames.is_empty(), "{} has no frames", file.display());
+            for frame in frames {
+                let ev = Event::parse(&frame)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {frame}", file.display()));
+                assert!(
+                    !matches!(ev, Event::PermissionMalformed(_)),
+                    "{}: permission did not parse: {frame}",
+                    file.display()
+                );
+                // Every type gatekeep models must be recognised, not Other.
+                let raw: Value = serde_json::from_str(&frame).expect("json");
+                let raw = raw.get("payload").cloned().unwrap_or(raw);
+                let kind = raw["type"].as_str().expect("type");
+                assert_eq!(ev.kind(), kind, "{}: {frame}", file.display());
+                total += 1;
+            }
+        }
+        assert_eq!(total, 294, "frames in the 7 captures");
+    }
+
+    fn parse_capture(name: &str) -> Vec<Event> {
+        frames(&reference_dir().join(name))
+            .iter()
+            .map(|f| Event::parse(f).expect("parses"))
+            .collect()
+    }
+
+    #[test]
+    fn once_capture_fields() {
+        let evs = parse_capture("events_once.jsonl");
+        assert_eq!(evs[0], Event::ServerConnected);
+        let created = evs
+            .iter()
+            .find_map(|e| match e {
+                Event::SessionCreated(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("session.created");
+        assert_eq!(created.id, "ses_e009b293dffeHlo5q9sYMzBEhP");
+        assert_eq!(created.parent_id, None);
+
+        let asked = evs
+            .iter()
+            .find_map(|e| match e {
+                Event::PermissionAsked(p) => Some(p.clone()),
+                _ => None,
+            })
+            .expect("permission.asked");
+        assert_eq!(
+            asked,
+            PermissionRequest {
+                id: "per_1ff64da60001VP2VoRpYCMh3Kl".into(),
+                session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into(),
+                permission: "bash".into(),
+                patterns: vec!["echo hi > out.txt".into()],
+                metadata: PermissionMetadata {
+                    command: Some("echo hi > out.txt".into()),
+                    ..PermissionMetadata::default()
+                },
+                always: vec!["echo *".into()],
+                tool: Some(ToolRef {
+                    message_id: "msg_1ff64d719001u0ntqu78mkXLAF".into(),
+                    call_id: "call_1_0".into(),
+                }),
+            }
+        );
+        assert!(evs.contains(&Event::PermissionReplied {
+            session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into(),
+            request_id: "per_1ff64da60001VP2VoRpYCMh3Kl".into(),
+            reply: ReplyKind::Once,
+        }));
+        assert!(evs.contains(&Event::PartDelta {
+            session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into(),
+            message_id: "msg_1ff64daa4001OrQaYZbeXBJ7hc".into(),
+            part_id: "prt_1ff64daf4001puDPtID8bYAtJV".into(),
+            field: "text".into(),
+            delta: "done: (no output)".into(),
+        }));
+        assert_eq!(
+            evs.last(),
+            Some(&Event::SessionIdle {
+                session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into()
+            })
+        );
+        assert!(evs.contains(&Event::SessionStatus {
+            session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into(),
+            status: SessionStatus::Busy,
+        }));
+        // The user's prompt is echoed as a text part of a user message.
+        assert!(evs.contains(&Event::MessageUpdated {
+            session_id: "ses_e009b293dffeHlo5q9sYMzBEhP".into(),
+            message_id: "msg_1ff64d6f6001qxwRxjVlz6yK4X".into(),
+            role: "user".into(),
+        }));
+        assert!(evs.iter().any(|e| matches!(e, Event::Other { kind } if kind == "plugin.added")));
+    }
+
+    #[test]
+    fn tool_parts_carry_name_status_and_call_id() {
+        let evs = parse_capture("events_once.jsonl");
+        let tools: Vec<(String, ToolStatus, Option<String>)> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Event::PartUpdated(Part::Tool {
+                    tool,
+                    call_id,
+                    status,
+                    title,
+                    ..
+                }) if call_id == "call_1_0" => Some((tool.clone(), status.clone(), title.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tools,
+            vec![
+                ("bash".into(), ToolStatus::Pending, None),
+                ("bash".into(), ToolStatus::Running, None),
+                ("bash".into(), ToolStatus::Running, None),
+                (
+                    "bash".into(),
+                    ToolStatus::Completed,
+                    Some("echo hi > out.txt".into())
+                ),
+            ]
+        );
+        assert!(evs.iter().any(|e| matches!(
+            e,
+            Event::PartUpdated(Part::Text { text, .. }) if text == "please write the file"
+        )));
+        assert!(evs.iter().any(|e| matches!(
+            e,
+            Event::PartUpdated(Part::Other { kind, .. }) if kind == "step-start"
+        )));
+    }
+
+    #[test]
+    fn reject_cascade_capture_has_two_replies() {
+        let evs = parse_capture("events_multi_reject.jsonl");
+        let replied: Vec<(&str, &ReplyKind)> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Event::PermissionReplied {
+                    request_id, reply, ..
+                } => Some((request_id.as_str(), reply)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            replied,
+            vec![
+                ("per_1ff650a03001Ldql6QW5vDZZ3l", &ReplyKind::Reject),
+                ("per_1ff650a10001612NZ7dRZgL24K", &ReplyKind::Reject),
+            ]
+        );
+        let always = parse_capture("events_multi_always.jsonl");
+        assert!(always.iter().any(|e| matches!(
+            e,
+            Event::PermissionReplied { reply: ReplyKind::Always, .. }
+        )));
+    }
+
+    #[test]
+    fn abort_capture_has_session_error_and_heartbeats() {
+        let evs = parse_capture("events_noreply_abort.jsonl");
+        assert_eq!(evs.iter().filter(|e| **e == Event::Heartbeat).count(), 2);
+        assert!(evs.contains(&Event::SessionError {
+            session_id: Some("ses_e009adf47ffe5DuCFAz4ktsMe8".into()),
+            name: "MessageAbortedError".into(),
+            message: Some("Aborted".into()),
+        }));
+    }
+
+    #[test]
+    fn dispose_capture_ends_with_instance_disposed() {
+        let evs = parse_capture("events_dispose.sse");
+        assert_eq!(
+            evs.last(),
+            Some(&Event::InstanceDisposed {
+                directory: Some("/workspace/proj".into())
+            })
+        );
+        let updated = evs
+            .iter()
+            .find_map(|e| match e {
+                Event::SessionUpdated(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("session.updated");
+        assert_eq!(updated.title.as_deref(), Some("dispose"));
+        assert_eq!(updated.agent.as_deref(), Some("build"));
+    }
+
+    #[test]
+    fn global_event_wrapper_is_unwrapped() {
+        let evs = parse_capture("events_legacy_global.jsonl");
+        assert_eq!(evs[0], Event::ServerConnected);
+        assert!(evs.iter().any(|e| matches!(
+            e,
+            Event::PermissionAsked(p) if p.id == "per_1ff65a848001fJtsXmssLJUjxL"
+        )));
+        assert!(evs.iter().any(|e| matches!(e, Event::Other { kind } if kind == "sync")));
+    }
+
+    #[test]
+    fn child_session_has_parent() {
+        let frame = r#"{"id":"evt_1","type":"session.created","properties":{"sessionID":"ses_child","info":{"id":"ses_child","parentID":"ses_root","title":"explore (@general subagent)"}}}"#;
+        let Event::SessionCreated(info) = Event::parse(frame).expect("parses") else {
+            panic!("not session.created")
+        };
+        assert_eq!(info.parent_id.as_deref(), Some("ses_root"));
+        assert_eq!(info.title.as_deref(), Some("explore (@general subagent)"));
+    }
+
+    #[test]
+    fn unknown_types_are_other() {
+        let ev = Event::parse(r#"{"id":"evt_x","type":"brand.new.thing","properties":{"x":[1]}}"#)
+            .expect("unknown type is fine");
+        assert_eq!(
+            ev,
+            Event::Other {
+                kind: "brand.new.thing".into()
+            }
+        );
+        // No properties at all is fine for types we ignore.
+        assert!(matches!(
+            Event::parse(r#"{"type":"x.y"}"#),
+            Ok(Event::Other { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_permission_keeps_ids() {
+        // `patterns` of the wrong type.
+        let frame = r#"{"id":"evt_1","type":"permission.asked","properties":{"id":"per_abc","sessionID":"ses_def","permission":"bash","patterns":"oops"}}"#;
+        assert_eq!(
+            Event::parse(frame).expect("never an error"),
+            Event::PermissionMalformed(MalformedPermission {
+                request_id: Some("per_abc".into()),
+                session_id: Some("ses_def".into()),
+                reason: "invalid type: string \"oops\", expected a sequence".into(),
+            })
+        );
+        // Missing the permission kind.
+        let frame = r#"{"type":"permission.asked","properties":{"id":"per_abc","sessionID":"ses_def"}}"#;
+        assert!(matches!(
+            Event::parse(frame),
+            Ok(Event::PermissionMalformed(MalformedPermission { request_id: Some(ref r), .. })) if r == "per_abc"
+        ));
+    }
+
+    #[test]
+    fn truncated_permission_frame_is_salvaged() {
+        let frame = r#"{"id":"evt_1","type":"permission.asked","properties":{"id":"per_abc","sessionID":"ses_def","permission":"ba"#;
+        let Ok(Event::PermissionMalformed(m)) = Event::parse(frame) else {
+            panic!("truncated permission must not be an error")
+        };
+        assert_eq!(m.request_id.as_deref(), Some("per_abc"));
+        assert_eq!(m.session_id.as_deref(), Some("ses_def"));
+    }
+
+    #[test]
+    fn metadata_of_unexpected_type_is_absent_not_fatal() {
+        let frame = r#"{"type":"permission.asked","properties":{"id":"per_1","sessionID":"ses_1","permission":"edit","patterns":["a.rs"],"metadata":{"filepath":"/w/a.rs","diff":{"not":"a string"},"extra":1},"always":[]}}"#;
+        let Ok(Event::PermissionAsked(p)) = Event::parse(frame) else {
+            panic!("should parse")
+        };
+        assert_eq!(p.metadata.filepath.as_deref(), Some("/w/a.rs"));
+        assert_eq!(p.metadata.diff, None);
+        assert_eq!(p.tool, None);
+    }
+
+    #[test]
+    fn other_garbage_is_an_error() {
+        assert!(matches!(Event::parse("not json"), Err(WireError::NotJson(_))));
+        assert!(matches!(Event::parse(r#"{"x":1}"#), Err(WireError::NoType)));
+        assert!(matches!(
+            Event::parse(r#"{"type":"session.idle","properties":{}}"#),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn permission_list_items_parse() {
+        // GET /permission returns PermissionRequest[]: the asked properties.
+        let body = r#"[{"id":"per_1","sessionID":"ses_1","permission":"bash","patterns":["ls"],"metadata":{"command":"ls"},"always":["ls *"],"tool":{"messageID":"msg_1","callID":"c1"}}]"#;
+        let list: Vec<PermissionRequest> = serde_json::from_str(body).expect("parses");
+        assert_eq!(list[0].metadata.command.as_deref(), Some("ls"));
+        assert_eq!(list[0].tool.as_ref().map(|t| t.call_id.as_str()), Some("c1"));
+    }
+
+    #[test]
+    fn retry_status_and_error_without_data() {
+        let ev = Event::parse(r#"{"type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"retry","attempt":2,"message":"rate limited","next":5}}}"#)
+            .expect("parses");
+        assert_eq!(
+            ev,
+            Event::SessionStatus {
+                session_id: "ses_1".into(),
+                status: SessionStatus::Retry {
+                    attempt: Some(2),
+                    message: Some("rate limited".into())
+                }
+            }
+        );
+        let ev = Event::parse(r#"{"type":"session.error","properties":{}}"#).expect("parses");
+        assert_eq!(
+            ev,
+            Event::SessionError {
+                session_id: None,
+                name: "UnknownError".into(),
+                message: None
+            }
+        );
+    }
+}
