@@ -1,1 +1,294 @@
-//! (OpenCode side: events)
+//! The OpenCode event stream (`GET /event`, server-sent events).
+//!
+//! [`subscribe`] returns only once the subscription is provably live: HTTP
+//! 200 *and* the first `server.connected` frame received. A lazy client that
+//! connects on first poll would open the stream after the prompt and miss
+//! the first permission request (DESIGN §1 step 3), so the ordering is the
+//! point of this module.
+//!
+//! The bytes go through a lossy UTF-8 decoder before the SSE parser:
+//! `eventsource-stream` keeps an invalid byte in its buffer forever and
+//! silently stops producing events, which would look like a hung agent.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::{Stream, StreamExt};
+
+use super::api::{Api, ApiError};
+use super::wire::{Event, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("could not open the OpenCode event stream: {0}")]
+    Open(#[source] ApiError),
+    #[error("OpenCode refused the event stream: HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the OpenCode event stream did not start within {0:?}")]
+    SetupTimeout(Duration),
+    #[error("the OpenCode event stream ended before server.connected")]
+    EndedBeforeConnected,
+    #[error("the OpenCode event stream began with {0} instead of server.connected")]
+    NotConnectedFirst(String),
+    #[error("the OpenCode event stream failed: {0}")]
+    Transport(String),
+    #[error("the OpenCode event stream is not valid server-sent events: {0}")]
+    Syntax(String),
+    /// One frame could not be read; the stream goes on.
+    #[error(transparent)]
+    Frame(#[from] WireError),
+}
+
+impl EventsError {
+    /// Whether the stream is over after this error (as opposed to one bad
+    /// frame that was skipped).
+    #[must_use]
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, EventsError::Frame(_))
+    }
+}
+
+type SseStream = Pin<
+    Box<
+        dyn Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A live subscription. Dropping it closes the connection.
+pub struct EventStream {
+    inner: SseStream,
+    done: bool,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Open `GET /event?directory=…` and wait, bounded by the API's request
+/// timeout, for HTTP 200 and the first `server.connected`.
+pub async fn subscribe(api: &Api) -> Result<EventStream, EventsError> {
+    subscribe_within(api, api.timeout()).await
+}
+
+/// [`subscribe`] with an explicit bound on the connection setup.
+pub async fn subscribe_within(api: &Api, setup: Duration) -> Result<EventStream, EventsError> {
+    let request = api.event_request().map_err(EventsError::Open)?;
+    let connect = async {
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| EventsError::Transport(e.without_url().to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(EventsError::Status {
+                status: status.as_u16(),
+                body: body.chars().take(300).collect(),
+            });
+        }
+        let mut stream = EventStream::from_bytes(resp.bytes_stream());
+        match stream.next().await {
+            Some(Ok(Event::ServerConnected)) => Ok(stream),
+            Some(Ok(other)) => Err(EventsError::NotConnectedFirst(other.kind().to_owned())),
+            Some(Err(e)) => Err(e),
+            None => Err(EventsError::EndedBeforeConnected),
+        }
+    };
+    tokio::time::timeout(setup, connect)
+        .await
+        .map_err(|_| EventsError::SetupTimeout(setup))?
+}
+
+impl EventStream {
+    /// Wrap any byte stream carrying SSE (the response body, or a test
+    /// source).
+    pub fn from_bytes<S, B>(bytes: S) -> EventStream
+    where
+        S: Stream<Item = Result<B, reqwest::Error>> + Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        use eventsource_stream::Eventsource;
+        let mut decoder = LossyUtf8::default();
+        let text = bytes.map(move |chunk| chunk.map(|b| decoder.decode(b.as_ref())));
+        // A trailing partial character at end of stream becomes U+FFFD.
+        let text = text.chain(futures_util::stream::once(async { Ok(String::new()) }));
+        EventStream {
+            inner: Box::pin(text.eventsource()),
+            done: false,
+        }
+    }
+
+    /// The next event. `None` once the stream has ended (cleanly or after
+    /// a fatal error, which is returned once first). Cancel-safe: dropping
+    /// the future loses nothing.
+    pub async fn next(&mut self) -> Option<Result<Event, EventsError>> {
+        use eventsource_stream::EventStreamError as E;
+        loop {
+            if self.done {
+                return None;
+            }
+            match self.inner.next().await {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Ok(frame)) => {
+                    // Data-less frames (comments, retry:, keep-alives) never
+                    // reach here; whitespace-only data is not an event.
+                    if frame.data.trim().is_empty() {
+                        continue;
+                    }
+                    return Some(Event::parse(&frame.data).map_err(EventsError::Frame));
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(match e {
+                        E::Transport(e) => EventsError::Transport(e.without_url().to_string()),
+                        E::Utf8(e) => EventsError::Syntax(e.to_string()),
+                        E::Parser(e) => EventsError::Syntax(e.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Incremental UTF-8 decoding that never fails: invalid bytes become U+FFFD
+/// and a character split across chunks is carried to the next one.
+#[derive(Default)]
+struct LossyUtf8 {
+    carry: Vec<u8>,
+}
+
+impl LossyUtf8 {
+    fn decode(&mut self, chunk: &[u8]) -> String {
+        let mut buf: Vec<u8> = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(chunk);
+        // An empty chunk marks the end: flush whatever is left.
+        let at_end = chunk.is_empty();
+        let mut out = String::with_capacity(buf.len());
+        let mut rest = &buf[..];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).expect("checked valid prefix"));
+                    if let Some(len) = e.error_len() {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        rest = &after[len..];
+                    } else if at_end {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        break;
+                    } else {
+                        // An incomplete character at the end of the chunk.
+                        self.carry = after.to_vec();
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(chunks: Vec<&'static [u8]>) -> EventStream {
+        EventStream::from_bytes(futures_util::stream::iter(
+            chunks.into_iter().map(Ok::<_, reqwest::Error>),
+        ))
+    }
+
+    async fn all(mut s: EventStream) -> Vec<Result<Event, EventsError>> {
+        let mut out = Vec::new();
+        while let Some(ev) = s.next().await {
+            out.push(ev);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn comments_retry_and_multiline_data() {
+        let evs = all(source(vec![
+            b": keep-alive comment\n\nretry: 1000\n\n",
+            b"data: {\"type\":\"server.connected\",\ndata: \"properties\":{}}\n\n",
+            b"id: 7\nevent: message\ndata: {\"type\":\"session.idle\",\"properties\":{\"sessionID\":\"ses_1\"}}\r\n\r\n",
+        ]))
+        .await;
+        let evs: Vec<Event> = evs.into_iter().map(|e| e.expect("parses")).collect();
+        assert_eq!(
+            evs,
+            vec![
+                Event::ServerConnected,
+                Event::SessionIdle {
+                    session_id: "ses_1".into()
+                }
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_including_inside_a_character() {
+        // "é" is 0xC3 0xA9; split it across chunks.
+        let evs = all(source(vec![
+            b"da",
+            b"ta: {\"type\":\"message.part.delta\",\"properties\":{\"sessionID\":\"s\",\"messageID\":\"m\",\"partID\":\"p\",\"field\":\"text\",\"delta\":\"caf\xC3",
+            b"\xA9\"}}\n",
+            b"\n",
+        ]))
+        .await;
+        assert_eq!(evs.len(), 1);
+        let Ok(Event::PartDelta { delta, .. }) = &evs[0] else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(delta, "café");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_does_not_stall_the_stream() {
+        let evs = all(source(vec![
+            b"data: {\"type\":\"message.part.delta\",\"properties\":{\"sessionID\":\"s\",\"messageID\":\"m\",\"partID\":\"p\",\"field\":\"text\",\"delta\":\"a\xFF\xFEb\"}}\n\n",
+            b"data: {\"type\":\"server.heartbeat\",\"properties\":{}}\n\n",
+        ]))
+        .await;
+        let evs: Vec<Event> = evs.into_iter().map(|e| e.expect("parses")).collect();
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert!(matches!(&evs[0], Event::PartDelta { delta, .. } if delta == "a\u{FFFD}\u{FFFD}b"));
+        assert_eq!(evs[1], Event::Heartbeat);
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_is_an_error_and_the_stream_goes_on() {
+        let evs = all(source(vec![
+            b"data: not json\n\n",
+            b"data: {\"type\":\"server.heartbeat\"}\n\n",
+        ]))
+        .await;
+        assert_eq!(evs.len(), 2);
+        assert!(matches!(&evs[0], Err(e) if !e.is_fatal()));
+        assert!(matches!(&evs[1], Ok(Event::Heartbeat)));
+    }
+
+    #[test]
+    fn lossy_decoder_flushes_a_dangling_partial_character_at_end() {
+        let mut d = LossyUtf8::default();
+        assert_eq!(d.decode(b"ab\xE2\x82"), "ab");
+        assert_eq!(d.decode(b""), "\u{FFFD}");
+        assert_eq!(d.decode(b"\xE2\x82\xAC"), "€");
+    }
+}

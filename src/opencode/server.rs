@@ -1,1 +1,526 @@
-//! (OpenCode side: server)
+//! The `opencode serve` child process (DESIGN §1 steps 1–2).
+//!
+//! One [`Server`] is one child in its own process group, dying with
+//! gatekeep, with a fresh random `OPENCODE_SERVER_PASSWORD` so no other local
+//! process can answer a permission. [`Server::start`] returns only after the
+//! child printed its listening line, and takes the base URL from that line.
+//! Its output is drained for the child's whole life into a small ring of
+//! recent lines, so a full pipe can never block OpenCode and a failure can
+//! show what OpenCode said.
+//!
+//! Ownership: a waiter task owns the child handle and publishes its exit
+//! status on a watch channel; two reader tasks own stdout and stderr.
+//! `Server` keeps the process group id, which is all that signalling needs.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{oneshot, watch};
+
+/// Lines of OpenCode output kept for error messages.
+const KEPT_LINES: usize = 20;
+/// Longest kept line, so one huge line cannot hold much memory.
+const MAX_LINE: usize = 1000;
+/// What OpenCode prints once it accepts connections.
+const READY_PREFIX: &str = "opencode server listening on ";
+/// How long to wait for the output readers to reach EOF after the child
+/// exited, so its last words make it into the error.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// After SIGKILL of the group, how long to wait for the leader to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not find a free port on 127.0.0.1: {0}")]
+    Port(#[source] std::io::Error),
+    #[error("could not start {program:?}: {source}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("OpenCode exited before it was ready ({status}){}", output_block(.output))]
+    ExitedEarly { status: String, output: Vec<String> },
+    #[error("OpenCode did not report ready within {timeout:?}{}", output_block(.output))]
+    NotReady {
+        timeout: Duration,
+        output: Vec<String>,
+    },
+}
+
+fn output_block(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; its last output:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// How to start `opencode serve`.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The OpenCode executable (any path, or a name looked up on `PATH`).
+    pub program: PathBuf,
+    /// The workspace: the child's working directory.
+    pub workspace: PathBuf,
+    /// Extra environment, e.g. `OPENCODE_PERMISSION`.
+    pub env: Vec<(OsString, OsString)>,
+    /// Bound on the wait for the listening line.
+    pub ready_timeout: Duration,
+}
+
+/// A running `opencode serve`. Dropping it without [`Server::stop`] SIGKILLs
+/// the process group (best effort, no reaping).
+#[derive(Debug)]
+pub struct Server {
+    pid: u32,
+    pgid: Pid,
+    base_url: String,
+    password: SecretString,
+    /// `None` until the child exited; set by the waiter task.
+    exit: watch::Receiver<Option<ExitStatus>>,
+    output: Arc<Mutex<Ring>>,
+    /// Set once the group was killed and reaped, so `Drop` leaves a possibly
+    /// reused process group id alone.
+    stopped: bool,
+}
+
+/// How [`Server::stop`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The leader's exit status, if it was reaped in time.
+    pub status: Option<ExitStatus>,
+    /// Whether SIGTERM was not enough within the grace period.
+    pub killed: bool,
+}
+
+impl Server {
+    /// Spawn `<program> serve --hostname 127.0.0.1 --port <free port>` and
+    /// wait for its listening line.
+    ///
+    /// Call this from a task on a long-lived runtime thread, never inside
+    /// `spawn_blocking`: Linux delivers the parent-death signal when the
+    /// *thread* that spawned the child exits, and blocking-pool threads exit
+    /// after a short idle time, which would kill OpenCode mid-run.
+    pub async fn start(opts: ServerOptions) -> Result<Server, ServerError> {
+        let port = free_port().map_err(ServerError::Port)?;
+        let password = SecretString::from(Alphanumeric.sample_string(&mut rand::thread_rng(), 40));
+
+        let mut cmd = CommandWrap::with_new(&opts.program, |cmd| {
+            cmd.arg("serve")
+                .arg("--hostname")
+                .arg("127.0.0.1")
+                .arg("--port")
+                .arg(port.to_string())
+                .current_dir(&opts.workspace)
+                .envs(opts.env.iter().map(|(k, v)| (k, v)))
+                // The one place the password leaves its wrapper on the server
+                // side: OpenCode reads it from its environment.
+                .env("OPENCODE_SERVER_PASSWORD", password.expose_secret())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            die_with_parent(cmd);
+        });
+        cmd.wrap(ProcessGroup::leader());
+        let mut child = cmd.spawn().map_err(|source| ServerError::Spawn {
+            program: opts.program.clone(),
+            source,
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+
+        let output = Arc::new(Mutex::new(Ring::new(password.expose_secret().to_owned())));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let readers = [
+            child
+                .stdout()
+                .take()
+                .map(|out| tokio::spawn(drain(out, Arc::clone(&output), Some(ready_tx)))),
+            child
+                .stderr()
+                .take()
+                .map(|err| tokio::spawn(drain(err, Arc::clone(&output), None))),
+        ];
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            // Waits for the leader, then reaps what is left of our children
+            // in its group. Holding `child` here keeps the pipes' handles
+            // with the readers and the status on the channel.
+            let status = child.wait().await;
+            // Nobody listening only means the Server is gone already.
+            let _ = exit_tx.send(Some(status.unwrap_or_else(|_| failed_status())));
+        });
+
+        let mut server = Server {
+            pid,
+            pgid: group,
+            base_url: String::new(),
+            password,
+            exit: exit_rx,
+            output,
+            stopped: false,
+        };
+
+        let outcome = tokio::time::timeout(opts.ready_timeout, async {
+            tokio::select! {
+                url = ready_rx => url.ok(),
+                _ = server.exited() => None,
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Some(url)) => {
+                server.base_url = url;
+                Ok(server)
+            }
+            Ok(None) => {
+                // Either exited, or stdout closed without the line (then the
+                // exit follows; give it the same short grace).
+                let _ = tokio::time::timeout(DRAIN_GRACE, server.exited()).await;
+                let status = server
+                    .exit
+                    .borrow()
+                    .map_or_else(|| "closed its output".to_owned(), describe);
+                for reader in readers.into_iter().flatten() {
+                    let _ = tokio::time::timeout(DRAIN_GRACE, reader).await;
+                }
+                let output = server.recent_output();
+                server.stop(Duration::ZERO).await;
+                Err(ServerError::ExitedEarly { status, output })
+            }
+            Err(_) => {
+                let output = server.recent_output();
+                server.stop(Duration::ZERO).await;
+                Err(ServerError::NotReady {
+                    timeout: opts.ready_timeout,
+                    output,
+                })
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, as OpenCode printed it.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The server password, for [`super::api::Api::new`].
+    #[must_use]
+    pub fn password(&self) -> &SecretString {
+        &self.password
+    }
+
+    /// The child's pid, which is also its process group id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The last lines OpenCode printed (stdout and stderr interleaved),
+    /// with the password redacted.
+    #[must_use]
+    pub fn recent_output(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .map(|ring| ring.lines.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Resolves when the child exited, with its status. Cancel-safe: use it
+    /// in `select!` as the "OpenCode died" arm.
+    pub async fn exited(&mut self) -> ExitStatus {
+        match self.exit.wait_for(Option::is_some).await {
+            Ok(status) => status.unwrap_or_else(failed_status),
+            // The waiter task is gone without a status: the runtime is
+            // shutting down; the child is as good as gone for us.
+            Err(_) => failed_status(),
+        }
+    }
+
+    /// Whether the child has exited (non-blocking).
+    #[must_use]
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// SIGTERM the whole process group, wait up to `grace` for the leader,
+    /// then SIGKILL the group (also any stragglers after a clean exit) and
+    /// reap the leader.
+    pub async fn stop(mut self, grace: Duration) -> Stopped {
+        let mut killed = false;
+        if !self.has_exited() && !grace.is_zero() {
+            self.signal(Signal::SIGTERM);
+            killed = tokio::time::timeout(grace, self.exited()).await.is_err();
+        } else if !self.has_exited() {
+            killed = true;
+        }
+        // Also after a clean exit: the leader's children may linger in the
+        // group.
+        self.signal(Signal::SIGKILL);
+        let status = tokio::time::timeout(KILL_WAIT, self.exited()).await.ok();
+        self.stopped = true;
+        Stopped { status, killed }
+    }
+
+    fn signal(&self, sig: Signal) {
+        // ESRCH: the group is empty already, which is what we want.
+        let _ = killpg(self.pgid, sig);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Ask the kernel to SIGKILL the child when the spawning thread dies, so
+/// OpenCode never outlives gatekeep, not even a `kill -9` of gatekeep.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // two async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent may have died between fork and prctl; then the
+            // signal will never come, so give up now.
+            if nix::unistd::getppid().as_raw() != i32::try_from(parent).unwrap_or(-1) {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    // The port is free now; OpenCode binds it a moment later. The race is
+    // acceptable because OpenCode reports the port it really bound, and we
+    // take the URL from that line.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn failed_status() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(1 << 8)
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => Signal::try_from(sig)
+            .map_or_else(|_| format!("signal {sig}"), |s| format!("killed by {s}")),
+        _ => status.to_string(),
+    }
+}
+
+/// Recent output lines, password redacted.
+#[derive(Debug)]
+struct Ring {
+    lines: VecDeque<String>,
+    secret: String,
+}
+
+impl Ring {
+    fn new(secret: String) -> Self {
+        Ring {
+            lines: VecDeque::with_capacity(KEPT_LINES),
+            secret,
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        let mut line = line.trim_end().replace(&self.secret, "[redacted]");
+        if line.len() > MAX_LINE {
+            let mut end = MAX_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            line.push('…');
+        }
+        if self.lines.len() == KEPT_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+}
+
+/// Read lines until EOF, keep the recent ones, and report the listening URL
+/// once. Lines are read as bytes: OpenCode output that is not UTF-8 must not
+/// stop the draining.
+async fn drain<R: AsyncRead + Unpin>(
+    pipe: R,
+    ring: Arc<Mutex<Ring>>,
+    mut ready: Option<oneshot::Sender<String>>,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if let Some(url) = ready.as_ref().and_then(|_| listening_url(&line)) {
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(url);
+            }
+        }
+        if let Ok(mut ring) = ring.lock() {
+            ring.push(&line);
+        }
+    }
+}
+
+/// `opencode server listening on http://127.0.0.1:4096` → the URL.
+fn listening_url(line: &str) -> Option<String> {
+    let rest = &line[line.find(READY_PREFIX)? + READY_PREFIX.len()..];
+    let url = rest.split_whitespace().next()?;
+    let parsed = reqwest::Url::parse(url).ok()?;
+    (parsed.scheme() == "http" && parsed.port().is_some())
+        .then(|| url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line_is_parsed() {
+        assert_eq!(
+            listening_url("opencode server listening on http://127.0.0.1:4096\n").as_deref(),
+            Some("http://127.0.0.1:4096")
+        );
+        assert_eq!(
+            listening_url("INFO  opencode server listening on http://127.0.0.1:39123/ (ready)")
+                .as_deref(),
+            Some("http://127.0.0.1:39123")
+        );
+        assert_eq!(listening_url("opencode server listening on soon"), None);
+        assert_eq!(listening_url("listening on http://127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn ring_keeps_recent_lines_and_redacts() {
+        let mut ring = Ring::new("s3cret".into());
+        for i in 0..30 {
+            ring.push(&format!("line {i} s3cret\n"));
+        }
+        assert_eq!(ring.lines.len(), KEPT_LINES);
+        assert_eq!(
+            ring.lines.front().map(String::as_str),
+            Some("line 10 [redacted]")
+        );
+        ring.push(&"x".repeat(5000));
+        assert!(ring
+            .lines
+            .back()
+            .is_some_and(|l| l.chars().count() == MAX_LINE + 1));
+    }
+
+    fn sh(script: &str) -> ServerOptions {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!(
+            "gk-server-test-{}-{}.sh",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        ServerOptions {
+            program: path,
+            workspace: dir,
+            env: vec![("GK_TEST".into(), "1".into())],
+            ready_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_before_ready_reports_output() {
+        let opts = sh("echo starting; echo 'boom: no provider' >&2; exit 3");
+        let program = opts.program.clone();
+        let err = Server::start(opts).await.expect_err("must fail");
+        let _ = std::fs::remove_file(program);
+        let ServerError::ExitedEarly { status, output } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(status, "exit code 3");
+        assert!(
+            output.contains(&"boom: no provider".to_owned()),
+            "{output:?}"
+        );
+        assert!(err.to_string().contains("boom: no provider"));
+    }
+
+    #[tokio::test]
+    async fn not_ready_in_time_is_killed() {
+        let mut opts = sh("echo warming up; exec sleep 30");
+        opts.ready_timeout = Duration::from_millis(300);
+        let program = opts.program.clone();
+        let err = Server::start(opts).await.expect_err("must time out");
+        let _ = std::fs::remove_file(&program);
+        let ServerError::NotReady { output, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(output, &vec!["warming up".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn ready_then_stop_kills_the_group() {
+        // The server forks a grandchild in its group; stop must take both.
+        let opts = sh(
+            "sleep 30 & echo \"child $!\"; echo \"opencode server listening on http://127.0.0.1:5\"; exec sleep 30",
+        );
+        let program = opts.program.clone();
+        let server = Server::start(opts).await.expect("ready");
+        let _ = std::fs::remove_file(&program);
+        assert_eq!(server.base_url(), "http://127.0.0.1:5");
+        let grandchild: i32 = server
+            .recent_output()
+            .iter()
+            .find_map(|l| l.strip_prefix("child ").map(|p| p.parse().expect("pid")))
+            .expect("grandchild pid printed");
+        let leader = i32::try_from(server.pid()).expect("pid");
+        let stopped = server.stop(Duration::from_secs(2)).await;
+        assert!(!stopped.killed, "sleep dies on SIGTERM");
+        assert!(stopped.status.is_some());
+        // The leader was reaped by us; the grandchild is reparented and
+        // reaped by init (or is a zombie until then): not running either way.
+        assert!(!running(leader));
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while running(grandchild) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!running(grandchild), "grandchild {grandchild} survived");
+    }
+
+    /// Alive and not a zombie.
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    }
+}

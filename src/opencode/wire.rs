@@ -94,9 +94,13 @@ pub enum Event {
         raw: Value,
     },
     /// `server.instance.disposed`: the stream ends after it.
-    InstanceDisposed { directory: Option<String> },
+    InstanceDisposed {
+        directory: Option<String>,
+    },
     /// Every event type gatekeep ignores, by name.
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 /// Session identity as carried by `session.created` / `session.updated` and
@@ -142,13 +146,29 @@ pub struct PermissionRequest {
 /// failing the whole request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PermissionMetadata {
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filepath: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub diff: Option<String>,
 }
 
@@ -235,10 +255,7 @@ pub enum Part {
         error: Option<String>,
     },
     /// `step-start`, `step-finish`, `reasoning`, `file`, …
-    Other {
-        session_id: String,
-        kind: String,
-    },
+    Other { session_id: String, kind: String },
 }
 
 /// A tool part's `state.status`.
@@ -290,7 +307,7 @@ impl Event {
             .and_then(Value::as_str)
             .ok_or(WireError::NoType)?
             .to_owned();
-        let props = value.get_mut("properties").map(Value::take).unwrap_or(Value::Null);
+        let props = value.get_mut("properties").map_or(Value::Null, Value::take);
         parse_kind(&kind, props)
     }
 
@@ -350,47 +367,14 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
                 reply: ReplyKind::from_wire(&p.reply),
             }
         }
-        "session.status" => {
-            let p: StatusProps = from_props(props).map_err(malformed)?;
-            let status = match p.status.kind.as_str() {
-                "busy" => SessionStatus::Busy,
-                "idle" => SessionStatus::Idle,
-                "retry" => SessionStatus::Retry {
-                    attempt: p.status.attempt,
-                    message: p.status.message,
-                },
-                other => SessionStatus::Unknown(other.to_owned()),
-            };
-            Event::SessionStatus {
-                session_id: p.session_id,
-                status,
-            }
-        }
+        "session.status" => parse_status(from_props(props).map_err(malformed)?),
         "session.idle" => {
             let p: SessionIdProps = from_props(props).map_err(malformed)?;
             Event::SessionIdle {
                 session_id: p.session_id,
             }
         }
-        "session.error" => {
-            let p: ErrorProps = from_props(props).map_err(malformed)?;
-            let (name, message) = match p.error {
-                Some(e) => (
-                    e.name.unwrap_or_else(|| "UnknownError".to_owned()),
-                    e.data
-                        .as_ref()
-                        .and_then(|d| d.get("message"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                ),
-                None => ("UnknownError".to_owned(), None),
-            };
-            Event::SessionError {
-                session_id: p.session_id,
-                name,
-                message,
-            }
-        }
+        "session.error" => parse_error(from_props(props).map_err(malformed)?),
         "message.part.updated" => {
             let p: PartProps = from_props(props).map_err(malformed)?;
             Event::PartUpdated(p.part.into_part())
@@ -423,6 +407,42 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
             kind: other.to_owned(),
         },
     })
+}
+
+fn parse_status(p: StatusProps) -> Event {
+    let status = match p.status.kind.as_str() {
+        "busy" => SessionStatus::Busy,
+        "idle" => SessionStatus::Idle,
+        "retry" => SessionStatus::Retry {
+            attempt: p.status.attempt,
+            message: p.status.message,
+        },
+        other => SessionStatus::Unknown(other.to_owned()),
+    };
+    Event::SessionStatus {
+        session_id: p.session_id,
+        status,
+    }
+}
+
+/// `error` is one of several error shapes, all `{name, data:{message?}}`.
+fn parse_error(p: ErrorProps) -> Event {
+    let (name, message) = match p.error {
+        Some(e) => (
+            e.name.unwrap_or_else(|| "UnknownError".to_owned()),
+            e.data
+                .as_ref()
+                .and_then(|d| d.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        None => ("UnknownError".to_owned(), None),
+    };
+    Event::SessionError {
+        session_id: p.session_id,
+        name,
+        message,
+    }
 }
 
 /// `permission.asked` never fails: a request that does not parse is still
@@ -767,7 +787,9 @@ mod tests {
             message_id: "msg_1ff64d6f6001qxwRxjVlz6yK4X".into(),
             role: "user".into(),
         }));
-        assert!(evs.iter().any(|e| matches!(e, Event::Other { kind } if kind == "plugin.added")));
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, Event::Other { kind } if kind == "plugin.added")));
     }
 
     #[test]
@@ -831,7 +853,10 @@ mod tests {
         let always = parse_capture("events_multi_always.jsonl");
         assert!(always.iter().any(|e| matches!(
             e,
-            Event::PermissionReplied { reply: ReplyKind::Always, .. }
+            Event::PermissionReplied {
+                reply: ReplyKind::Always,
+                ..
+            }
         )));
     }
 
@@ -874,7 +899,9 @@ mod tests {
             e,
             Event::PermissionAsked(p) if p.id == "per_1ff65a848001fJtsXmssLJUjxL"
         )));
-        assert!(evs.iter().any(|e| matches!(e, Event::Other { kind } if kind == "sync")));
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, Event::Other { kind } if kind == "sync")));
     }
 
     #[test]
@@ -917,7 +944,8 @@ mod tests {
             })
         );
         // Missing the permission kind.
-        let frame = r#"{"type":"permission.asked","properties":{"id":"per_abc","sessionID":"ses_def"}}"#;
+        let frame =
+            r#"{"type":"permission.asked","properties":{"id":"per_abc","sessionID":"ses_def"}}"#;
         assert!(matches!(
             Event::parse(frame),
             Ok(Event::PermissionMalformed(MalformedPermission { request_id: Some(ref r), .. })) if r == "per_abc"
@@ -947,7 +975,10 @@ mod tests {
 
     #[test]
     fn other_garbage_is_an_error() {
-        assert!(matches!(Event::parse("not json"), Err(WireError::NotJson(_))));
+        assert!(matches!(
+            Event::parse("not json"),
+            Err(WireError::NotJson(_))
+        ));
         assert!(matches!(Event::parse(r#"{"x":1}"#), Err(WireError::NoType)));
         assert!(matches!(
             Event::parse(r#"{"type":"session.idle","properties":{}}"#),
@@ -961,7 +992,10 @@ mod tests {
         let body = r#"[{"id":"per_1","sessionID":"ses_1","permission":"bash","patterns":["ls"],"metadata":{"command":"ls"},"always":["ls *"],"tool":{"messageID":"msg_1","callID":"c1"}}]"#;
         let list: Vec<PermissionRequest> = serde_json::from_str(body).expect("parses");
         assert_eq!(list[0].metadata.command.as_deref(), Some("ls"));
-        assert_eq!(list[0].tool.as_ref().map(|t| t.call_id.as_str()), Some("c1"));
+        assert_eq!(
+            list[0].tool.as_ref().map(|t| t.call_id.as_str()),
+            Some("c1")
+        );
     }
 
     #[test]
