@@ -1,1 +1,140 @@
-//! cli
+//! The raw command line, as clap reads it. Validation into a usable
+//! configuration happens in [`crate::config`], so this stays declarative.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::exit::HELP_TABLE;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatekeep",
+    version,
+    about = "Supervise an unattended OpenCode run: every gated tool call needs a human's yes; everything else is denied.",
+    after_help = HELP_TABLE,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one OpenCode agent under supervision.
+    ///
+    /// gatekeep starts its own `opencode serve`, performs the run described
+    /// after `--` through OpenCode's API, sends every permission request to
+    /// the approval channel (Discord with --channel, else this terminal) and
+    /// denies whatever is pending when the run ends, however it ends.
+    #[command(
+        after_help = HELP_TABLE,
+        override_usage = "gatekeep run [OPTIONS] -- <OPENCODE> run [OPENCODE-RUN-FLAGS] <MESSAGE>..."
+    )]
+    Run(RunArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Discord channel id for approvals (needs DISCORD_TOKEN).
+    #[arg(long, env = "GATEKEEP_CHANNEL", value_name = "ID")]
+    pub channel: Option<String>,
+
+    /// Discord user id allowed to decide (repeatable).
+    #[arg(
+        long = "approver",
+        env = "GATEKEEP_APPROVERS",
+        value_name = "USER_ID",
+        value_delimiter = ','
+    )]
+    pub approvers: Vec<String>,
+
+    /// Discord role id whose members may decide (repeatable).
+    #[arg(
+        long = "approver-role",
+        env = "GATEKEEP_APPROVER_ROLES",
+        value_name = "ROLE_ID",
+        value_delimiter = ','
+    )]
+    pub approver_roles: Vec<String>,
+
+    /// Time limit for the whole run, e.g. 90s, 10m, 1h30m.
+    #[arg(long, env = "GATEKEEP_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Time limit for each approval request; unanswered requests are denied.
+    #[arg(long, env = "GATEKEEP_APPROVAL_TIMEOUT", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub approval_timeout: Duration,
+
+    /// Workspace directory (default: the current directory).
+    #[arg(long, env = "GATEKEEP_DIR", value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+
+    /// Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable).
+    #[arg(
+        long = "gate",
+        env = "GATEKEEP_GATE",
+        value_name = "PERMISSION",
+        value_delimiter = ','
+    )]
+    pub gates: Vec<String>,
+
+    /// Discord API base URL (for testing against a local fake).
+    #[arg(
+        long,
+        env = "GATEKEEP_DISCORD_API_URL",
+        value_name = "URL",
+        default_value = "https://discord.com",
+        hide_default_value = true
+    )]
+    pub discord_api_url: String,
+
+    /// Print only the agent's text and errors.
+    #[arg(short, long, env = "GATEKEEP_QUIET", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more about what gatekeep is doing (repeat for more).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The run to supervise: `<OPENCODE> run [FLAGS] <MESSAGE>...`
+    #[arg(last = true, required = true, value_name = "OPENCODE RUN ...")]
+    pub opencode: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; use a duration such as 90s, 10m or 1h30m"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_like_humans_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,1 +1,298 @@
-//! config
+//! The validated configuration of one run: everything in it has been checked,
+//! so the supervisor never has to second-guess a value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::cli::RunArgs;
+use crate::tail::{self, RunSpec, TailError};
+
+/// Where approval requests go.
+#[derive(Debug)]
+pub enum ApprovalChannel {
+    /// This terminal: stdin and stderr are both terminals.
+    Terminal,
+    Discord(DiscordConfig),
+}
+
+#[derive(Debug)]
+pub struct DiscordConfig {
+    pub token: SecretString,
+    pub api_base: String,
+    pub channel_id: u64,
+    pub approvers: Vec<u64>,
+    pub approver_roles: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Debug)]
+pub struct RunConfig {
+    pub spec: RunSpec,
+    /// Absolute, canonical workspace directory: sent as `directory` on every
+    /// OpenCode call (a call without it silently goes to another instance).
+    pub workspace: PathBuf,
+    pub timeout: Duration,
+    pub approval_timeout: Duration,
+    /// Permission kinds forced to `ask`.
+    pub gates: Vec<String>,
+    pub approval: ApprovalChannel,
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Tail(#[from] TailError),
+    #[error(
+        "invalid {option} `{value}`: expected a Discord id (a number such as 123456789012345678)"
+    )]
+    BadId { option: &'static str, value: String },
+    #[error("invalid --gate `{0}`: expected a permission kind such as bash, edit, webfetch or external_directory")]
+    BadGate(String),
+    #[error("workspace `{path}` is not a directory: {detail}")]
+    BadWorkspace { path: PathBuf, detail: String },
+    #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
+    DirConflict(PathBuf, PathBuf),
+    #[error("--approver and --approver-role only apply to Discord approvals; add --channel <ID>")]
+    ApproversWithoutChannel,
+    #[error("--channel is set but DISCORD_TOKEN is not: export the bot token as DISCORD_TOKEN")]
+    MissingToken,
+    #[error(
+        "no approval channel: stdin and stderr are not both terminals and no --channel was given.\n\
+         An unattended run needs somewhere to ask: pass --channel <DISCORD_CHANNEL_ID> (or set \
+         GATEKEEP_CHANNEL) and export DISCORD_TOKEN, or run gatekeep from a terminal"
+    )]
+    NoApprovalChannel,
+}
+
+impl ConfigError {
+    /// Channel problems exit 3 ("approval channel unavailable"), the rest 2.
+    #[must_use]
+    pub fn is_channel_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ConfigError::MissingToken | ConfigError::NoApprovalChannel
+        )
+    }
+}
+
+/// What the environment around gatekeep looks like, passed in so tests can
+/// vary it.
+#[derive(Debug, Clone)]
+pub struct Surroundings {
+    pub cwd: PathBuf,
+    pub discord_token: Option<String>,
+    pub stdin_is_terminal: bool,
+    pub stderr_is_terminal: bool,
+}
+
+impl RunConfig {
+    pub fn from_args(args: RunArgs, env: &Surroundings) -> Result<Self, ConfigError> {
+        let spec = tail::parse(&args.opencode)?;
+        let workspace = workspace(args.dir.as_deref(), spec.dir.as_deref(), &env.cwd)?;
+        let gates = args
+            .gates
+            .iter()
+            .map(|g| valid_gate(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let approvers = ids("--approver", &args.approvers)?;
+        let approver_roles = ids("--approver-role", &args.approver_roles)?;
+
+        let approval = match args.channel.as_deref().filter(|c| !c.is_empty()) {
+            Some(channel) => {
+                let channel_id = id("--channel", channel)?;
+                let token = env
+                    .discord_token
+                    .clone()
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or(ConfigError::MissingToken)?;
+                ApprovalChannel::Discord(DiscordConfig {
+                    token: SecretString::from(token.trim().to_owned()),
+                    api_base: args.discord_api_url.trim_end_matches('/').to_owned(),
+                    channel_id,
+                    approvers,
+                    approver_roles,
+                })
+            }
+            None if !approvers.is_empty() || !approver_roles.is_empty() => {
+                return Err(ConfigError::ApproversWithoutChannel)
+            }
+            None if env.stdin_is_terminal && env.stderr_is_terminal => ApprovalChannel::Terminal,
+            None => return Err(ConfigError::NoApprovalChannel),
+        };
+
+        let verbosity = if args.quiet {
+            Verbosity::Quiet
+        } else if args.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+
+        Ok(Self {
+            spec,
+            workspace,
+            timeout: args.timeout,
+            approval_timeout: args.approval_timeout,
+            gates,
+            approval,
+            verbosity,
+        })
+    }
+}
+
+fn workspace(flag: Option<&Path>, tail: Option<&Path>, cwd: &Path) -> Result<PathBuf, ConfigError> {
+    let resolve = |p: &Path| -> Result<PathBuf, ConfigError> {
+        let p = cwd.join(p);
+        let canonical = p.canonicalize().map_err(|e| ConfigError::BadWorkspace {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        if canonical.is_dir() {
+            Ok(canonical)
+        } else {
+            Err(ConfigError::BadWorkspace {
+                path: p,
+                detail: "not a directory".to_owned(),
+            })
+        }
+    };
+    match (flag, tail) {
+        (Some(a), Some(b)) => {
+            let (ra, rb) = (resolve(a)?, resolve(b)?);
+            if ra == rb {
+                Ok(ra)
+            } else {
+                Err(ConfigError::DirConflict(a.to_owned(), b.to_owned()))
+            }
+        }
+        (Some(p), None) | (None, Some(p)) => resolve(p),
+        (None, None) => resolve(Path::new(".")),
+    }
+}
+
+fn valid_gate(gate: &str) -> Result<String, ConfigError> {
+    let ok = !gate.is_empty()
+        && gate.len() <= 64
+        && gate.starts_with(|c: char| c.is_ascii_lowercase())
+        && gate
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(gate.to_owned())
+    } else {
+        Err(ConfigError::BadGate(gate.to_owned()))
+    }
+}
+
+fn id(option: &'static str, value: &str) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ConfigError::BadId {
+            option,
+            value: value.to_owned(),
+        })
+}
+
+fn ids(option: &'static str, values: &[String]) -> Result<Vec<u64>, ConfigError> {
+    values.iter().map(|v| id(option, v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(line: &str) -> RunArgs {
+        let words = std::iter::once("gatekeep").chain(line.split(' '));
+        match Cli::try_parse_from(words).expect("parses").command {
+            Command::Run(a) => a,
+            Command::Completions { .. } => panic!("not a run"),
+        }
+    }
+
+    fn env(terminal: bool, token: Option<&str>) -> Surroundings {
+        Surroundings {
+            cwd: std::env::temp_dir(),
+            discord_token: token.map(str::to_owned),
+            stdin_is_terminal: terminal,
+            stderr_is_terminal: terminal,
+        }
+    }
+
+    #[test]
+    fn terminal_is_the_default_channel_at_a_terminal() {
+        let c = RunConfig::from_args(args("-- opencode run hi"), &env(true, None)).expect("valid");
+        assert!(matches!(c.approval, ApprovalChannel::Terminal));
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert_eq!(c.approval_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn without_a_terminal_or_channel_it_refuses_with_exit_3() {
+        let err = RunConfig::from_args(args("-- opencode run hi"), &env(false, None))
+            .expect_err("refused");
+        assert!(err.is_channel_unavailable());
+        assert!(err.to_string().contains("--channel"));
+    }
+
+    #[test]
+    fn channel_needs_a_token_and_numeric_ids() {
+        let err = RunConfig::from_args(args("--channel 42 -- opencode run hi"), &env(false, None))
+            .expect_err("no token");
+        assert!(err.is_channel_unavailable());
+        let err = RunConfig::from_args(
+            args("--channel general -- opencode run hi"),
+            &env(false, Some("t")),
+        )
+        .expect_err("bad id");
+        assert!(matches!(
+            err,
+            ConfigError::BadId {
+                option: "--channel",
+                ..
+            }
+        ));
+        let c = RunConfig::from_args(
+            args("--channel 42 --approver 7 --approver-role 8 --gate bash --gate edit -- opencode run hi"),
+            &env(false, Some("t")),
+        )
+        .expect("valid");
+        let ApprovalChannel::Discord(d) = c.approval else {
+            panic!("discord expected")
+        };
+        assert_eq!(
+            (d.channel_id, d.approvers, d.approver_roles),
+            (42, vec![7], vec![8])
+        );
+        assert_eq!(c.gates, vec!["bash", "edit"]);
+    }
+
+    #[test]
+    fn rejects_bad_gates_and_missing_workspaces() {
+        assert!(matches!(
+            RunConfig::from_args(args("--gate Bash! -- opencode run hi"), &env(true, None)),
+            Err(ConfigError::BadGate(_))
+        ));
+        assert!(matches!(
+            RunConfig::from_args(
+                args("--dir /nonexistent/x -- opencode run hi"),
+                &env(true, None)
+            ),
+            Err(ConfigError::BadWorkspace { .. })
+        ));
+    }
+}

@@ -1,1 +1,62 @@
-//! exit
+//! The documented exit codes, and how each way a run can end maps to one.
+
+use crate::approval::EndReason;
+
+/// gatekeep's exit codes. They are part of the interface: CI jobs and cron
+/// wrappers branch on them, so they never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    /// The run finished: the root session went idle without an error.
+    Finished = 0,
+    /// The agent run failed (`session.error`, the event stream ended early).
+    RunFailed = 1,
+    /// Bad command line; nothing was started.
+    Usage = 2,
+    /// No approval channel could be set up; nothing was sent to the agent.
+    ChannelUnavailable = 3,
+    /// OpenCode failed to start or died during the run.
+    OpenCodeFailed = 4,
+    /// `--timeout` elapsed.
+    TimedOut = 124,
+    /// SIGHUP.
+    HungUp = 129,
+    /// SIGINT (Ctrl-C).
+    Interrupted = 130,
+    /// SIGTERM.
+    Terminated = 143,
+}
+
+impl Code {
+    #[must_use]
+    pub fn as_i32(self) -> i32 {
+        i32::from(self as u8)
+    }
+
+    /// The exit code for a run that ended for `reason`.
+    #[must_use]
+    pub fn for_end(reason: EndReason) -> Self {
+        match reason {
+            EndReason::Finished => Code::Finished,
+            EndReason::Failed | EndReason::InternalError => Code::RunFailed,
+            EndReason::TimedOut => Code::TimedOut,
+            EndReason::Interrupted => Code::Interrupted,
+            EndReason::Terminated => Code::Terminated,
+            EndReason::HungUp => Code::HungUp,
+            EndReason::OpenCodeDied => Code::OpenCodeFailed,
+        }
+    }
+}
+
+/// The table printed in `--help` and the README.
+pub const HELP_TABLE: &str = "\
+Exit codes:
+  0    run finished
+  1    agent run failed (session error, event stream ended early)
+  2    usage error (nothing started)
+  3    approval channel unavailable (nothing sent to the agent)
+  4    OpenCode failed to start or died
+  124  run timed out (--timeout)
+  129  SIGHUP
+  130  SIGINT (Ctrl-C)
+  143  SIGTERM";

@@ -27,6 +27,7 @@
 pub mod approval;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod exit;
 pub mod opencode;
 pub mod redact;

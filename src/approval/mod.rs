@@ -138,20 +138,33 @@ impl EndReason {
 /// `reject`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    Approved { by: Actor },
-    Denied { by: Actor, reason: Option<String> },
+    Approved {
+        by: Actor,
+    },
+    Denied {
+        by: Actor,
+        reason: Option<String>,
+    },
     /// No answer before the request's deadline.
     Expired,
     /// A reject of another request in the same session rejected this one too.
-    DeniedWithRelated { related: u32 },
+    DeniedWithRelated {
+        related: u32,
+    },
     /// OpenCode asked again with the same id; a new entry replaced this one.
-    Superseded { by_number: u32 },
+    Superseded {
+        by_number: u32,
+    },
     /// The run ended before anyone answered.
     RunEnded(EndReason),
     /// The approval channel could not show or answer the request.
-    ChannelFailed { detail: String },
+    ChannelFailed {
+        detail: String,
+    },
     /// OpenCode reported a reply gatekeep did not send (another client).
-    RepliedElsewhere { reply: String },
+    RepliedElsewhere {
+        reply: String,
+    },
 }
 
 impl Settlement {
@@ -170,9 +183,13 @@ impl Settlement {
                     .clone()
                     .unwrap_or_else(|| "denied by a human approver".to_owned()),
             ),
-            Settlement::Expired => Some("denied by gatekeep: no answer before the approval deadline".to_owned()),
+            Settlement::Expired => {
+                Some("denied by gatekeep: no answer before the approval deadline".to_owned())
+            }
             Settlement::RunEnded(r) => Some(r.deny_message().to_owned()),
-            Settlement::ChannelFailed { .. } => Some("denied by gatekeep: the approval channel failed".to_owned()),
+            Settlement::ChannelFailed { .. } => {
+                Some("denied by gatekeep: the approval channel failed".to_owned())
+            }
             Settlement::Approved { .. }
             | Settlement::DeniedWithRelated { .. }
             | Settlement::Superseded { .. }
@@ -185,8 +202,13 @@ impl fmt::Display for Settlement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Settlement::Approved { by } => write!(f, "approved by {} ({})", by.name, by.channel),
-            Settlement::Denied { by, reason: None } => write!(f, "denied by {} ({})", by.name, by.channel),
-            Settlement::Denied { by, reason: Some(r) } => {
+            Settlement::Denied { by, reason: None } => {
+                write!(f, "denied by {} ({})", by.name, by.channel)
+            }
+            Settlement::Denied {
+                by,
+                reason: Some(r),
+            } => {
                 write!(f, "denied by {} ({}): {r}", by.name, by.channel)
             }
             Settlement::Expired => f.write_str("expired: no answer before the deadline"),
@@ -195,8 +217,12 @@ impl fmt::Display for Settlement {
             }
             Settlement::Superseded { by_number } => write!(f, "superseded by request #{by_number}"),
             Settlement::RunEnded(r) => write!(f, "cancelled: run {}", r.phrase()),
-            Settlement::ChannelFailed { detail } => write!(f, "denied: approval channel failure ({detail})"),
-            Settlement::RepliedElsewhere { reply } => write!(f, "answered outside gatekeep: {reply}"),
+            Settlement::ChannelFailed { detail } => {
+                write!(f, "denied: approval channel failure ({detail})")
+            }
+            Settlement::RepliedElsewhere { reply } => {
+                write!(f, "answered outside gatekeep: {reply}")
+            }
         }
     }
 }

@@ -8,8 +8,8 @@
 //! A transport never settles anything itself: it asks, and the approval task
 //! answers whether the decision won (first decision wins, DESIGN §5).
 
-pub mod terminal;
 pub mod discord;
+pub mod terminal;
 
 use tokio::sync::{mpsc, oneshot};
 

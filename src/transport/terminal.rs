@@ -1,1 +1,310 @@
-//! The terminal approval channel (implemented in the core issue).
+//! The terminal approval channel: for a person running gatekeep by hand.
+//!
+//! Requests are shown on stderr; answers are read line by line from stdin:
+//! `a` approve, `d` deny, `r` deny with a reason (asked for on the next line,
+//! or given inline: `r not in prod`). With several requests waiting, the
+//! answer goes to the oldest one unless a number is given (`2 a`, `a 2`).
+//!
+//! stdin is read on a plain thread: a blocking read of a terminal cannot be
+//! cancelled, and a tokio blocking task would hold up the runtime's shutdown
+//! until the user pressed enter.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+use tokio::sync::mpsc;
+
+use super::{DecideOutcome, Decider, Notice};
+use crate::approval::{Actor, Channel, Request, Verdict};
+use crate::redact::{terminal_safe_bounded, Redactor};
+
+/// Longest command or diff shown in full at the terminal.
+const MAX_SHOWN: usize = 4000;
+
+/// Who answers at this terminal: the local user.
+#[must_use]
+pub fn local_actor() -> Actor {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "local user".to_owned());
+    Actor {
+        channel: Channel::Terminal,
+        id: name.clone(),
+        name,
+    }
+}
+
+/// Start reading stdin lines on their own thread.
+#[must_use]
+pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // The thread ends at end of input or when the receiver is gone; the
+    // process may exit while it is blocked in a read, which is fine.
+    let _ = std::thread::Builder::new()
+        .name("gatekeep-stdin".to_owned())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    rx
+}
+
+/// What a line typed at the prompt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Approve(Option<u32>),
+    Deny(Option<u32>),
+    DenyWithReason(Option<u32>, Option<String>),
+    Unclear,
+}
+
+fn parse_answer(line: &str) -> Answer {
+    let mut words = line.split_whitespace().peekable();
+    let mut number = None;
+    if let Some(n) = words
+        .peek()
+        .and_then(|w| w.trim_start_matches('#').parse::<u32>().ok())
+    {
+        number = Some(n);
+        words.next();
+    }
+    let Some(verb) = words.next() else {
+        return Answer::Unclear;
+    };
+    let mut rest: Vec<&str> = words.collect();
+    if number.is_none() {
+        if let Some(n) = rest
+            .first()
+            .and_then(|w| w.trim_start_matches('#').parse::<u32>().ok())
+        {
+            number = Some(n);
+            rest.remove(0);
+        }
+    }
+    match verb.to_ascii_lowercase().as_str() {
+        "a" | "y" | "yes" | "approve" if rest.is_empty() => Answer::Approve(number),
+        "d" | "n" | "no" | "deny" if rest.is_empty() => Answer::Deny(number),
+        "r" | "reason" => {
+            let reason = rest.join(" ");
+            Answer::DenyWithReason(number, (!reason.is_empty()).then_some(reason))
+        }
+        _ => Answer::Unclear,
+    }
+}
+
+/// Render one request for the terminal. Pure, so it can be tested.
+#[must_use]
+pub fn render(request: &Request, redactor: &Redactor) -> String {
+    let clean = |s: &str| terminal_safe_bounded(&redactor.redact(s), MAX_SHOWN);
+    let mut out = String::new();
+    let who = match &request.agent {
+        Some(agent) => format!(" (subagent: {})", clean(agent)),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\n[#{}] approval needed: {}{}",
+        request.number,
+        clean(&request.kind),
+        who
+    );
+    if let Some(command) = &request.command {
+        let _ = writeln!(out, "  command: {}", clean(command));
+    }
+    if let Some(path) = &request.path {
+        let _ = writeln!(out, "  path: {}", clean(path));
+    }
+    if request.command.is_none() && request.path.is_none() && !request.patterns.is_empty() {
+        let _ = writeln!(out, "  patterns: {}", clean(&request.patterns.join(", ")));
+    }
+    if let Some(description) = &request.description {
+        let _ = writeln!(out, "  why: {}", clean(description));
+    }
+    if let Some(diff) = &request.diff {
+        let _ = writeln!(out, "  diff:");
+        for line in clean(diff).lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  time left: {}",
+        humantime::format_duration(std::time::Duration::from_secs(request.time_left.as_secs()))
+    );
+    let _ = write!(
+        out,
+        "  answer [a]pprove, [d]eny, [r]eason (deny with a reason){}: ",
+        if request.number > 1 {
+            format!(" — prefix the number to pick, e.g. `{} a`", request.number)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// Serve the terminal channel until the run ends.
+pub async fn serve(
+    mut notices: mpsc::UnboundedReceiver<Notice>,
+    mut lines: mpsc::UnboundedReceiver<String>,
+    decider: Decider,
+    redactor: Redactor,
+    actor: Actor,
+) {
+    let mut pending: BTreeMap<u32, Request> = BTreeMap::new();
+    // A deny-with-reason waiting for its reason on the next line.
+    let mut awaiting_reason: Option<u32> = None;
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            notice = notices.recv() => match notice {
+                Some(Notice::Show(request)) => {
+                    eprint!("{}", render(&request, &redactor));
+                    pending.insert(request.number, request);
+                }
+                Some(Notice::Settled { number, settlement, .. }) => {
+                    if pending.remove(&number).is_some() {
+                        eprintln!("\n[#{number}] {settlement}");
+                    }
+                    if awaiting_reason == Some(number) {
+                        awaiting_reason = None;
+                    }
+                }
+                Some(Notice::RunEnded(_)) | None => return,
+            },
+            line = lines.recv(), if input_open => {
+                let Some(line) = line else {
+                    // End of input: nobody can answer here any more. The
+                    // requests stay pending until their deadline.
+                    input_open = false;
+                    if !pending.is_empty() {
+                        eprintln!("\ngatekeep: stdin closed; pending requests will be denied at their deadline");
+                    }
+                    continue;
+                };
+                let decision = match awaiting_reason.take() {
+                    Some(number) => Some((number, Verdict::Deny { reason: reason_of(&line) })),
+                    None => interpret(&line, &pending, &mut awaiting_reason),
+                };
+                if let Some((number, verdict)) = decision {
+                    let outcome = decider.decide(number, verdict, actor.clone()).await;
+                    report(number, &outcome);
+                }
+            }
+        }
+    }
+}
+
+fn reason_of(line: &str) -> Option<String> {
+    let reason = line.trim();
+    (!reason.is_empty()).then(|| reason.to_owned())
+}
+
+/// Turn a typed line into a decision, or explain why it is not one.
+fn interpret(
+    line: &str,
+    pending: &BTreeMap<u32, Request>,
+    awaiting_reason: &mut Option<u32>,
+) -> Option<(u32, Verdict)> {
+    if line.trim().is_empty() {
+        return None;
+    }
+    let answer = parse_answer(line);
+    let target = |n: Option<u32>| n.or_else(|| pending.keys().next().copied());
+    let (number, verdict) = match answer {
+        Answer::Unclear => {
+            eprintln!("gatekeep: type a (approve), d (deny) or r (deny with a reason), optionally with a request number");
+            return None;
+        }
+        Answer::Approve(n) => (target(n), Verdict::Approve),
+        Answer::Deny(n) => (target(n), Verdict::Deny { reason: None }),
+        Answer::DenyWithReason(n, Some(reason)) => (
+            target(n),
+            Verdict::Deny {
+                reason: Some(reason),
+            },
+        ),
+        Answer::DenyWithReason(n, None) => {
+            if let Some(number) = target(n) {
+                eprint!("reason for denying #{number}: ");
+                *awaiting_reason = Some(number);
+            } else {
+                eprintln!("gatekeep: nothing is waiting for an answer");
+            }
+            return None;
+        }
+    };
+    if number.is_none() {
+        eprintln!("gatekeep: nothing is waiting for an answer");
+    }
+    number.map(|n| (n, verdict))
+}
+
+fn report(number: u32, outcome: &DecideOutcome) {
+    match outcome {
+        // The settlement itself is printed when its notice arrives.
+        DecideOutcome::Accepted(_) => {}
+        DecideOutcome::AlreadyDecided(s) => {
+            eprintln!("gatekeep: #{number} was already decided: {s}")
+        }
+        DecideOutcome::InProgress => eprintln!("gatekeep: #{number} is being decided already"),
+        DecideOutcome::Unknown => eprintln!("gatekeep: there is no request #{number}"),
+        DecideOutcome::RunEnded => {
+            eprintln!("gatekeep: the run is ending; nothing more is forwarded")
+        }
+        DecideOutcome::Failed(e) => {
+            eprintln!("gatekeep: #{number} could not be delivered to OpenCode ({e}); it is still open, try again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn answers_accept_numbers_before_or_after_the_verb() {
+        assert_eq!(parse_answer("a"), Answer::Approve(None));
+        assert_eq!(parse_answer("2 a"), Answer::Approve(Some(2)));
+        assert_eq!(parse_answer("deny #3"), Answer::Deny(Some(3)));
+        assert_eq!(
+            parse_answer("r 4 not on main"),
+            Answer::DenyWithReason(Some(4), Some("not on main".into()))
+        );
+        assert_eq!(parse_answer("r"), Answer::DenyWithReason(None, None));
+        assert_eq!(parse_answer("approve everything"), Answer::Unclear);
+        assert_eq!(parse_answer("maybe"), Answer::Unclear);
+    }
+
+    #[test]
+    fn rendering_neutralises_escapes_and_redacts_secrets() {
+        let request = Request {
+            id: "per_1".into(),
+            number: 1,
+            session_id: "ses".into(),
+            agent: Some("general".into()),
+            kind: "bash".into(),
+            patterns: vec![],
+            command: Some(
+                "echo \u{1b}[31mred\u{1b}[0m ghp_0123456789abcdefghijklmnopqrstuvwxyzAB".into(),
+            ),
+            path: None,
+            diff: None,
+            description: Some("prints".into()),
+            deadline_wall: SystemTime::UNIX_EPOCH,
+            time_left: Duration::from_secs(90),
+        };
+        let shown = render(&request, &Redactor::new(vec![]));
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+        assert!(!shown.contains("ghp_0123"), "{shown}");
+        assert!(shown.contains("(subagent: general)"));
+        assert!(shown.contains("time left: 1m 30s"));
+    }
+}

@@ -1,0 +1,671 @@
+//! The approval registry: a pure state machine that settles each permission
+//! request exactly once.
+//!
+//! Nothing here does I/O or reads a clock: the caller passes `now`, and every
+//! transition returns what must happen next ([`Settled`] values carry the
+//! reject that OpenCode must receive, if any). That keeps every race in
+//! DESIGN §5 — click vs. deadline vs. `permission.replied` vs. re-ask vs. the
+//! run ending — testable as a plain sequence of calls.
+//!
+//! States: `Open` → `Claimed` (a human's decision is being sent) → `Settled`.
+//! Settled entries stay as tombstones for the whole run, so a late click or a
+//! replayed event finds "already decided" instead of nothing.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{Actor, EndReason, Request, Settlement, Verdict};
+
+/// One request's place in the registry.
+#[derive(Debug)]
+struct Entry {
+    request: Request,
+    deadline: Instant,
+    state: State,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Open,
+    Claimed { verdict: Verdict, by: Actor },
+    Settled(Settlement),
+}
+
+/// What OpenCode must be told about a request that gatekeep settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Approve this request only. gatekeep never sends `always`.
+    Once,
+    /// Reject, with the message the model receives as feedback.
+    Reject { message: String },
+}
+
+/// A request reached its final state.
+#[must_use = "a settlement may carry a reject that OpenCode must receive"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub number: u32,
+    pub request_id: String,
+    pub session_id: String,
+    pub settlement: Settlement,
+    /// The reject gatekeep must send, when OpenCode does not already know.
+    pub reject: Option<String>,
+}
+
+/// The result of registering a request.
+#[must_use]
+#[derive(Debug)]
+pub enum Asked {
+    /// Registered and open: show it.
+    Open {
+        request: Request,
+        /// A previous entry with the same OpenCode id that this one replaced.
+        superseded: Option<Settled>,
+    },
+    /// The run is closing: the request was denied at once.
+    Refused(Settled),
+}
+
+/// A decision that won: send this reply to OpenCode, then report the result
+/// with [`Registry::claim_succeeded`] or [`Registry::claim_failed`].
+#[must_use = "a claim must be sent and then reported back"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub number: u32,
+    pub request_id: String,
+    pub reply: Reply,
+}
+
+/// Why a decision did not win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    AlreadyDecided(Settlement),
+    InProgress,
+    PastDeadline,
+    RunEnded,
+}
+
+/// What became of a claim whose reply could not be delivered.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimFailed {
+    /// Still before the deadline: the request is open again.
+    Reopened,
+    /// The deadline passed while the reply was in flight: deny at once.
+    Denied(Settled),
+    /// Settled meanwhile (echo, cascade, close): nothing more to do.
+    AlreadySettled,
+}
+
+/// All requests of one run, keyed by their short number.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: HashMap<u32, Entry>,
+    /// OpenCode request id → number of the entry that currently stands for it.
+    by_id: HashMap<String, u32>,
+    last_number: u32,
+    closed: Option<EndReason>,
+}
+
+impl Registry {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a request before anyone is shown it, so that a fast click
+    /// already finds it. The request's `number` is assigned here.
+    pub fn ask(&mut self, mut request: Request, deadline: Instant) -> Asked {
+        self.last_number += 1;
+        let number = self.last_number;
+        request.number = number;
+
+        if let Some(reason) = self.closed {
+            let settlement = Settlement::RunEnded(reason);
+            let settled = Settled {
+                number,
+                request_id: request.id.clone(),
+                session_id: request.session_id.clone(),
+                reject: settlement.deny_message(),
+                settlement: settlement.clone(),
+            };
+            self.entries.insert(
+                number,
+                Entry {
+                    request,
+                    deadline,
+                    state: State::Settled(settlement),
+                },
+            );
+            return Asked::Refused(settled);
+        }
+
+        // A re-ask of the same OpenCode id replaces the old message; the new
+        // entry answers for the id from now on, so the old one needs no reply.
+        let superseded = self
+            .by_id
+            .insert(request.id.clone(), number)
+            .and_then(|old| self.settle(old, Settlement::Superseded { by_number: number }, false));
+
+        self.entries.insert(
+            number,
+            Entry {
+                request: request.clone(),
+                deadline,
+                state: State::Open,
+            },
+        );
+        Asked::Open {
+            request,
+            superseded,
+        }
+    }
+
+    /// A human decided. The first decision claims the entry synchronously;
+    /// every later one is refused.
+    pub fn claim(
+        &mut self,
+        number: u32,
+        verdict: Verdict,
+        by: Actor,
+        now: Instant,
+    ) -> Result<Claim, Refusal> {
+        if self.closed.is_some() {
+            return Err(match self.entries.get(&number).map(|e| &e.state) {
+                Some(State::Settled(s)) => Refusal::AlreadyDecided(s.clone()),
+                _ => Refusal::RunEnded,
+            });
+        }
+        let entry = self.entries.get_mut(&number).ok_or(Refusal::Unknown)?;
+        match &entry.state {
+            State::Settled(s) => return Err(Refusal::AlreadyDecided(s.clone())),
+            State::Claimed { .. } => return Err(Refusal::InProgress),
+            State::Open if now >= entry.deadline => return Err(Refusal::PastDeadline),
+            State::Open => {}
+        }
+        let reply = match &verdict {
+            Verdict::Approve => Reply::Once,
+            Verdict::Deny { reason } => Reply::Reject {
+                message: reason
+                    .clone()
+                    .unwrap_or_else(|| "denied by a human approver".to_owned()),
+            },
+        };
+        entry.state = State::Claimed { verdict, by };
+        Ok(Claim {
+            number,
+            request_id: entry.request.id.clone(),
+            reply,
+        })
+    }
+
+    /// OpenCode accepted the claim's reply.
+    pub fn claim_succeeded(&mut self, number: u32) -> Option<Settled> {
+        let entry = self.entries.get(&number)?;
+        let State::Claimed { verdict, by } = &entry.state else {
+            return None;
+        };
+        let settlement = settlement_of(verdict.clone(), by.clone());
+        self.settle(number, settlement, false)
+    }
+
+    /// The claim's reply could not be delivered. A claimed entry beats its
+    /// deadline while the reply is in flight, but not after it failed.
+    pub fn claim_failed(&mut self, number: u32, now: Instant) -> ClaimFailed {
+        let Some(entry) = self.entries.get_mut(&number) else {
+            return ClaimFailed::AlreadySettled;
+        };
+        if !matches!(entry.state, State::Claimed { .. }) {
+            return ClaimFailed::AlreadySettled;
+        }
+        if now >= entry.deadline {
+            return match self.settle(number, Settlement::Expired, true) {
+                Some(settled) => ClaimFailed::Denied(settled),
+                None => ClaimFailed::AlreadySettled,
+            };
+        }
+        entry.state = State::Open;
+        ClaimFailed::Reopened
+    }
+
+    /// OpenCode's `permission.replied`: the authoritative settlement signal.
+    ///
+    /// A `reject` makes OpenCode reject every other pending request of the
+    /// same session, so those open entries settle as "denied with the related
+    /// request" (and get a reject of their own, which is harmless if OpenCode
+    /// already dropped them). Claimed entries are left to their own echo.
+    pub fn replied(&mut self, session_id: &str, request_id: &str, reply: &str) -> Vec<Settled> {
+        let mut out = Vec::new();
+        let number = self.by_id.get(request_id).copied();
+        if let Some(number) = number {
+            let settlement = match self.entries.get(&number).map(|e| &e.state) {
+                Some(State::Claimed { verdict, by }) if reply_matches(verdict, reply) => {
+                    Some(settlement_of(verdict.clone(), by.clone()))
+                }
+                Some(State::Open | State::Claimed { .. }) => Some(Settlement::RepliedElsewhere {
+                    reply: reply.to_owned(),
+                }),
+                Some(State::Settled(_)) | None => None,
+            };
+            if let Some(settlement) = settlement {
+                out.extend(self.settle(number, settlement, false));
+            }
+        }
+        if reply == "reject" {
+            let related: Vec<u32> = self
+                .entries
+                .iter()
+                .filter(|(n, e)| {
+                    Some(**n) != number
+                        && e.request.session_id == session_id
+                        && matches!(e.state, State::Open)
+                })
+                .map(|(n, _)| *n)
+                .collect();
+            for n in sorted(related) {
+                let settlement = match number {
+                    Some(related) => Settlement::DeniedWithRelated { related },
+                    None => Settlement::RepliedElsewhere {
+                        reply: reply.to_owned(),
+                    },
+                };
+                out.extend(self.settle(n, settlement, true));
+            }
+        }
+        out
+    }
+
+    /// The request could not be shown or answered through the approval
+    /// channel: deny it.
+    pub fn channel_failed(&mut self, number: u32, detail: String) -> Option<Settled> {
+        match self.entries.get(&number).map(|e| &e.state) {
+            Some(State::Open) => self.settle(number, Settlement::ChannelFailed { detail }, true),
+            _ => None,
+        }
+    }
+
+    /// Settle every open entry whose deadline has passed. Claimed entries are
+    /// not expired: their reply is in flight and wins.
+    pub fn expire_due(&mut self, now: Instant) -> Vec<Settled> {
+        let due: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Open) && now >= e.deadline)
+            .map(|(n, _)| *n)
+            .collect();
+        sorted(due)
+            .into_iter()
+            .filter_map(|n| self.settle(n, Settlement::Expired, true))
+            .collect()
+    }
+
+    /// The earliest deadline among open entries: when to call
+    /// [`Registry::expire_due`] next.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.state, State::Open))
+            .map(|e| e.deadline)
+            .min()
+    }
+
+    /// The run is ending: deny everything open or claimed, and deny every
+    /// request that arrives from now on. Idempotent; the first reason wins.
+    pub fn close(&mut self, reason: EndReason) -> Vec<Settled> {
+        let reason = *self.closed.get_or_insert(reason);
+        let pending: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !matches!(e.state, State::Settled(_)))
+            .map(|(n, _)| *n)
+            .collect();
+        sorted(pending)
+            .into_iter()
+            .filter_map(|n| self.settle(n, Settlement::RunEnded(reason), true))
+            .collect()
+    }
+
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Requests not yet settled, oldest first.
+    #[must_use]
+    pub fn pending(&self) -> Vec<&Request> {
+        let mut out: Vec<&Request> = self
+            .entries
+            .values()
+            .filter(|e| !matches!(e.state, State::Settled(_)))
+            .map(|e| &e.request)
+            .collect();
+        out.sort_by_key(|r| r.number);
+        out
+    }
+
+    #[must_use]
+    pub fn request(&self, number: u32) -> Option<&Request> {
+        self.entries.get(&number).map(|e| &e.request)
+    }
+
+    /// Whether OpenCode's request id belongs to this run (a known entry).
+    #[must_use]
+    pub fn knows(&self, request_id: &str) -> bool {
+        self.by_id.contains_key(request_id)
+    }
+
+    /// The one transition into `Settled`. Returns `None` if the entry was
+    /// already settled (or does not exist), so nothing is settled twice.
+    fn settle(
+        &mut self,
+        number: u32,
+        settlement: Settlement,
+        send_reject: bool,
+    ) -> Option<Settled> {
+        let entry = self.entries.get_mut(&number)?;
+        if matches!(entry.state, State::Settled(_)) {
+            return None;
+        }
+        entry.state = State::Settled(settlement.clone());
+        let reject = if send_reject {
+            Some(
+                settlement
+                    .deny_message()
+                    .unwrap_or_else(|| "denied by gatekeep".to_owned()),
+            )
+        } else {
+            None
+        };
+        Some(Settled {
+            number,
+            request_id: entry.request.id.clone(),
+            session_id: entry.request.session_id.clone(),
+            settlement,
+            reject,
+        })
+    }
+}
+
+fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
+    match verdict {
+        Verdict::Approve => Settlement::Approved { by },
+        Verdict::Deny { reason } => Settlement::Denied { by, reason },
+    }
+}
+
+fn reply_matches(verdict: &Verdict, reply: &str) -> bool {
+    match verdict {
+        Verdict::Approve => reply == "once",
+        Verdict::Deny { .. } => reply == "reject",
+    }
+}
+
+fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::approval::Channel;
+
+    fn request(id: &str, session: &str) -> Request {
+        Request {
+            id: id.to_owned(),
+            number: 0,
+            session_id: session.to_owned(),
+            agent: None,
+            kind: "bash".to_owned(),
+            patterns: vec!["echo hi".to_owned()],
+            command: Some("echo hi".to_owned()),
+            path: None,
+            diff: None,
+            description: None,
+            deadline_wall: SystemTime::UNIX_EPOCH,
+            time_left: Duration::from_secs(60),
+        }
+    }
+
+    fn alice() -> Actor {
+        Actor {
+            channel: Channel::Discord,
+            id: "1".to_owned(),
+            name: "alice".to_owned(),
+        }
+    }
+
+    fn open(reg: &mut Registry, id: &str, session: &str, deadline: Instant) -> u32 {
+        match reg.ask(request(id, session), deadline) {
+            Asked::Open {
+                request,
+                superseded,
+            } => {
+                assert!(superseded.is_none());
+                request.number
+            }
+            Asked::Refused(s) => panic!("refused: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn approve_claims_then_settles_on_success() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
+        let claim = reg
+            .claim(n, Verdict::Approve, alice(), now)
+            .expect("first click wins");
+        assert_eq!(claim.reply, Reply::Once);
+        let settled = reg.claim_succeeded(n).expect("settles");
+        assert_eq!(settled.settlement, Settlement::Approved { by: alice() });
+        assert_eq!(settled.reject, None);
+        // The echo of our own reply changes nothing.
+        assert!(reg.replied("ses_1", "per_a", "once").is_empty());
+    }
+
+    #[test]
+    fn second_click_is_refused_while_in_progress_and_after() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
+        let _claim = reg.claim(n, Verdict::Approve, alice(), now).expect("first");
+        assert_eq!(
+            reg.claim(n, Verdict::Deny { reason: None }, alice(), now),
+            Err(Refusal::InProgress)
+        );
+        let _ = reg.claim_succeeded(n);
+        assert!(matches!(
+            reg.claim(n, Verdict::Approve, alice(), now),
+            Err(Refusal::AlreadyDecided(Settlement::Approved { .. }))
+        ));
+    }
+
+    #[test]
+    fn deadline_expires_open_entries_but_not_claimed_ones() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let mut reg = Registry::new();
+        let a = open(&mut reg, "per_a", "ses_1", deadline);
+        let b = open(&mut reg, "per_b", "ses_2", deadline);
+        let _claim = reg
+            .claim(b, Verdict::Approve, alice(), now)
+            .expect("claim b");
+        assert_eq!(reg.next_deadline(), Some(deadline));
+        let expired = reg.expire_due(deadline);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].number, a);
+        assert_eq!(expired[0].settlement, Settlement::Expired);
+        assert!(
+            expired[0].reject.is_some(),
+            "an expired request is rejected"
+        );
+        assert_eq!(reg.next_deadline(), None);
+        // The claim still wins after the deadline.
+        assert!(reg
+            .claim_succeeded(b)
+            .is_some_and(|s| s.settlement.is_approved()));
+    }
+
+    #[test]
+    fn click_after_deadline_is_refused() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now);
+        assert_eq!(
+            reg.claim(n, Verdict::Approve, alice(), now),
+            Err(Refusal::PastDeadline)
+        );
+    }
+
+    #[test]
+    fn failed_claim_reopens_before_deadline_and_denies_after() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", deadline);
+        let _c = reg.claim(n, Verdict::Approve, alice(), now).expect("claim");
+        assert_eq!(reg.claim_failed(n, now), ClaimFailed::Reopened);
+        let _c = reg
+            .claim(n, Verdict::Approve, alice(), now)
+            .expect("claim again");
+        match reg.claim_failed(n, deadline) {
+            ClaimFailed::Denied(s) => {
+                assert_eq!(s.settlement, Settlement::Expired);
+                assert!(s.reject.is_some());
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reject_echo_cascades_to_open_entries_of_the_same_session_only() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let a = open(&mut reg, "per_a", "ses_1", later);
+        let b = open(&mut reg, "per_b", "ses_1", later);
+        let c = open(&mut reg, "per_c", "ses_1", later);
+        let other = open(&mut reg, "per_d", "ses_2", later);
+        let _claim_c = reg
+            .claim(c, Verdict::Approve, alice(), now)
+            .expect("claim c");
+        let _claim_a = reg
+            .claim(a, Verdict::Deny { reason: None }, alice(), now)
+            .expect("claim a");
+
+        let settled = reg.replied("ses_1", "per_a", "reject");
+        let numbers: Vec<u32> = settled.iter().map(|s| s.number).collect();
+        assert_eq!(
+            numbers,
+            vec![a, b],
+            "c is claimed and waits for its own echo"
+        );
+        assert!(matches!(settled[0].settlement, Settlement::Denied { .. }));
+        assert_eq!(
+            settled[1].settlement,
+            Settlement::DeniedWithRelated { related: a }
+        );
+        // The cascaded entries' own echoes are then no-ops.
+        assert!(reg.replied("ses_1", "per_b", "reject").is_empty());
+        // c's echo says reject (OpenCode cascaded it): it was not approved.
+        let c_settled = reg.replied("ses_1", "per_c", "reject");
+        assert_eq!(
+            c_settled[0].settlement,
+            Settlement::RepliedElsewhere {
+                reply: "reject".to_owned()
+            }
+        );
+        assert_eq!(
+            reg.pending().iter().map(|r| r.number).collect::<Vec<_>>(),
+            vec![other]
+        );
+    }
+
+    #[test]
+    fn reask_supersedes_the_old_entry() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let first = open(&mut reg, "per_a", "ses_1", later);
+        let Asked::Open {
+            request,
+            superseded,
+        } = reg.ask(request("per_a", "ses_1"), later)
+        else {
+            panic!("refused")
+        };
+        let old = superseded.expect("old entry superseded");
+        assert_eq!(old.number, first);
+        assert_eq!(
+            old.settlement,
+            Settlement::Superseded {
+                by_number: request.number
+            }
+        );
+        assert_eq!(old.reject, None);
+        assert!(matches!(
+            reg.claim(first, Verdict::Approve, alice(), now),
+            Err(Refusal::AlreadyDecided(Settlement::Superseded { .. }))
+        ));
+        assert!(reg
+            .claim(request.number, Verdict::Approve, alice(), now)
+            .is_ok());
+    }
+
+    #[test]
+    fn close_denies_open_and_claimed_and_everything_after() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let a = open(&mut reg, "per_a", "ses_1", later);
+        let b = open(&mut reg, "per_b", "ses_1", later);
+        let _claim = reg.claim(b, Verdict::Approve, alice(), now).expect("claim");
+        let closed = reg.close(EndReason::TimedOut);
+        assert_eq!(
+            closed.iter().map(|s| s.number).collect::<Vec<_>>(),
+            vec![a, b]
+        );
+        assert!(closed
+            .iter()
+            .all(|s| s.reject.as_deref() == Some("denied by gatekeep: run timed out")));
+        // A claim that completes after close must not turn into an approval.
+        assert!(reg.claim_succeeded(b).is_none());
+        assert_eq!(
+            reg.claim(a, Verdict::Approve, alice(), now),
+            Err(Refusal::AlreadyDecided(Settlement::RunEnded(
+                EndReason::TimedOut
+            )))
+        );
+        match reg.ask(request("per_late", "ses_1"), later) {
+            Asked::Refused(s) => assert!(s.reject.is_some()),
+            Asked::Open { .. } => panic!("a request after close must be denied"),
+        }
+        assert!(reg.close(EndReason::Interrupted).is_empty());
+    }
+
+    #[test]
+    fn reply_from_another_client_settles_without_a_reply_of_ours() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
+        let settled = reg.replied("ses_1", "per_a", "once");
+        assert_eq!(settled[0].number, n);
+        assert_eq!(settled[0].reject, None);
+        assert!(reg.pending().is_empty());
+    }
+
+    #[test]
+    fn channel_failure_denies() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
+        let s = reg.channel_failed(n, "429".to_owned()).expect("denied");
+        assert!(s.reject.is_some());
+        assert!(reg.channel_failed(n, "again".to_owned()).is_none());
+    }
+}
