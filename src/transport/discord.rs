@@ -1,1 +1,0 @@
-//! The Discord approval channel (implemented in the Discord issue).

@@ -1,0 +1,132 @@
+//! The gateway connection (serenity): READY, then button clicks and modal
+//! submissions. Resuming after a disconnect is serenity's job.
+//!
+//! Two serenity pitfalls are guarded here:
+//! - `ClientBuilder` looks the gateway URL up itself and silently falls back
+//!   to the real Discord gateway when that fails. gatekeep looks it up first
+//!   (failing loudly, see `connect`) and overwrites the client's URL with
+//!   that answer before any shard starts, so the fallback can never be used.
+//! - serenity's `Http` honours a base-URL override (`proxy`) only with its
+//!   rate limiter disabled, and it must not pick up a system `HTTP_PROXY`:
+//!   it gets gatekeep's own `no_proxy()` client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serenity::all::{
+    ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction, Ready,
+    ShardManager,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{rest, Error};
+
+/// How long a clean gateway shutdown may take before the task is aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A running gateway connection.
+pub struct Gateway {
+    pub application_id: u64,
+    /// Every interaction the bot receives (also other runs' clicks: the
+    /// click handler filters by nonce). The sender is held by the event
+    /// handler inside serenity.
+    pub interactions: mpsc::UnboundedReceiver<Interaction>,
+    shard_manager: Arc<ShardManager>,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Closes the connection; bounded.
+    pub async fn shutdown(self) {
+        let manager = Arc::clone(&self.shard_manager);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, manager.shutdown_all()).await;
+        self.task.abort();
+    }
+}
+
+/// Forwards what gatekeep needs out of serenity's callbacks.
+struct Handler {
+    /// Taken by the first READY; later READYs (after a full reconnect) are
+    /// of no interest.
+    ready: Mutex<Option<oneshot::Sender<u64>>>,
+    interactions: mpsc::UnboundedSender<Interaction>,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, _ctx: Context, ready: Ready) {
+        let tx = self.ready.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(tx) = tx {
+            let _ = tx.send(ready.application.id.get());
+        }
+    }
+
+    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        // The receiver is gone only when the run is over.
+        let _ = self.interactions.send(interaction);
+    }
+}
+
+/// Connects to `ws_url` (already looked up from `api_base`) and waits for
+/// READY, at most `ready_within`.
+pub async fn start(
+    api_base: &str,
+    token: &SecretString,
+    ws_url: String,
+    ready_within: Duration,
+) -> Result<Gateway, Error> {
+    let client = rest::http_client().map_err(Error::Rest)?;
+    let http = HttpBuilder::new(token.expose_secret())
+        .client(client)
+        .proxy(api_base.trim_end_matches('/'))
+        .ratelimiter_disabled(true)
+        .build();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (interactions_tx, interactions) = mpsc::unbounded_channel();
+    let handler = Handler {
+        ready: Mutex::new(Some(ready_tx)),
+        interactions: interactions_tx,
+    };
+    // No intents at all: interactions are delivered regardless, and nothing
+    // privileged is ever needed.
+    let mut client = ClientBuilder::new_with_http(http, GatewayIntents::empty())
+        .event_handler(handler)
+        .await
+        .map_err(|e| Error::Gateway(e.to_string()))?;
+    *client.ws_url.lock().await = ws_url;
+    let shard_manager = Arc::clone(&client.shard_manager);
+    let (done_tx, done_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let result = client.start().await;
+        let _ = done_tx.send(result.map_err(|e| e.to_string()));
+    });
+    let gateway_failed = |gw: Gateway, err: Error| async move {
+        gw.shutdown().await;
+        Err(err)
+    };
+    let mut gw = Gateway {
+        application_id: 0,
+        interactions,
+        shard_manager,
+        task,
+    };
+    tokio::select! {
+        ready = ready_rx => match ready {
+            Ok(application_id) => {
+                gw.application_id = application_id;
+                Ok(gw)
+            }
+            Err(_) => gateway_failed(gw, Error::Gateway("the gateway handler stopped before READY".into())).await,
+        },
+        done = done_rx => {
+            let detail = match done {
+                Ok(Err(e)) => e,
+                _ => "the gateway connection ended before READY".into(),
+            };
+            gateway_failed(gw, Error::Gateway(detail)).await
+        }
+        () = tokio::time::sleep(ready_within) => gateway_failed(gw, Error::ReadyTimeout(ready_within)).await,
+    }
+}

@@ -1,0 +1,551 @@
+//! The Discord approval channel: a run-start message with a thread, one
+//! message per request with Approve / Deny / Deny-with-reason buttons, and
+//! the clicks relayed to the approval task.
+//!
+//! ```text
+//!   connect: GET /gateway (ours, no fallback) → gateway READY → start message → thread
+//!   serve:   Notice ─► Outbox task ─POST/PATCH (rate limited, bounded retries)─► Discord
+//!            gateway ─interaction─► click dispatcher ─ack (≤3 s)─► authorize ─► Decider
+//! ```
+//!
+//! - [`render`]: every payload, as pure functions (snapshot-tested).
+//! - [`clicks`]: the `custom_id` codec (per-run nonce) and authorization.
+//! - [`rest`]: REST calls with rate limits and bounded retries.
+//! - [`outbox`]: the one task that posts and edits messages, in order.
+//! - [`gateway`]: serenity's gateway connection, guarded against its
+//!   fallbacks.
+
+pub mod clicks;
+mod gateway;
+mod outbox;
+pub mod render;
+pub mod rest;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::json;
+use serenity::all::{ActionRowComponent, Interaction};
+use tokio::sync::mpsc;
+
+use self::clicks::{Action, Approvers, Clicker, Nonce, Refusal};
+use self::outbox::{id_of, Job, Outbox};
+use self::rest::{Body, Rest, RestError, Retry};
+use crate::approval::{Actor, Channel, Settlement, Verdict};
+use crate::redact::Redactor;
+use crate::transport::{DecideOutcome, Decider, Notice};
+
+/// Everything `connect` may take, at most: gateway lookup, READY, start
+/// message and thread.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// READY must come within this after the websocket is opened.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// After the run ended, how long the outbox may take to deliver what is
+/// still queued (final states, summary, start-message edit).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to reach Discord and who may answer.
+pub struct Settings {
+    /// Bot token (`DISCORD_TOKEN`). Exposed only to build the
+    /// `Authorization` header and serenity's IDENTIFY.
+    pub token: SecretString,
+    /// Scheme and host of the API, `https://discord.com` unless overridden
+    /// (`--discord-api-url`, for tests). REST goes to `{api_base}/api/v10`.
+    pub api_base: String,
+    pub channel_id: u64,
+    pub approvers: Vec<u64>,
+    pub approver_roles: Vec<u64>,
+    pub redactor: Redactor,
+}
+
+/// What the run-start message says about the run.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub title: String,
+    pub workspace: String,
+    pub host: String,
+    pub model: Option<String>,
+    pub opencode_version: Option<String>,
+    /// E.g. the GitHub Actions job URL.
+    pub ci: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid Discord API URL {url:?}: {reason}")]
+    ApiUrl { url: String, reason: String },
+    #[error("Discord gateway lookup at {base}/api/v10/gateway failed ({source}); refusing to fall back to another gateway")]
+    GatewayLookup { base: String, source: RestError },
+    #[error("Discord gateway lookup at {base} returned an unusable URL {url:?}")]
+    GatewayUrl { base: String, url: String },
+    #[error("Discord gateway connection failed: {0}")]
+    Gateway(String),
+    #[error("the Discord gateway did not become ready within {}", humantime::format_duration(*.0))]
+    ReadyTimeout(Duration),
+    #[error("could not post the run-start message in channel {channel}: {source}")]
+    StartMessage { channel: u64, source: RestError },
+    #[error("could not create the run's thread in channel {channel}: {source}")]
+    Thread { channel: u64, source: RestError },
+    #[error("connecting to Discord took longer than {}", humantime::format_duration(*.0))]
+    ConnectTimeout(Duration),
+    #[error("Discord: {0}")]
+    Rest(RestError),
+}
+
+/// A connected Discord channel, ready to [`serve`](Discord::serve).
+pub struct Discord {
+    rest: Arc<Rest>,
+    gateway: gateway::Gateway,
+    redactor: Redactor,
+    info: RunInfo,
+    approvers: Approvers,
+    nonce: Nonce,
+    channel_id: u64,
+    start_message_id: u64,
+    thread_id: u64,
+}
+
+impl std::fmt::Debug for Discord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discord")
+            .field("channel_id", &self.channel_id)
+            .field("thread_id", &self.thread_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects: gateway lookup (never falling back), gateway READY, the
+/// run-start message and its thread. Bounded by [`CONNECT_TIMEOUT`].
+pub async fn connect(settings: Settings, info: RunInfo) -> Result<Discord, Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(settings, info))
+        .await
+        .map_err(|_| Error::ConnectTimeout(CONNECT_TIMEOUT))?
+}
+
+async fn connect_inner(settings: Settings, info: RunInfo) -> Result<Discord, Error> {
+    let base = settings.api_base.trim_end_matches('/').to_owned();
+    let url = reqwest::Url::parse(&base).map_err(|e| Error::ApiUrl {
+        url: base.clone(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(Error::ApiUrl {
+            url: base,
+            reason: "expected http(s)://host[:port]".into(),
+        });
+    }
+    let rest = Arc::new(Rest::new(&base, &settings.token).map_err(Error::Rest)?);
+    let ws_url = rest
+        .gateway_url()
+        .await
+        .map_err(|source| Error::GatewayLookup {
+            base: base.clone(),
+            source,
+        })?;
+    if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
+        return Err(Error::GatewayUrl { base, url: ws_url });
+    }
+    let gateway = gateway::start(&base, &settings.token, ws_url, READY_TIMEOUT)
+        .await
+        .map_err(|e| redact_error(&settings.redactor, e))?;
+    match post_start(&rest, &settings, &info).await {
+        Ok((start_message_id, thread_id)) => Ok(Discord {
+            rest,
+            gateway,
+            redactor: settings.redactor,
+            info,
+            approvers: Approvers {
+                users: settings.approvers,
+                roles: settings.approver_roles,
+            },
+            nonce: Nonce::random(),
+            channel_id: settings.channel_id,
+            start_message_id,
+            thread_id,
+        }),
+        Err(e) => {
+            gateway.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// Gateway errors come from serenity's text; make sure no secret rides
+/// along in them.
+fn redact_error(redactor: &Redactor, e: Error) -> Error {
+    match e {
+        Error::Gateway(msg) => Error::Gateway(redactor.redact(&msg).into_owned()),
+        other => other,
+    }
+}
+
+/// Posts the run-start message and creates the thread from it.
+async fn post_start(rest: &Rest, settings: &Settings, info: &RunInfo) -> Result<(u64, u64), Error> {
+    let channel = settings.channel_id;
+    let payload = render::run_start(info, &settings.redactor, SystemTime::now());
+    let message = rest
+        .send(
+            "post the run-start message",
+            &format!("post:{channel}"),
+            Method::POST,
+            &format!("/channels/{channel}/messages"),
+            Body::Json(&payload),
+            Retry::DELIVERY,
+        )
+        .await
+        .map_err(|source| Error::StartMessage { channel, source })?;
+    let message_id = id_of(&message).ok_or_else(|| Error::StartMessage {
+        channel,
+        source: RestError::Status {
+            what: "post the run-start message",
+            status: 200,
+            message: "no message id in the response".into(),
+        },
+    })?;
+    let thread_body = json!({ "name": render::thread_name(info, &settings.redactor), "auto_archive_duration": 1440 });
+    let thread = rest
+        .send(
+            "create the run's thread",
+            &format!("thread:{channel}"),
+            Method::POST,
+            &format!("/channels/{channel}/messages/{message_id}/threads"),
+            Body::Json(&thread_body),
+            Retry::DELIVERY,
+        )
+        .await
+        .map_err(|source| Error::Thread { channel, source })?;
+    let thread_id = id_of(&thread).ok_or_else(|| Error::Thread {
+        channel,
+        source: RestError::Status {
+            what: "create the run's thread",
+            status: 200,
+            message: "no channel id in the response".into(),
+        },
+    })?;
+    Ok((message_id, thread_id))
+}
+
+impl Discord {
+    /// The run's thread (where requests are posted and clicks must come from).
+    #[must_use]
+    pub fn thread_id(&self) -> u64 {
+        self.thread_id
+    }
+
+    /// Shows requests and relays clicks until [`Notice::RunEnded`] was
+    /// processed (summary posted, start message edited) or `notices`
+    /// closes. Every wait is bounded.
+    pub async fn serve(
+        self,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
+        decider: Decider,
+    ) -> Result<(), Error> {
+        let Discord {
+            rest,
+            mut gateway,
+            redactor,
+            info,
+            approvers,
+            nonce,
+            channel_id,
+            start_message_id,
+            thread_id,
+        } = self;
+        let clicks = Arc::new(ClickContext {
+            rest: Arc::clone(&rest),
+            nonce: nonce.clone(),
+            thread_id,
+            approvers,
+            application_id: gateway.application_id,
+            decider: decider.clone(),
+            settled: Mutex::new(HashMap::new()),
+        });
+        let interactions =
+            std::mem::replace(&mut gateway.interactions, mpsc::unbounded_channel().1);
+        let dispatcher = tokio::spawn(dispatch_clicks(Arc::clone(&clicks), interactions));
+
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            rest,
+            redactor,
+            nonce,
+            info,
+            channel_id,
+            start_message_id,
+            thread_id,
+            decider,
+            posted: HashMap::new(),
+        };
+        let outbox = tokio::spawn(outbox.run(jobs_rx));
+
+        let mut report = None;
+        while let Some(notice) = notices.recv().await {
+            match notice {
+                Notice::Show(request) => {
+                    let _ = jobs.send(Job::Show(request));
+                }
+                Notice::Settled {
+                    number, settlement, ..
+                } => {
+                    clicks.mark_settled(number, &settlement);
+                    let _ = jobs.send(Job::Settled {
+                        number,
+                        settlement,
+                        at: SystemTime::now(),
+                    });
+                }
+                Notice::RunEnded(r) => {
+                    report = Some(r);
+                    break;
+                }
+            }
+        }
+        let _ = jobs.send(Job::Finish(report));
+        drop(jobs);
+        if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
+            eprintln!(
+                "gatekeep: discord: gave up updating messages after {}",
+                humantime::format_duration(DRAIN_TIMEOUT)
+            );
+        }
+        dispatcher.abort();
+        gateway.shutdown().await;
+        Ok(())
+    }
+}
+
+/// What the click handlers share. `settled` is written by `serve` (on
+/// `Notice::Settled`) and read by handlers; the lock is only held for a
+/// lookup or insert, never across an await.
+struct ClickContext {
+    rest: Arc<Rest>,
+    nonce: Nonce,
+    thread_id: u64,
+    approvers: Approvers,
+    application_id: u64,
+    decider: Decider,
+    settled: Mutex<HashMap<u32, Settlement>>,
+}
+
+impl ClickContext {
+    fn mark_settled(&self, number: u32, settlement: &Settlement) {
+        if let Ok(mut map) = self.settled.lock() {
+            map.insert(number, settlement.clone());
+        }
+    }
+
+    fn settlement_of(&self, number: u32) -> Option<Settlement> {
+        self.settled
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&number).cloned())
+    }
+}
+
+/// One of this run's clicks (or modal submissions), taken from the payload.
+#[derive(Debug)]
+struct Click {
+    interaction_id: u64,
+    token: String,
+    number: u32,
+    action: Action,
+    clicker: Clicker,
+    actor: Actor,
+    reason: Option<String>,
+}
+
+/// Receives every interaction the bot gets, drops those of other runs
+/// without answering, and handles each of ours in its own task so a slow
+/// decision never delays another click's acknowledgement.
+async fn dispatch_clicks(
+    ctx: Arc<ClickContext>,
+    mut interactions: mpsc::UnboundedReceiver<Interaction>,
+) {
+    while let Some(interaction) = interactions.recv().await {
+        if let Some(click) = parse_click(&ctx.nonce, &interaction) {
+            tokio::spawn(handle_click(Arc::clone(&ctx), click));
+        }
+    }
+}
+
+fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
+    let (id, token, custom_id, member, user, channel_id, reason) = match interaction {
+        Interaction::Component(c) => (
+            c.id,
+            &c.token,
+            &c.data.custom_id,
+            c.member.as_ref(),
+            &c.user,
+            c.channel_id,
+            None,
+        ),
+        Interaction::Modal(m) => {
+            let reason = m
+                .data
+                .components
+                .iter()
+                .flat_map(|row| row.components.iter())
+                .find_map(|c| match c {
+                    ActionRowComponent::InputText(t) if t.custom_id == "reason" => t.value.clone(),
+                    _ => None,
+                });
+            (
+                m.id,
+                &m.token,
+                &m.data.custom_id,
+                m.member.as_ref(),
+                &m.user,
+                m.channel_id,
+                reason,
+            )
+        }
+        _ => return None,
+    };
+    let (number, action) = clicks::decode(nonce, custom_id)?;
+    let is_modal = matches!(interaction, Interaction::Modal(_));
+    if is_modal != (action == Action::ReasonSubmitted) {
+        return None;
+    }
+    let name = member
+        .and_then(|m| m.nick.clone())
+        .or_else(|| user.global_name.clone())
+        .unwrap_or_else(|| user.name.clone());
+    Some(Click {
+        interaction_id: id.get(),
+        token: token.clone(),
+        number,
+        action,
+        clicker: Clicker {
+            user_id: user.id.get(),
+            roles: member.map(|m| m.roles.iter().map(|r| r.get()).collect()),
+            permissions: member.and_then(|m| m.permissions).map(|p| p.bits()),
+            channel_id: channel_id.get(),
+        },
+        actor: Actor {
+            channel: Channel::Discord,
+            id: user.id.get().to_string(),
+            name,
+        },
+        reason,
+    })
+}
+
+/// Acknowledges first (Discord's 3 s), then acts. Authorization needs only
+/// the payload, so the acknowledgement already carries the answer for
+/// refused and settled clicks.
+async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
+    let callback = format!(
+        "/interactions/{}/{}/callback",
+        click.interaction_id, click.token
+    );
+    let ack = |payload: serde_json::Value| {
+        let ctx = Arc::clone(&ctx);
+        let callback = callback.clone();
+        async move {
+            ctx.rest
+                .send(
+                    "acknowledge a click",
+                    "interaction",
+                    Method::POST,
+                    &callback,
+                    Body::Json(&payload),
+                    Retry::ACK,
+                )
+                .await
+        }
+    };
+    if let Err(refusal) = clicks::authorize(&ctx.approvers, ctx.thread_id, &click.clicker) {
+        let text = match refusal {
+            Refusal::WrongChannel => "Not authorized: this button is not in this run's thread.",
+            Refusal::NotApprover => "Not authorized: you are not an approver for this run.",
+        };
+        report_ack(ack(render::ephemeral(text)).await);
+        return;
+    }
+    if let Some(settlement) = ctx.settlement_of(click.number) {
+        report_ack(ack(render::ephemeral(&already_decided(&settlement))).await);
+        return;
+    }
+    let verdict = match click.action {
+        Action::DenyWithReason => {
+            report_ack(ack(render::reason_modal(&ctx.nonce, click.number)).await);
+            return;
+        }
+        Action::Approve => Verdict::Approve,
+        Action::Deny => Verdict::Deny { reason: None },
+        Action::ReasonSubmitted => Verdict::Deny {
+            reason: click
+                .reason
+                .clone()
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty()),
+        },
+    };
+    // A failed acknowledgement does not void the human's decision: the
+    // approval message shows the outcome either way.
+    report_ack(ack(render::deferred_ephemeral()).await);
+    let outcome = ctx
+        .decider
+        .decide(click.number, verdict, click.actor.clone())
+        .await;
+    if let DecideOutcome::Accepted(settlement) = &outcome {
+        ctx.mark_settled(click.number, settlement);
+    }
+    let text = outcome_text(&outcome);
+    let path = format!(
+        "/webhooks/{}/{}/messages/@original",
+        ctx.application_id, click.token
+    );
+    if let Err(e) = ctx
+        .rest
+        .send(
+            "answer a click",
+            "webhook",
+            Method::PATCH,
+            &path,
+            Body::Json(&render::followup_edit(&text)),
+            Retry::DELIVERY,
+        )
+        .await
+    {
+        eprintln!("gatekeep: discord: {e}");
+    }
+}
+
+fn report_ack(result: Result<serde_json::Value, RestError>) {
+    if let Err(e) = result {
+        eprintln!("gatekeep: discord: {e}");
+    }
+}
+
+fn already_decided(settlement: &Settlement) -> String {
+    format!(
+        "Already decided: {}",
+        render::escape_markdown(&settlement.to_string())
+    )
+}
+
+/// The clicker's private answer after a decision was sent.
+fn outcome_text(outcome: &DecideOutcome) -> String {
+    match outcome {
+        DecideOutcome::Accepted(Settlement::Approved { .. }) => {
+            "Approved: OpenCode was told to go ahead.".into()
+        }
+        DecideOutcome::Accepted(_) => "Denied: OpenCode was told no.".into(),
+        DecideOutcome::AlreadyDecided(s) => already_decided(s),
+        DecideOutcome::InProgress => {
+            "Another decision on this request is being sent right now.".into()
+        }
+        DecideOutcome::Unknown => "This request is not known to this run.".into(),
+        DecideOutcome::RunEnded => {
+            "The run is ending: nothing more is forwarded to OpenCode.".into()
+        }
+        DecideOutcome::Failed(e) => format!(
+            "Could not deliver the decision to OpenCode: {}",
+            render::escape_markdown(e)
+        ),
+    }
+}

@@ -1,0 +1,644 @@
+//! Discord payloads as pure functions of what they show, so every message
+//! can be snapshot-tested without a network.
+//!
+//! Agent text is untrusted: it is redacted, stripped of control and bidi
+//! characters, escaped (markdown outside code blocks, fence breakout inside
+//! them), bounded to Discord's limits (whatever does not fit goes into an
+//! attached file), and every payload carries `allowed_mentions: {parse: []}`
+//! so nothing the agent writes can ping anyone.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::clicks::{encode, Action, Nonce};
+use super::RunInfo;
+use crate::approval::{Channel, Request, Settlement};
+use crate::redact::{terminal_safe_bounded, Redactor};
+use crate::transport::RunReport;
+
+/// Embed colours: pending (blurple), approved (green), denied (red), neutral.
+const PENDING: u32 = 0x5865_F2;
+const APPROVED: u32 = 0x57_F287;
+const DENIED: u32 = 0xED_4245;
+const NEUTRAL: u32 = 0x95_A5A6;
+
+/// What fits inline in the description's code block before the content is
+/// moved to an attachment (the description limit is 4096 in total).
+const INLINE_SUBJECT: usize = 1500;
+const INLINE_DIFF: usize = 2000;
+/// Embed field value limit.
+const FIELD: usize = 1024;
+/// Upper bound of what is kept from any single agent text at all (the
+/// attachment included): a runaway diff must not become a huge upload.
+const MAX_TEXT_BYTES: usize = 512 * 1024;
+
+/// A message payload and the files to attach with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub payload: Value,
+    pub files: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content: Vec<u8>,
+}
+
+/// `allowed_mentions` with nothing allowed: on every message and edit.
+#[must_use]
+pub fn no_mentions() -> Value {
+    json!({ "parse": [] })
+}
+
+/// Seconds since the Unix epoch, for `<t:…>` timestamps.
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Removes what can disguise text (controls, bidi, zero-width) after
+/// redacting secrets; bounded.
+fn clean(redactor: &Redactor, text: &str, max_bytes: usize) -> String {
+    terminal_safe_bounded(&redactor.redact(text), max_bytes)
+}
+
+/// Escapes Discord markdown and neutralises mentions in text shown outside
+/// a code block.
+#[must_use]
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '#' | '-' | '[' | ']' | '(' | ')'
+            | ':' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200b}"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text inside a code block: no backtick run can close the fence.
+fn fence_safe(text: &str) -> String {
+    text.replace('`', "`\u{200b}")
+}
+
+/// A fenced code block with a language tag.
+fn code_block(lang: &str, text: &str) -> String {
+    format!("```{lang}\n{}\n```", fence_safe(text))
+}
+
+/// The first `max` characters of `text` and whether it was cut.
+fn truncate(text: &str, max: usize) -> (String, bool) {
+    match text.char_indices().nth(max) {
+        None => (text.to_owned(), false),
+        Some((i, _)) => (format!("{}…", &text[..i]), true),
+    }
+}
+
+/// `text` escaped and bounded for an embed field.
+fn field_text(text: &str) -> String {
+    let (cut, _) = truncate(text, 900);
+    let escaped = escape_markdown(&cut);
+    truncate(&escaped, FIELD - 1).0
+}
+
+fn field(name: &str, value: String, inline: bool) -> Value {
+    json!({ "name": name, "value": value, "inline": inline })
+}
+
+/// Who and what settled a request, in Discord markdown. Humans who decided
+/// in Discord are shown as a mention (rendered, never pinged).
+#[must_use]
+pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
+    let who = |by: &crate::approval::Actor| match by.channel {
+        Channel::Discord if by.id.parse::<u64>().is_ok() => format!("<@{}>", by.id),
+        _ => format!("{} ({})", escape_markdown(&by.name), by.channel),
+    };
+    let when = format!("<t:{}:f>", unix(at));
+    match settlement {
+        Settlement::Approved { by } => format!("✅ Approved by {} at {when}", who(by)),
+        Settlement::Denied { by, reason: None } => format!("⛔ Denied by {} at {when}", who(by)),
+        Settlement::Denied {
+            by,
+            reason: Some(r),
+        } => format!(
+            "⛔ Denied by {} at {when}, with reason:\n> {}",
+            who(by),
+            field_text(r).replace('\n', "\n> ")
+        ),
+        Settlement::Expired => {
+            format!("⌛ Expired: no answer before the deadline; denied at {when}")
+        }
+        Settlement::DeniedWithRelated { related } => {
+            format!("⛔ Denied together with related request #{related} at {when}")
+        }
+        Settlement::Superseded { by_number } => {
+            format!("↪️ Superseded by request #{by_number}: OpenCode asked again")
+        }
+        Settlement::RunEnded(reason) => {
+            format!(
+                "⛔ Cancelled at {when}: the run {}",
+                escape_markdown(reason.phrase())
+            )
+        }
+        Settlement::ChannelFailed { detail } => format!(
+            "⛔ Denied at {when}: the approval channel failed ({})",
+            field_text(detail)
+        ),
+        Settlement::RepliedElsewhere { reply } => {
+            format!("ℹ️ Answered outside gatekeep: {}", field_text(reply))
+        }
+    }
+}
+
+fn settlement_colour(settlement: &Settlement) -> u32 {
+    match settlement {
+        Settlement::Approved { .. } => APPROVED,
+        Settlement::Superseded { .. } | Settlement::RepliedElsewhere { .. } => NEUTRAL,
+        _ => DENIED,
+    }
+}
+
+/// The three buttons of an open request. No "always": gatekeep never sends it.
+fn buttons(nonce: &Nonce, number: u32) -> Value {
+    json!([{
+        "type": 1,
+        "components": [
+            { "type": 2, "style": 3, "label": "Approve", "custom_id": encode(nonce, number, Action::Approve) },
+            { "type": 2, "style": 4, "label": "Deny", "custom_id": encode(nonce, number, Action::Deny) },
+            { "type": 2, "style": 2, "label": "Deny with reason…", "custom_id": encode(nonce, number, Action::DenyWithReason) },
+        ]
+    }])
+}
+
+/// The message for one request: open (with buttons) when `settled` is
+/// `None`, else in its final state with the buttons removed. Files are
+/// attached only when posting, never when editing (Discord keeps the
+/// original attachments on an edit that does not mention them).
+#[must_use]
+pub fn request_message(
+    request: &Request,
+    redactor: &Redactor,
+    nonce: &Nonce,
+    settled: Option<(&Settlement, SystemTime)>,
+) -> Rendered {
+    let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
+    let diff = request
+        .diff
+        .as_deref()
+        .map(|d| clean(redactor, d, MAX_TEXT_BYTES));
+    let mut files = Vec::new();
+    let mut description = String::new();
+
+    let subject_chars = subject.chars().count();
+    if subject_chars <= INLINE_SUBJECT {
+        description.push_str(&code_block(
+            if request.command.is_some() { "sh" } else { "" },
+            &subject,
+        ));
+    } else {
+        let (preview, _) = truncate(&subject, 400);
+        description.push_str(&code_block("", &preview));
+        description.push_str(&format!(
+            "\n*{} characters: the whole text is attached.*",
+            subject_chars
+        ));
+        files.push(Attachment {
+            filename: format!("request-{}.txt", request.number),
+            content: subject.clone().into_bytes(),
+        });
+    }
+    if let Some(diff) = &diff {
+        let diff_chars = diff.chars().count();
+        if diff_chars <= INLINE_DIFF {
+            description.push('\n');
+            description.push_str(&code_block("diff", diff));
+        } else {
+            let (preview, _) = truncate(diff, 800);
+            description.push('\n');
+            description.push_str(&code_block("diff", &preview));
+            description.push_str(&format!(
+                "\n*Diff of {diff_chars} characters: the whole diff is attached.*"
+            ));
+            files.push(Attachment {
+                filename: format!("request-{}.diff", request.number),
+                content: diff.clone().into_bytes(),
+            });
+        }
+    }
+
+    let agent = request.agent.as_deref().map_or_else(
+        || "main agent".to_owned(),
+        |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
+    );
+    let mut fields = vec![
+        field("Asked by", agent, true),
+        field("Request", format!("#{}", request.number), true),
+    ];
+    if let Some(d) = &request.description {
+        fields.push(field(
+            "Description",
+            field_text(&clean(redactor, d, 4096)),
+            false,
+        ));
+    }
+    if !request.patterns.is_empty() && request.command.is_none() && request.path.is_none() {
+        let patterns = request.patterns.join("\n");
+        fields.push(field(
+            "Patterns",
+            field_text(&clean(redactor, &patterns, 4096)),
+            false,
+        ));
+    }
+    let (colour, components) = match settled {
+        None => {
+            fields.push(field(
+                "Deadline",
+                format!("<t:{}:R>", unix(request.deadline_wall)),
+                true,
+            ));
+            (PENDING, buttons(nonce, request.number))
+        }
+        Some((settlement, at)) => {
+            fields.push(field("Decision", settlement_text(settlement, at), false));
+            (settlement_colour(settlement), json!([]))
+        }
+    };
+    let title = truncate(
+        &format!(
+            "Request #{}: {}",
+            request.number,
+            clean(redactor, &request.kind, 64)
+        ),
+        250,
+    )
+    .0;
+
+    let mut payload = json!({
+        "embeds": [{
+            "title": title,
+            "description": description,
+            "color": colour,
+            "fields": fields,
+        }],
+        "components": components,
+        "allowed_mentions": no_mentions(),
+    });
+    if !files.is_empty() && settled.is_none() {
+        let attachments: Vec<Value> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({ "id": i, "filename": f.filename }))
+            .collect();
+        payload["attachments"] = Value::Array(attachments);
+    }
+    Rendered { payload, files }
+}
+
+/// The edit that puts a posted request message into its final state.
+#[must_use]
+pub fn request_final_edit(
+    request: &Request,
+    redactor: &Redactor,
+    nonce: &Nonce,
+    settlement: &Settlement,
+    at: SystemTime,
+) -> Value {
+    let mut rendered = request_message(request, redactor, nonce, Some((settlement, at)));
+    if let Some(map) = rendered.payload.as_object_mut() {
+        map.remove("attachments");
+    }
+    rendered.payload
+}
+
+fn run_fields(info: &RunInfo, redactor: &Redactor) -> Vec<Value> {
+    let mut fields = vec![
+        field(
+            "Workspace",
+            field_text(&clean(redactor, &info.workspace, 1024)),
+            true,
+        ),
+        field("Host", field_text(&clean(redactor, &info.host, 256)), true),
+    ];
+    if let Some(model) = &info.model {
+        fields.push(field(
+            "Model",
+            field_text(&clean(redactor, model, 256)),
+            true,
+        ));
+    }
+    if let Some(version) = &info.opencode_version {
+        fields.push(field(
+            "OpenCode",
+            field_text(&clean(redactor, version, 64)),
+            true,
+        ));
+    }
+    if let Some(ci) = &info.ci {
+        // A URL stays clickable: it is not escaped, only cleaned and bounded.
+        fields.push(field(
+            "CI",
+            truncate(&clean(redactor, ci, 1000), 1000).0,
+            false,
+        ));
+    }
+    fields
+}
+
+fn run_title(info: &RunInfo, redactor: &Redactor) -> String {
+    truncate(
+        &format!("gatekeep run: {}", clean(redactor, &info.title, 1024)),
+        250,
+    )
+    .0
+}
+
+/// The run-start message in the configured channel; the run's thread hangs
+/// off it.
+#[must_use]
+pub fn run_start(info: &RunInfo, redactor: &Redactor, started: SystemTime) -> Value {
+    json!({
+        "embeds": [{
+            "title": run_title(info, redactor),
+            "description": format!("Started <t:{}:R>. Approval requests follow in the thread.", unix(started)),
+            "color": PENDING,
+            "fields": run_fields(info, redactor),
+        }],
+        "allowed_mentions": no_mentions(),
+    })
+}
+
+/// Thread name from the run title (Discord allows 1–100 characters).
+#[must_use]
+pub fn thread_name(info: &RunInfo, redactor: &Redactor) -> String {
+    let cleaned = clean(redactor, &info.title, 400).replace('\n', " ");
+    let name = truncate(cleaned.trim(), 90).0;
+    if name.is_empty() {
+        "gatekeep run".to_owned()
+    } else {
+        name
+    }
+}
+
+fn counts(report: &RunReport) -> String {
+    format!(
+        "{} approved, {} denied · exit code {} · took {}",
+        report.approved,
+        report.denied,
+        report.exit_code,
+        humantime::format_duration(Duration::from_secs(report.duration.as_secs()))
+    )
+}
+
+/// The run-start message once the run is over: outcome, duration, counts.
+#[must_use]
+pub fn run_start_final(info: &RunInfo, redactor: &Redactor, report: &RunReport) -> Value {
+    let colour = if report.exit_code == 0 {
+        APPROVED
+    } else {
+        DENIED
+    };
+    json!({
+        "embeds": [{
+            "title": run_title(info, redactor),
+            "description": format!("Run {}.\n{}", field_text(&report.outcome), counts(report)),
+            "color": colour,
+            "fields": run_fields(info, redactor),
+        }],
+        "allowed_mentions": no_mentions(),
+    })
+}
+
+/// The last message in the thread.
+#[must_use]
+pub fn run_summary(report: &RunReport) -> Value {
+    json!({
+        "content": format!("**Run {}.** {}", field_text(&report.outcome), counts(report)),
+        "allowed_mentions": no_mentions(),
+    })
+}
+
+/// Interaction callback: a private message only the clicker sees.
+#[must_use]
+pub fn ephemeral(text: &str) -> Value {
+    json!({
+        "type": 4,
+        "data": { "content": text, "flags": 64, "allowed_mentions": no_mentions() }
+    })
+}
+
+/// Interaction callback: "thinking…", privately; the result follows as an
+/// edit of this response.
+#[must_use]
+pub fn deferred_ephemeral() -> Value {
+    json!({ "type": 5, "data": { "flags": 64 } })
+}
+
+/// Edit of a deferred response.
+#[must_use]
+pub fn followup_edit(text: &str) -> Value {
+    json!({ "content": text, "allowed_mentions": no_mentions() })
+}
+
+/// Interaction callback: the "deny with reason" modal for request `number`.
+#[must_use]
+pub fn reason_modal(nonce: &Nonce, number: u32) -> Value {
+    json!({
+        "type": 9,
+        "data": {
+            "custom_id": encode(nonce, number, Action::ReasonSubmitted),
+            "title": format!("Deny request #{number}"),
+            "components": [{
+                "type": 1,
+                "components": [{
+                    "type": 4,
+                    "custom_id": "reason",
+                    "style": 2,
+                    "label": "Reason (the agent receives it)",
+                    "min_length": 1,
+                    "max_length": 1000,
+                    "required": true,
+                }]
+            }]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::approval::{Actor, EndReason};
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn request() -> Request {
+        Request {
+            id: "per_1".into(),
+            number: 3,
+            session_id: "ses_1".into(),
+            agent: None,
+            kind: "bash".into(),
+            patterns: vec!["rm -rf build".into()],
+            command: Some("rm -rf build && echo ```done``` @everyone".into()),
+            path: None,
+            diff: None,
+            description: Some("Clean the **build** dir <@123> [x](http://evil)".into()),
+            deadline_wall: at(1_800_000_600),
+            time_left: Duration::from_secs(600),
+        }
+    }
+
+    fn nonce() -> Nonce {
+        Nonce::fixed("00112233aabbccdd")
+    }
+
+    fn user() -> Actor {
+        Actor {
+            channel: Channel::Discord,
+            id: "4242".into(),
+            name: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn open_request() {
+        let r = request_message(&request(), &Redactor::default(), &nonce(), None);
+        assert!(r.files.is_empty());
+        insta::assert_json_snapshot!(r.payload);
+    }
+
+    #[test]
+    fn subagent_edit_with_diff_and_secret() {
+        let mut req = request();
+        req.kind = "edit".into();
+        req.agent = Some("general: write tests".into());
+        req.command = None;
+        req.path = Some("/w/src/main.rs".into());
+        req.diff = Some("--- a\n+++ b\n-old\n+API_KEY=abc123def\n+token ghp_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into());
+        req.description = None;
+        let r = request_message(&req, &Redactor::default(), &nonce(), None);
+        insta::assert_json_snapshot!(r.payload);
+    }
+
+    #[test]
+    fn long_command_is_attached_whole() {
+        let mut req = request();
+        req.command = Some(format!("echo {} PASSWORD=hunter22", "x".repeat(5000)));
+        let r = request_message(&req, &Redactor::default(), &nonce(), None);
+        assert_eq!(r.files.len(), 1);
+        let file = String::from_utf8(r.files[0].content.clone()).expect("utf-8");
+        assert!(
+            file.ends_with("PASSWORD=[redacted]"),
+            "{}",
+            &file[file.len() - 40..]
+        );
+        assert_eq!(r.payload["attachments"][0]["filename"], "request-3.txt");
+        let desc = r.payload["embeds"][0]["description"]
+            .as_str()
+            .expect("description");
+        assert!(desc.chars().count() < 4096);
+    }
+
+    #[test]
+    fn settled_states() {
+        let req = request();
+        let states = [
+            Settlement::Approved { by: user() },
+            Settlement::Denied {
+                by: user(),
+                reason: Some("not in **prod** @here".into()),
+            },
+            Settlement::Denied {
+                by: Actor {
+                    channel: Channel::Terminal,
+                    id: "bob".into(),
+                    name: "bob".into(),
+                },
+                reason: None,
+            },
+            Settlement::Expired,
+            Settlement::DeniedWithRelated { related: 2 },
+            Settlement::Superseded { by_number: 4 },
+            Settlement::RunEnded(EndReason::TimedOut),
+            Settlement::ChannelFailed {
+                detail: "HTTP 500".into(),
+            },
+        ];
+        let rendered: Vec<Value> = states
+            .iter()
+            .map(|s| request_final_edit(&req, &Redactor::default(), &nonce(), s, at(1_800_000_100)))
+            .collect();
+        for r in &rendered {
+            assert_eq!(r["components"], json!([]));
+            assert_eq!(r["allowed_mentions"], no_mentions());
+        }
+        insta::assert_json_snapshot!(rendered
+            .iter()
+            .map(|r| r["embeds"][0]["fields"].clone())
+            .collect::<Vec<_>>());
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            title: "fix the flaky test".into(),
+            workspace: "repo_name".into(),
+            host: "ci-runner-1".into(),
+            model: Some("p/m".into()),
+            opencode_version: Some("1.18.33".into()),
+            ci: Some("https://github.com/o/r/actions/runs/1".into()),
+        }
+    }
+
+    #[test]
+    fn run_messages() {
+        let report = RunReport {
+            outcome: "finished".into(),
+            exit_code: 0,
+            duration: Duration::from_secs(95),
+            approved: 2,
+            denied: 1,
+        };
+        let red = Redactor::default();
+        insta::assert_json_snapshot!(json!({
+            "start": run_start(&info(), &red, at(1_800_000_000)),
+            "final": run_start_final(&info(), &red, &report),
+            "summary": run_summary(&report),
+            "thread": thread_name(&info(), &red),
+            "modal": reason_modal(&nonce(), 3),
+        }));
+    }
+
+    #[test]
+    fn fence_and_markdown_cannot_break_out() {
+        let escaped = escape_markdown("**x** `y` @everyone <@1> # h");
+        assert!(!escaped.contains("@everyone"));
+        assert!(!escaped.contains("**"));
+        let block = code_block("sh", "a ``` b");
+        assert_eq!(block.matches("```").count(), 2);
+    }
+
+    #[test]
+    fn every_payload_disallows_mentions() {
+        let req = request();
+        let red = Redactor::default();
+        assert_eq!(
+            request_message(&req, &red, &nonce(), None).payload["allowed_mentions"],
+            no_mentions()
+        );
+        assert_eq!(
+            run_start(&info(), &red, at(0))["allowed_mentions"],
+            no_mentions()
+        );
+        assert_eq!(ephemeral("x")["data"]["allowed_mentions"], no_mentions());
+        assert_eq!(followup_edit("x")["allowed_mentions"], no_mentions());
+    }
+}
