@@ -40,7 +40,7 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on opening the event stream and receiving `server.connected`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time kept back from the run's end for the teardown: a request's deadline
-/// never runs into it.
+/// never runs into it. A quarter of very short runs.
 const TEARDOWN_MARGIN: Duration = Duration::from_secs(5);
 /// Bound on each polite teardown step (deny, sweep, abort, dispose).
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -181,7 +181,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let deadlines = Deadlines {
         approval_timeout: config.approval_timeout,
         run_deadline,
-        teardown_margin: TEARDOWN_MARGIN,
+        teardown_margin: TEARDOWN_MARGIN.min(config.timeout / 4),
     };
     let approvals = tokio::spawn(
         ApprovalTask::new(OpenCodeReplier(api.clone()), notifier, deadlines).run(inputs_rx),

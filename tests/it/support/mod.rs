@@ -4,4 +4,5 @@
 pub mod fake_discord;
 pub mod fake_llm;
 pub mod fake_opencode;
+pub mod gatekeep;
 pub mod real_opencode;
