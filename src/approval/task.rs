@@ -37,6 +37,13 @@ pub enum Input {
     },
     /// A transport could not show or relay the request.
     ChannelFailed { number: u32, detail: String },
+    /// A decision attempt refused by a transport (unauthorized, wrong
+    /// channel); passed on to every subscriber for the record.
+    Refused {
+        number: Option<u32>,
+        actor: Actor,
+        why: String,
+    },
     /// The run is ending: deny everything pending, then stop.
     Close {
         reason: EndReason,
@@ -205,7 +212,7 @@ impl<R: Replier> ApprovalTask<R> {
                 Input::Close { done, .. } => {
                     let _ = done.send(self.ledger.clone());
                 }
-                Input::Replied { .. } | Input::ChannelFailed { .. } => {}
+                Input::Replied { .. } | Input::ChannelFailed { .. } | Input::Refused { .. } => {}
             }
         }
         self.ledger
@@ -234,6 +241,9 @@ impl<R: Replier> ApprovalTask<R> {
             Input::ChannelFailed { number, detail } => {
                 let settled = self.registry.channel_failed(number, detail);
                 self.settled_all(settled).await;
+            }
+            Input::Refused { number, actor, why } => {
+                self.notifier.send(&Notice::Refused { number, actor, why });
             }
             Input::Close { .. } => unreachable!("close is handled by run"),
         }

@@ -28,6 +28,13 @@ pub enum Notice {
         request_id: String,
         settlement: Settlement,
     },
+    /// A decision attempt was refused before it reached the registry (not
+    /// authorized, wrong channel, …): for the audit log.
+    Refused {
+        number: Option<u32>,
+        actor: Actor,
+        why: String,
+    },
     /// The run is over: no more requests will come. Transports finish their
     /// outbox and end.
     RunEnded(RunReport),
@@ -88,6 +95,12 @@ impl Decider {
             return DecideOutcome::RunEnded;
         }
         rx.await.unwrap_or(DecideOutcome::RunEnded)
+    }
+
+    /// Report a refused attempt to decide (e.g. an unauthorized click), so
+    /// it is recorded with everything else. Changes no request.
+    pub async fn refused(&self, number: Option<u32>, actor: Actor, why: String) {
+        let _ = self.tx.send(Input::Refused { number, actor, why }).await;
     }
 
     /// Report that request `number` could not be shown or answered through

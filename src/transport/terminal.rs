@@ -175,6 +175,7 @@ pub async fn serve(
                         awaiting_reason = None;
                     }
                 }
+                Some(Notice::Refused { .. }) => {}
                 Some(Notice::RunEnded(_)) | None => return,
             },
             line = lines.recv(), if input_open => {
