@@ -334,10 +334,19 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// Recent output lines, password redacted.
-#[derive(Debug)]
 struct Ring {
     lines: VecDeque<String>,
+    /// The password, to redact it from OpenCode's output. Never printed:
+    /// `Debug` below leaves it out.
     secret: String,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("lines", &self.lines.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ring {
