@@ -1,1 +1,573 @@
-//! discord scenarios
+//! Discord scenarios, in process: the real Discord transport
+//! (`connect` + `serve`) and the real approval task, against the fake
+//! Discord. Every click is proven received by its acknowledgement, which
+//! must arrive within Discord's 3 s.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use gatekeep::approval::registry::Reply;
+use gatekeep::approval::task::{ApprovalTask, Deadlines, Input, Notifier, ReplyError, Replier};
+use gatekeep::approval::{EndReason, Request, Settlement};
+use gatekeep::redact::Redactor;
+use gatekeep::transport::discord::{self, RunInfo, Settings};
+use gatekeep::transport::{Decider, Notice, RunReport};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+
+const CHANNEL: u64 = 500;
+const WAIT: Duration = Duration::from_secs(10);
+const ACK_LIMIT: Duration = Duration::from_secs(3);
+const MANAGE_CHANNELS: u64 = 1 << 4;
+const TOKEN: &str = "fake-bot-token-Zk2p9";
+
+/// Records what would have been sent to OpenCode.
+#[derive(Clone, Default)]
+struct Replies(Arc<Mutex<Vec<(String, Reply)>>>);
+
+impl Replier for Replies {
+    async fn reply(&self, request_id: &str, reply: &Reply) -> Result<(), ReplyError> {
+        self.0.lock().expect("replies").push((request_id.to_owned(), reply.clone()));
+        Ok(())
+    }
+}
+
+impl Replies {
+    fn for_id(&self, id: &str) -> Vec<Reply> {
+        self.0.lock().expect("replies").iter().filter(|(r, _)| r == id).map(|(_, r)| r.clone()).collect()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Access {
+    users: Vec<u64>,
+    roles: Vec<u64>,
+}
+
+fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
+    Settings {
+        token: SecretString::from(TOKEN.to_owned()),
+        api_base: fake.base(),
+        channel_id: CHANNEL,
+        approvers: access.users.clone(),
+        approver_roles: access.roles.clone(),
+        redactor: Redactor::new(vec![TOKEN.to_owned()]),
+    }
+}
+
+fn info() -> RunInfo {
+    RunInfo {
+        title: "fix the flaky test".into(),
+        workspace: "repo".into(),
+        host: "host-1".into(),
+        model: Some("fake/model".into()),
+        opencode_version: Some("1.18.33".into()),
+        ci: None,
+    }
+}
+
+/// The transport and the approval task, wired as the supervisor does.
+struct Harness {
+    fake: FakeDiscord,
+    thread: u64,
+    inputs: mpsc::Sender<Input>,
+    /// A second subscriber of the notices, for the test to observe.
+    observed: tokio::sync::Mutex<mpsc::UnboundedReceiver<Notice>>,
+    notifier: Notifier,
+    replies: Replies,
+    serve: tokio::task::JoinHandle<Result<(), discord::Error>>,
+    next_id: Mutex<u32>,
+}
+
+impl Harness {
+    async fn start(access: Access) -> Self {
+        Self::start_with(FakeDiscord::start().await, access).await
+    }
+
+    async fn start_with(fake: FakeDiscord, access: Access) -> Self {
+        let transport = discord::connect(settings(&fake, &access), info()).await.expect("connect to the fake Discord");
+        let thread = transport.thread_id();
+        let mut notifier = Notifier::default();
+        let discord_rx = notifier.subscribe();
+        let observed = notifier.subscribe();
+        let (inputs, inputs_rx) = mpsc::channel(64);
+        let replies = Replies::default();
+        let deadlines = Deadlines {
+            approval_timeout: Duration::from_secs(600),
+            run_deadline: std::time::Instant::now() + Duration::from_secs(3600),
+            teardown_margin: Duration::from_secs(5),
+        };
+        tokio::spawn(ApprovalTask::new(replies.clone(), notifier.clone(), deadlines).run(inputs_rx));
+        let serve = tokio::spawn(transport.serve(discord_rx, Decider::new(inputs.clone())));
+        Self { fake, thread, inputs, observed: tokio::sync::Mutex::new(observed), notifier, replies, serve, next_id: Mutex::new(0) }
+    }
+
+    /// OpenCode asks; returns (request id, number) once it is shown.
+    async fn ask(&self, command: &str) -> (String, u32) {
+        let id = {
+            let mut n = self.next_id.lock().expect("ids");
+            *n += 1;
+            format!("per_{n}")
+        };
+        let request = Request {
+            id: id.clone(),
+            number: 0,
+            session_id: "ses_root".into(),
+            agent: None,
+            kind: "bash".into(),
+            patterns: vec![command.to_owned()],
+            command: Some(command.to_owned()),
+            path: None,
+            diff: None,
+            description: Some("Run a command".into()),
+            deadline_wall: SystemTime::now(),
+            time_left: Duration::ZERO,
+        };
+        self.inputs.send(Input::Asked(request)).await.expect("approval task alive");
+        let number = self.wait_notice(&format!("Show({id})"), |n| match n {
+            Notice::Show(r) if r.id == id => Some(r.number),
+            _ => None,
+        })
+        .await;
+        (id, number)
+    }
+
+    async fn wait_notice<T>(&self, what: &str, mut f: impl FnMut(&Notice) -> Option<T>) -> T {
+        let mut rx = self.observed.lock().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(n)) => {
+                    if let Some(v) = f(&n) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!("notices ended while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for notice {what}"),
+            }
+        }
+    }
+
+    /// The posted message of request `number`.
+    async fn message_of(&self, number: u32) -> StoredMessage {
+        self.fake.wait_message(self.thread, &format!("Request #{number}:"), WAIT).await
+    }
+
+    /// Clicks `label` on request `number`'s message; waits for and checks
+    /// the acknowledgement (received, within 3 s). Returns (ack body, token).
+    async fn click(&self, number: u32, label: &str, member: &Member) -> (Value, String) {
+        self.click_in(number, label, member, self.thread).await
+    }
+
+    async fn click_in(&self, number: u32, label: &str, member: &Member, channel: u64) -> (Value, String) {
+        let msg = self.message_of(number).await;
+        let custom_id = button(&msg, label);
+        let (id, token) = self.fake.click(msg.id, &custom_id, member, channel);
+        let (ack, took) = self.fake.wait_ack(id, WAIT).await;
+        assert!(took < ACK_LIMIT, "click acknowledged after {took:?}");
+        (ack, token)
+    }
+
+    /// Waits until request `number`'s message shows a final state.
+    async fn final_state(&self, number: u32) -> String {
+        let msg = self.message_of(number).await;
+        self.fake
+            .wait_until("the final state", WAIT, |f| {
+                let m = f.message(msg.id)?;
+                (m.payload["components"] == json!([])).then(|| decision_field(&m.payload))
+            })
+            .await
+    }
+
+    /// Ends the run as the supervisor does and waits for the transport.
+    async fn end(self) -> FakeDiscord {
+        let (done, ledger) = tokio::sync::oneshot::channel();
+        self.inputs.send(Input::Close { reason: EndReason::Finished, done }).await.expect("task alive");
+        let ledger = ledger.await.expect("ledger");
+        self.notifier.send(&Notice::RunEnded(RunReport {
+            outcome: "finished".into(),
+            exit_code: 0,
+            duration: Duration::from_secs(12),
+            approved: ledger.approved(),
+            denied: ledger.denied(),
+        }));
+        tokio::time::timeout(WAIT, self.serve)
+            .await
+            .expect("serve ends after RunEnded")
+            .expect("serve task")
+            .expect("serve ok");
+        assert_every_payload_disallows_mentions(&self.fake);
+        assert_token_never_in_bodies(&self.fake);
+        self.fake
+    }
+}
+
+fn button(msg: &StoredMessage, label: &str) -> String {
+    msg.payload["components"][0]["components"]
+        .as_array()
+        .expect("buttons")
+        .iter()
+        .find(|b| b["label"] == label)
+        .and_then(|b| b["custom_id"].as_str())
+        .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
+        .to_owned()
+}
+
+fn decision_field(payload: &Value) -> String {
+    payload["embeds"][0]["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "Decision"))
+        .and_then(|f| f["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn admin() -> Member {
+    Member::new(4242).permissions(MANAGE_CHANNELS)
+}
+
+/// Every message, edit and interaction answer sent `parse: []`.
+fn assert_every_payload_disallows_mentions(fake: &FakeDiscord) {
+    let mut checked = 0;
+    for r in fake.requests() {
+        let body = if r.path.contains("/callback") {
+            match r.body["type"].as_u64() {
+                Some(4) => &r.body["data"],
+                _ => continue,
+            }
+        } else if (r.method == "POST" || r.method == "PATCH") && r.path.contains("/messages") && !r.path.ends_with("/threads") {
+            &r.body
+        } else {
+            continue;
+        };
+        assert_eq!(body["allowed_mentions"], json!({ "parse": [] }), "{} {}: {}", r.method, r.path, r.body);
+        checked += 1;
+    }
+    assert!(checked > 0, "no message was checked");
+}
+
+fn assert_token_never_in_bodies(fake: &FakeDiscord) {
+    for r in fake.requests() {
+        assert!(!r.body.to_string().contains(TOKEN), "the token leaked into {} {}", r.method, r.path);
+        assert!(!r.path.contains(TOKEN));
+    }
+}
+
+#[tokio::test]
+async fn approve_edits_the_message_and_summarises_the_run() {
+    let h = Harness::start(Access::default()).await;
+    // The start message and its thread exist before any request.
+    let start = h.fake.messages_in(CHANNEL);
+    assert_eq!(start.len(), 1);
+    assert!(start[0].payload.to_string().contains("fix the flaky test"));
+
+    let (id, n) = h.ask("cargo test").await;
+    let msg = h.message_of(n).await;
+    assert!(msg.payload["embeds"][0]["fields"].to_string().contains("<t:"), "deadline shown as a timestamp");
+    let (ack, token) = h.click(n, "Approve", &admin()).await;
+    assert_eq!(ack["type"], 5, "deferred first: {ack}");
+    assert_eq!(ack["data"]["flags"], 64, "private: {ack}");
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert!(answer.starts_with("Approved"), "{answer}");
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    let state = h.final_state(n).await;
+    assert!(state.contains("Approved by <@4242>"), "{state}");
+    // Edits go through the bot token, not the interaction token.
+    let edit = h
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path.ends_with(&format!("/channels/{}/messages/{}", h.thread, msg.id)))
+        .expect("an edit of the request message");
+    assert_eq!(edit.authorization.as_deref(), Some(format!("Bot {TOKEN}").as_str()));
+
+    let thread_id = h.thread;
+    let fake = h.end().await;
+    let thread = fake.messages_in(thread_id);
+    let summary = thread.last().expect("summary");
+    assert!(summary.payload["content"].as_str().unwrap_or_default().contains("1 approved, 0 denied"), "{}", summary.payload);
+    let start = &fake.messages_in(CHANNEL)[0];
+    assert_eq!(start.edits, 1);
+    assert!(start.payload.to_string().contains("Run finished"), "{}", start.payload);
+}
+
+#[tokio::test]
+async fn deny_and_deny_with_reason() {
+    let h = Harness::start(Access::default()).await;
+    let (id1, n1) = h.ask("rm -rf /").await;
+    let (_, token) = h.click(n1, "Deny", &admin()).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
+    assert!(matches!(&h.replies.for_id(&id1)[..], [Reply::Reject { .. }]));
+    assert!(h.final_state(n1).await.contains("Denied by <@4242>"));
+
+    let (id2, n2) = h.ask("git push --force").await;
+    let (ack, _) = h.click(n2, "Deny with reason…", &admin()).await;
+    assert_eq!(ack["type"], 9, "the modal is the acknowledgement: {ack}");
+    let modal_id = ack["data"]["custom_id"].as_str().expect("modal custom_id").to_owned();
+    let (iid, token) = h.fake.submit_modal(&modal_id, "use a branch instead", &admin(), h.thread);
+    let (ack, took) = h.fake.wait_ack(iid, WAIT).await;
+    assert!(took < ACK_LIMIT);
+    assert_eq!(ack["type"], 5);
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
+    assert_eq!(h.replies.for_id(&id2), vec![Reply::Reject { message: "use a branch instead".into() }]);
+    let state = h.final_state(n2).await;
+    assert!(state.contains("use a branch instead"), "{state}");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn unauthorized_click_changes_nothing_then_listed_user_and_role_decide() {
+    let h = Harness::start(Access { users: vec![7], roles: vec![70] }).await;
+    let (id, n) = h.ask("make deploy").await;
+    // Manage Channels does not count when approver lists are given.
+    let (ack, _) = h.click(n, "Approve", &Member::new(8).permissions(MANAGE_CHANNELS).roles(&[71])).await;
+    assert_eq!(ack["type"], 4);
+    assert_eq!(ack["data"]["flags"], 64);
+    assert!(ack["data"]["content"].as_str().unwrap_or_default().contains("Not authorized"), "{ack}");
+    assert!(h.replies.for_id(&id).is_empty());
+    assert!(decision_field(&h.message_of(n).await.payload).is_empty());
+
+    let (_, token) = h.click(n, "Approve", &Member::new(9).roles(&[70])).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+
+    let (id2, n2) = h.ask("make release").await;
+    let (_, token) = h.click(n2, "Deny", &Member::new(7)).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
+    assert_eq!(h.replies.for_id(&id2).len(), 1);
+    h.end().await;
+}
+
+#[tokio::test]
+async fn click_from_another_channel_is_refused() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    let (ack, _) = h.click_in(n, "Approve", &admin(), 777).await;
+    assert_eq!(ack["type"], 4);
+    assert!(ack["data"]["content"].as_str().unwrap_or_default().contains("Not authorized"));
+    assert!(h.replies.for_id(&id).is_empty());
+    h.end().await;
+}
+
+#[tokio::test]
+async fn click_with_another_runs_nonce_is_not_acknowledged() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    let msg = h.message_of(n).await;
+    let ours = button(&msg, "Approve");
+    let theirs = ours.replacen(ours.split(':').nth(1).expect("nonce"), "ffffffffffffffff", 1);
+    assert_ne!(ours, theirs);
+    let (foreign, _) = h.fake.click(msg.id, &theirs, &admin(), h.thread);
+    // A later click of ours is acknowledged: both went over the same gateway.
+    let (_, token) = h.click(n, "Approve", &admin()).await;
+    h.fake.wait_followup(&token, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!h.fake.acked(foreign), "another run's click was acknowledged");
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    h.end().await;
+}
+
+#[tokio::test]
+async fn double_click_decides_once() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    let msg = h.message_of(n).await;
+    let approve = button(&msg, "Approve");
+    let deny = button(&msg, "Deny");
+    let (a, ta) = h.fake.click(msg.id, &approve, &admin(), h.thread);
+    let (b, tb) = h.fake.click(msg.id, &deny, &Member::new(5).permissions(MANAGE_CHANNELS), h.thread);
+    for i in [a, b] {
+        let (_, took) = h.fake.wait_ack(i, WAIT).await;
+        assert!(took < ACK_LIMIT);
+    }
+    let answers = [h.fake.wait_followup(&ta, WAIT).await, tb_answer(&h, b, &tb).await];
+    let winners = answers.iter().filter(|a| a.starts_with("Approved") || a.starts_with("Denied")).count();
+    assert_eq!(winners, 1, "{answers:?}");
+    assert_eq!(h.replies.for_id(&id).len(), 1);
+    h.end().await;
+}
+
+/// The answer to a click: its ephemeral acknowledgement, or its follow-up.
+async fn tb_answer(h: &Harness, interaction: u64, token: &str) -> String {
+    let (ack, _) = h.fake.wait_ack(interaction, WAIT).await;
+    if ack["type"] == 4 {
+        ack["data"]["content"].as_str().unwrap_or_default().to_owned()
+    } else {
+        h.fake.wait_followup(token, WAIT).await
+    }
+}
+
+#[tokio::test]
+async fn click_after_settlement_gets_already_decided() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    let msg = h.message_of(n).await;
+    let approve = button(&msg, "Approve");
+    // OpenCode reports a reply from elsewhere: the request settles.
+    h.inputs
+        .send(Input::Replied { session_id: "ses_root".into(), request_id: id.clone(), reply: "reject".into() })
+        .await
+        .expect("task");
+    h.wait_notice("Settled", |n| matches!(n, Notice::Settled { .. }).then_some(())).await;
+    let (iid, token) = h.fake.click(msg.id, &approve, &admin(), h.thread);
+    let answer = tb_answer(&h, iid, &token).await;
+    assert!(answer.starts_with("Already decided"), "{answer}");
+    assert!(h.replies.for_id(&id).is_empty(), "nothing forwarded after settlement");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn twenty_parallel_requests_are_all_shown_within_rate_limits() {
+    let fake = FakeDiscord::start().await;
+    let h = Harness::start_with(fake, Access::default()).await;
+    h.fake.rate_limit(&format!("/channels/{}/messages", h.thread), 5, Duration::from_millis(500));
+    let started = Instant::now();
+    let mut numbers = Vec::new();
+    for i in 0..20 {
+        numbers.push(h.ask(&format!("task {i}")).await.1);
+    }
+    for n in &numbers {
+        h.message_of(*n).await;
+    }
+    let took = started.elapsed();
+    let posts: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == format!("/api/v10/channels/{}/messages", h.thread))
+        .collect();
+    let limited = posts.iter().filter(|r| r.status == 429).count();
+    assert_eq!(posts.iter().filter(|r| r.status == 200).count(), 20);
+    assert!(limited <= 2, "the outbox should pace itself by the rate-limit headers, got {limited} 429s");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // Each can still be answered.
+    let (_, token) = h.click(numbers[19], "Approve", &admin()).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    h.end().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let h = Harness::start(Access::default()).await;
+    h.fake.fail_next(1, 429, Some(0.4), &format!("/channels/{}/messages", h.thread));
+    let (_, n) = h.ask("ls").await;
+    h.message_of(n).await;
+    let posts: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/channels/{}/messages", h.thread)))
+        .collect();
+    assert_eq!(posts.iter().map(|r| r.status).collect::<Vec<_>>(), vec![429, 200]);
+    let gap = posts[1].at.duration_since(posts[0].at);
+    assert!(gap >= Duration::from_millis(400), "retried after {gap:?}");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn request_that_cannot_be_posted_is_denied() {
+    let h = Harness::start(Access::default()).await;
+    h.fake.fail_next(10, 500, None, &format!("/channels/{}/messages", h.thread));
+    let (id, n) = h.ask("ls").await;
+    let settlement = h
+        .wait_notice("Settled ChannelFailed", |notice| match notice {
+            Notice::Settled { number, settlement, .. } if *number == n => Some(settlement.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(matches!(settlement, Settlement::ChannelFailed { .. }), "{settlement:?}");
+    assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
+    let attempts = h.fake.requests().iter().filter(|r| r.status == 500).count();
+    assert!((2..=5).contains(&attempts), "bounded retries: {attempts}");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn gateway_drop_resumes_and_clicks_still_arrive() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    h.fake.close_gateway();
+    h.fake.wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(())).await;
+    h.fake.wait_gateway(WAIT).await;
+    assert_eq!(h.fake.identifies(), 1, "resumed, not re-identified");
+    let (_, token) = h.click(n, "Approve", &admin()).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    h.end().await;
+}
+
+#[tokio::test]
+async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
+    let fake = FakeDiscord::start().await;
+    fake.fail_gateway_lookup(503);
+    let started = Instant::now();
+    let err = discord::connect(settings(&fake, &Access::default()), info()).await.expect_err("connect must fail");
+    assert!(matches!(err, discord::Error::GatewayLookup { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("gateway lookup"), "{text}");
+    assert!(!text.contains(TOKEN));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(fake.identifies(), 0);
+    let paths: Vec<_> = fake.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/api/v10/gateway"], "nothing but the lookup");
+}
+
+#[tokio::test]
+async fn long_command_is_attached_and_secrets_redacted() {
+    let h = Harness::start(Access::default()).await;
+    let long = format!("echo {} && export GITHUB_TOKEN=ghp_{} {TOKEN}", "y".repeat(3000), "a".repeat(36));
+    let (_, n) = h.ask(&long).await;
+    h.message_of(n).await;
+    let post = h
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with(&format!("/channels/{}/messages", h.thread)))
+        .expect("the request post");
+    assert_eq!(post.files.len(), 1, "the whole command is attached");
+    let file = String::from_utf8(post.files[0].2.clone()).expect("utf-8");
+    assert!(file.starts_with("echo yyy"));
+    assert!(!file.contains("ghp_") && !file.contains(TOKEN), "secrets leaked into the attachment");
+    assert!(file.contains("GITHUB_TOKEN=[redacted]"));
+    h.end().await;
+}
+
+/// The system proxy must not hijack loopback traffic. Setting `HTTP_PROXY`
+/// in this process would leak into every other test running in parallel,
+/// so the scenario runs in a child copy of this test binary.
+#[tokio::test]
+async fn http_proxy_in_the_environment_does_not_hijack_loopback() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = tokio::process::Command::new(exe)
+        .args(["discord::proxy_child_scenario", "--exact", "--test-threads=1"])
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("all_proxy", "http://127.0.0.1:9")
+        .env("GATEKEEP_IT_EXPECT_PROXY", "1")
+        .output()
+        .await
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed"), "the child scenario did not run:\n{stdout}");
+}
+
+/// Approve end to end; run by the test above with a dead proxy configured
+/// (and on its own, without one).
+#[tokio::test]
+async fn proxy_child_scenario() {
+    if std::env::var_os("GATEKEEP_IT_EXPECT_PROXY").is_some() {
+        assert_eq!(std::env::var("HTTP_PROXY").as_deref(), Ok("http://127.0.0.1:9"));
+    }
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    let (_, token) = h.click(n, "Approve", &admin()).await;
+    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    h.end().await;
+}
