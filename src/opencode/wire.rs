@@ -105,7 +105,7 @@ pub enum Event {
 
 /// Session identity as carried by `session.created` / `session.updated` and
 /// returned by `POST /session`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SessionInfo {
     pub id: String,
     #[serde(rename = "parentID", default)]
@@ -117,6 +117,51 @@ pub struct SessionInfo {
     pub agent: Option<String>,
     #[serde(default)]
     pub directory: Option<String>,
+    /// Tokens used so far (`session.updated`), for the run summary. Read
+    /// leniently: a changed shape must not cost the session event.
+    #[serde(default, deserialize_with = "lenient")]
+    pub tokens: Option<Tokens>,
+    /// Cost so far, in the provider's currency unit as OpenCode reports it.
+    #[serde(default, deserialize_with = "lenient")]
+    pub cost: Option<f64>,
+    /// The model the session runs (`{id, providerID}`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub model: Option<SessionModel>,
+}
+
+/// `info.tokens` of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Tokens {
+    #[serde(default)]
+    pub input: u64,
+    #[serde(default)]
+    pub output: u64,
+    #[serde(default)]
+    pub reasoning: u64,
+    #[serde(default)]
+    pub cache: TokenCache,
+}
+
+/// `info.tokens.cache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct TokenCache {
+    #[serde(default)]
+    pub read: u64,
+    #[serde(default)]
+    pub write: u64,
+}
+
+/// `info.model` of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SessionModel {
+    pub id: String,
+    #[serde(rename = "providerID")]
+    pub provider_id: String,
+}
+
+/// Any value that does not deserialize as `T` is read as absent.
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
 }
 
 /// A pending permission request: the `permission.asked` properties and an
