@@ -235,6 +235,23 @@ impl PromptPart {
 
 /// A pending `question` tool request (`GET /question`). Kept loose: gatekeep
 /// only lists and rejects them.
+/// The body of `POST /session/{id}/command`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Command {
+    pub command: String,
+    pub arguments: String,
+    /// `provider/model`, as a single string in this endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// File parts only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PromptPart>,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct QuestionRequest {
     pub id: String,
@@ -409,6 +426,49 @@ impl Api {
             }
             other => other.map(drop),
         }
+    }
+
+    /// `GET /session`: every session of the directory, children included
+    /// (so a child created while the event stream was down can be found).
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, ApiError> {
+        const OP: &str = "list sessions";
+        let resp = self.send(OP, self.request(Method::GET, "session")?).await?;
+        json_body(OP, resp).await
+    }
+
+    /// `POST /session/{id}/fork`: a copy of the session to continue from,
+    /// leaving the original untouched (`opencode run --fork`).
+    pub async fn fork_session(&self, session_id: &str) -> Result<SessionInfo, ApiError> {
+        const OP: &str = "fork session";
+        let path = format!("session/{}/fork", seg(session_id)?);
+        let resp = self
+            .send(
+                OP,
+                self.request(Method::POST, &path)?
+                    .json(&serde_json::json!({})),
+            )
+            .await?;
+        json_body(OP, resp).await
+    }
+
+    /// `POST /session/{id}/command`: runs a slash command (`opencode run
+    /// --command`). OpenCode answers only when the command's turn is over,
+    /// so this call is bounded by `within` (the run's time), not by the
+    /// per-request timeout; the run itself is followed on the event stream.
+    pub async fn command(
+        &self,
+        session_id: &str,
+        command: &Command,
+        within: Duration,
+    ) -> Result<(), ApiError> {
+        const OP: &str = "run command";
+        let path = format!("session/{}/command", seg(session_id)?);
+        let req = self
+            .authed(Method::POST, &path)?
+            .timeout(within)
+            .json(command);
+        self.send(OP, req).await?;
+        Ok(())
     }
 
     /// `GET /event` with auth and directory but *no* timeout: the body is the

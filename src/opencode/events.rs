@@ -118,9 +118,17 @@ impl EventStream {
     {
         use eventsource_stream::Eventsource;
         let mut decoder = LossyUtf8::default();
-        let text = bytes.map(move |chunk| chunk.map(|b| decoder.decode(b.as_ref())));
-        // A trailing partial character at end of stream becomes U+FFFD.
-        let text = text.chain(futures_util::stream::once(async { Ok(String::new()) }));
+        // `None` marks the end, so a dangling partial character is flushed
+        // as U+FFFD instead of vanishing.
+        let text = bytes
+            .map(|chunk| chunk.map(Some))
+            .chain(futures_util::stream::once(async { Ok(None) }))
+            .map(move |chunk| {
+                chunk.map(|bytes| match bytes {
+                    Some(b) => decoder.decode(b.as_ref()),
+                    None => decoder.finish(),
+                })
+            });
         EventStream {
             inner: Box::pin(text.eventsource()),
             done: false,
@@ -171,10 +179,17 @@ struct LossyUtf8 {
 
 impl LossyUtf8 {
     fn decode(&mut self, chunk: &[u8]) -> String {
+        self.run(chunk, false)
+    }
+
+    /// End of input: an incomplete character left over becomes U+FFFD.
+    fn finish(&mut self) -> String {
+        self.run(&[], true)
+    }
+
+    fn run(&mut self, chunk: &[u8], at_end: bool) -> String {
         let mut buf: Vec<u8> = std::mem::take(&mut self.carry);
         buf.extend_from_slice(chunk);
-        // An empty chunk marks the end: flush whatever is left.
-        let at_end = chunk.is_empty();
         let mut out = String::with_capacity(buf.len());
         let mut rest = &buf[..];
         loop {
@@ -284,11 +299,25 @@ mod tests {
         assert!(matches!(&evs[1], Ok(Event::Heartbeat)));
     }
 
+    #[tokio::test]
+    async fn a_partial_character_at_the_very_end_is_replaced() {
+        let evs = all(source(vec![
+            b"data: {\"type\":\"server.heartbeat\"}\n\n",
+            b"data: {\"type\":\"x\xE2\x82",
+        ]))
+        .await;
+        // The unterminated last frame is dropped (SSE semantics); nothing
+        // panics and the stream ends.
+        assert_eq!(evs.len(), 1);
+        assert!(matches!(evs[0], Ok(Event::Heartbeat)));
+    }
+
     #[test]
     fn lossy_decoder_flushes_a_dangling_partial_character_at_end() {
         let mut d = LossyUtf8::default();
         assert_eq!(d.decode(b"ab\xE2\x82"), "ab");
-        assert_eq!(d.decode(b""), "\u{FFFD}");
+        assert_eq!(d.decode(b""), "", "an empty chunk is not the end");
+        assert_eq!(d.finish(), "\u{FFFD}");
         assert_eq!(d.decode(b"\xE2\x82\xAC"), "€");
     }
 }

@@ -43,7 +43,9 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 pub enum ServerError {
     #[error("could not find a free port on 127.0.0.1: {0}")]
     Port(#[source] std::io::Error),
-    #[error("could not start {program:?}: {source}")]
+    #[error("workspace {0} is not a directory")]
+    Workspace(PathBuf),
+    #[error("could not start {program:?}: {source}{}", spawn_hint(.source))]
     Spawn {
         program: PathBuf,
         #[source]
@@ -56,6 +58,16 @@ pub enum ServerError {
         timeout: Duration,
         output: Vec<String>,
     },
+}
+
+fn spawn_hint(err: &std::io::Error) -> &'static str {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            " (is OpenCode installed? `npm install -g opencode-ai`, or give its path after `--`)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (is it executable?)",
+        _ => "",
+    }
 }
 
 fn output_block(lines: &[String]) -> String {
@@ -113,6 +125,11 @@ impl Server {
     /// *thread* that spawned the child exits, and blocking-pool threads exit
     /// after a short idle time, which would kill OpenCode mid-run.
     pub async fn start(opts: ServerOptions) -> Result<Server, ServerError> {
+        // Checked here because a missing cwd makes spawn fail with ENOENT,
+        // which would read as "OpenCode not found".
+        if !opts.workspace.is_dir() {
+            return Err(ServerError::Workspace(opts.workspace.clone()));
+        }
         let port = free_port().map_err(ServerError::Port)?;
         let password = SecretString::from(Alphanumeric.sample_string(&mut rand::thread_rng(), 40));
 
@@ -133,7 +150,7 @@ impl Server {
             die_with_parent(cmd);
         });
         cmd.wrap(ProcessGroup::leader());
-        let mut child = cmd.spawn().map_err(|source| ServerError::Spawn {
+        let mut child = spawn(&mut cmd).await.map_err(|source| ServerError::Spawn {
             program: opts.program.clone(),
             source,
         })?;
@@ -310,6 +327,24 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// Spawn, retrying briefly on ETXTBSY: an executable that was just written
+/// (an install, a test's script) stays "busy" while any process forked in
+/// that moment still holds the write descriptor, until it execs.
+async fn spawn(
+    cmd: &mut CommandWrap,
+) -> std::io::Result<Box<dyn process_wrap::tokio::ChildWrapper>> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn free_port() -> std::io::Result<u16> {
     // The port is free now; OpenCode binds it a moment later. The race is
     // acceptable because OpenCode reports the port it really bound, and we
@@ -481,6 +516,18 @@ mod tests {
             "{output:?}"
         );
         assert!(err.to_string().contains("boom: no provider"));
+    }
+
+    #[tokio::test]
+    async fn spawn_failures_say_what_to_fix() {
+        let mut opts = sh("exit 0");
+        let _ = std::fs::remove_file(&opts.program);
+        opts.program = PathBuf::from("/nonexistent/opencode");
+        let err = Server::start(opts.clone()).await.expect_err("no binary");
+        assert!(err.to_string().contains("is OpenCode installed?"), "{err}");
+        opts.workspace = PathBuf::from("/nonexistent/workspace");
+        let err = Server::start(opts).await.expect_err("no workspace");
+        assert!(matches!(err, ServerError::Workspace(_)), "{err}");
     }
 
     #[tokio::test]

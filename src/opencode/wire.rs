@@ -127,6 +127,19 @@ pub struct SessionInfo {
     /// The model the session runs (`{id, providerID}`).
     #[serde(default, deserialize_with = "lenient")]
     pub model: Option<SessionModel>,
+    /// Creation and last-update times (ms since the epoch), to pick the most
+    /// recent session for `--continue`.
+    #[serde(default, deserialize_with = "lenient")]
+    pub time: Option<SessionTime>,
+}
+
+/// `info.time` of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct SessionTime {
+    #[serde(default)]
+    pub created: Option<f64>,
+    #[serde(default)]
+    pub updated: Option<f64>,
 }
 
 /// `info.tokens` of a session.
