@@ -233,8 +233,6 @@ impl PromptPart {
     }
 }
 
-/// A pending `question` tool request (`GET /question`). Kept loose: gatekeep
-/// only lists and rejects them.
 /// The body of `POST /session/{id}/command`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Command {
@@ -252,6 +250,8 @@ pub struct Command {
     pub parts: Vec<PromptPart>,
 }
 
+/// A pending `question` tool request (`GET /question`). Kept loose: gatekeep
+/// only lists and rejects them.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct QuestionRequest {
     pub id: String,

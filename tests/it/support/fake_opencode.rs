@@ -160,7 +160,6 @@ struct State_ {
     /// Every event emitted, in order.
     emitted: Vec<Value>,
     seq: u64,
-    password: Option<String>,
 }
 
 struct Shared {
@@ -207,12 +206,10 @@ impl Shared {
         self.bump();
     }
 
+    /// Read fresh on every request: a second run against the same fake gets
+    /// a new password.
     fn password(&self) -> Option<String> {
-        let mut st = self.lock();
-        if st.password.is_none() {
-            st.password = std::fs::read_to_string(self.record_dir.join("password")).ok();
-        }
-        st.password.clone()
+        std::fs::read_to_string(self.record_dir.join("password")).ok()
     }
 }
 
@@ -488,6 +485,21 @@ impl FakeOpenCode {
     }
 
     /// A subagent session under `parent`; returns its id.
+    /// A root session that exists before gatekeep starts (for `--session`,
+    /// `--continue`). Emits nothing: no stream is open yet.
+    pub fn create_root_session(&self) -> String {
+        let mut st = self.shared.lock();
+        let id = Shared::next_id(&mut st, "ses");
+        st.sessions.push(SessionRecord {
+            id: id.clone(),
+            parent_id: None,
+            body: Value::Null,
+        });
+        drop(st);
+        self.shared.bump();
+        id
+    }
+
     pub fn create_child_session(&self, parent: &str) -> String {
         let mut st = self.shared.lock();
         let id = Shared::next_id(&mut st, "ses");
@@ -633,6 +645,12 @@ impl FakeOpenCode {
     #[must_use]
     pub fn emitted(&self) -> Vec<Value> {
         self.shared.lock().emitted.clone()
+    }
+
+    /// Event streams opened so far (a reconnect opens another).
+    #[must_use]
+    pub fn streams_opened(&self) -> usize {
+        self.shared.lock().streams_opened
     }
 
     /// Event streams open right now.
@@ -884,7 +902,9 @@ type Ctx = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/event", get(events))
-        .route("/session", post(create_session))
+        .route("/session", post(create_session).get(list_sessions))
+        .route("/session/{id}/fork", post(fork_session))
+        .route("/session/{id}/command", post(command))
         .route("/session/{id}/prompt_async", post(prompt_async))
         .route("/session/{id}/abort", post(abort))
         .route("/permission", get(list_permissions))
@@ -1060,6 +1080,63 @@ async fn create_session(State(shared): Ctx, body: Option<Json<Value>>) -> Respon
     drop(st);
     shared.bump();
     Json(info).into_response()
+}
+
+/// `GET /session`: every session, newest last-updated first; the record's
+/// position stands in for its update time.
+async fn list_sessions(State(shared): Ctx) -> Response {
+    let st = shared.lock();
+    let list: Vec<Value> = st
+        .sessions
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, s)| {
+            let mut info = session_info(&s.id, s.parent_id.as_deref(), "listed", &shared.workspace);
+            info["time"]["updated"] = Value::from(1_795_286_161_000_u64 + i as u64);
+            info
+        })
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+/// `POST /session/{id}/fork`: a new root session copied from `id`.
+async fn fork_session(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
+    let mut st = shared.lock();
+    if !st.sessions.iter().any(|s| s.id == id) {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    }
+    let new = Shared::next_id(&mut st, "ses");
+    st.sessions.push(SessionRecord {
+        id: new.clone(),
+        parent_id: None,
+        body: json!({ "forkedFrom": id }),
+    });
+    let info = session_info(&new, None, "fork", &shared.workspace);
+    Shared::emit_locked(
+        &mut st,
+        json!({ "type": "session.created", "properties": { "sessionID": new, "info": info } }),
+    );
+    drop(st);
+    shared.bump();
+    Json(info).into_response()
+}
+
+/// `POST /session/{id}/command`: recorded like a prompt (the body has
+/// `command` and `arguments` instead of `parts`); answers at once.
+async fn command(State(shared): Ctx, UrlPath(id): UrlPath<String>, body: Option<Json<Value>>) -> Response {
+    let body = body.map_or(Value::Null, |Json(v)| v);
+    let mut st = shared.lock();
+    let streams_open = st.streams_open;
+    st.prompts.push(PromptRecord {
+        at: Instant::now(),
+        session_id: id,
+        body,
+        streams_open,
+    });
+    drop(st);
+    shared.bump();
+    Json(json!({ "info": {}, "parts": [] })).into_response()
 }
 
 async fn prompt_async(
