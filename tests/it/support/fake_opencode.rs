@@ -484,7 +484,6 @@ impl FakeOpenCode {
         id
     }
 
-    /// A subagent session under `parent`; returns its id.
     /// A root session that exists before gatekeep starts (for `--session`,
     /// `--continue`). Emits nothing: no stream is open yet.
     pub fn create_root_session(&self) -> String {
@@ -500,6 +499,7 @@ impl FakeOpenCode {
         id
     }
 
+    /// A subagent session under `parent`; returns its id.
     pub fn create_child_session(&self, parent: &str) -> String {
         let mut st = self.shared.lock();
         let id = Shared::next_id(&mut st, "ses");
@@ -1124,19 +1124,35 @@ async fn fork_session(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Respo
 
 /// `POST /session/{id}/command`: recorded like a prompt (the body has
 /// `command` and `arguments` instead of `parts`); answers at once.
-async fn command(State(shared): Ctx, UrlPath(id): UrlPath<String>, body: Option<Json<Value>>) -> Response {
+async fn command(
+    State(shared): Ctx,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<Value>>,
+) -> Response {
     let body = body.map_or(Value::Null, |Json(v)| v);
     let mut st = shared.lock();
     let streams_open = st.streams_open;
     st.prompts.push(PromptRecord {
         at: Instant::now(),
-        session_id: id,
+        session_id: id.clone(),
         body,
         streams_open,
     });
+    // Same rule as prompt_async: the run must be observable from its start.
+    let response = if streams_open == 0 {
+        st.violations
+            .push(format!("command for {id} while no event stream was open"));
+        (
+            StatusCode::CONFLICT,
+            "fake opencode: command before any event stream was open",
+        )
+            .into_response()
+    } else {
+        Json(json!({ "info": {}, "parts": [] })).into_response()
+    };
     drop(st);
     shared.bump();
-    Json(json!({ "info": {}, "parts": [] })).into_response()
+    response
 }
 
 async fn prompt_async(
