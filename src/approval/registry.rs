@@ -276,6 +276,29 @@ impl Registry {
         out
     }
 
+    /// After the event stream was down: `pending` are the ids OpenCode still
+    /// waits on. Open entries missing from it were answered during the gap
+    /// (by a cascade or another client) and settle as such; claimed ones are
+    /// left to their reply.
+    pub fn resync(&mut self, pending: &std::collections::HashSet<String>) -> Vec<Settled> {
+        let gone: Vec<u32> = self
+            .by_id
+            .iter()
+            .filter(|(id, _)| !pending.contains(*id))
+            .map(|(_, n)| *n)
+            .filter(|n| matches!(self.entries.get(n).map(|e| &e.state), Some(State::Open)))
+            .collect();
+        sorted(gone)
+            .into_iter()
+            .filter_map(|n| {
+                let settlement = Settlement::RepliedElsewhere {
+                    reply: "answered while the event stream was down".to_owned(),
+                };
+                self.settle(n, settlement, false)
+            })
+            .collect()
+    }
+
     /// The request could not be shown or answered through the approval
     /// channel: deny it.
     pub fn channel_failed(&mut self, number: u32, detail: String) -> Option<Settled> {
@@ -657,6 +680,26 @@ mod tests {
         assert_eq!(settled[0].number, n);
         assert_eq!(settled[0].reject, None);
         assert!(reg.pending().is_empty());
+    }
+
+    #[test]
+    fn resync_settles_open_entries_that_opencode_no_longer_waits_on() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let a = open(&mut reg, "per_a", "ses_1", later);
+        let b = open(&mut reg, "per_b", "ses_1", later);
+        let still: std::collections::HashSet<String> = ["per_b".to_owned()].into();
+        let settled = reg.resync(&still);
+        assert_eq!(
+            settled.iter().map(|s| s.number).collect::<Vec<_>>(),
+            vec![a]
+        );
+        assert_eq!(settled[0].reject, None);
+        assert_eq!(
+            reg.pending().iter().map(|r| r.number).collect::<Vec<_>>(),
+            vec![b]
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum Input {
         request_id: String,
         reply: String,
     },
+    /// The event stream was down and is back: every request OpenCode waits
+    /// on now. Unknown ones are registered; known open ones missing from it
+    /// were answered during the gap.
+    Resync(Vec<Request>),
     /// A human decided, through some transport.
     Decide {
         number: u32,
@@ -212,7 +216,10 @@ impl<R: Replier> ApprovalTask<R> {
                 Input::Close { done, .. } => {
                     let _ = done.send(self.ledger.clone());
                 }
-                Input::Replied { .. } | Input::ChannelFailed { .. } | Input::Refused { .. } => {}
+                Input::Replied { .. }
+                | Input::ChannelFailed { .. }
+                | Input::Refused { .. }
+                | Input::Resync(_) => {}
             }
         }
         self.ledger
@@ -240,6 +247,17 @@ impl<R: Replier> ApprovalTask<R> {
             }
             Input::ChannelFailed { number, detail } => {
                 let settled = self.registry.channel_failed(number, detail);
+                self.settled_all(settled).await;
+            }
+            Input::Resync(pending) => {
+                let ids: std::collections::HashSet<String> =
+                    pending.iter().map(|r| r.id.clone()).collect();
+                for request in pending {
+                    if !self.registry.knows(&request.id) {
+                        self.asked(request).await;
+                    }
+                }
+                let settled = self.registry.resync(&ids);
                 self.settled_all(settled).await;
             }
             Input::Refused { number, actor, why } => {

@@ -24,14 +24,20 @@ async fn started(fake: &FakeOpenCode, args: &[&str]) -> (Gatekeep, String) {
 async fn assert_server_gone(fake: &FakeOpenCode) {
     let pid = fake.script_pid().expect("the server was started");
     fake.wait_for_script_exit().await;
-    assert!(!process_alive(pid), "OpenCode (pid {pid}) outlived gatekeep");
+    assert!(
+        !process_alive(pid),
+        "OpenCode (pid {pid}) outlived gatekeep"
+    );
 }
 
 #[tokio::test]
 async fn subscribes_before_prompting_and_sends_the_described_run() {
     let fake = FakeOpenCode::start();
     let (mut gk, root) = started(&fake, &[]).await;
-    assert!(fake.stream_opened_before_prompt(), "the prompt raced the event stream");
+    assert!(
+        fake.stream_opened_before_prompt(),
+        "the prompt raced the event stream"
+    );
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
     let prompt = fake.prompts().remove(0);
     assert_eq!(prompt.body["parts"][0]["text"], "write the file");
@@ -39,14 +45,21 @@ async fn subscribes_before_prompting_and_sends_the_described_run() {
     assert_eq!(prompt.body["model"]["modelID"], "model");
     // The server got a fresh random password and runs in the workspace.
     let password = fake.recorded_password().expect("password recorded");
-    assert!(password.len() >= 32, "password too short: {}", password.len());
+    assert!(
+        password.len() >= 32,
+        "password too short: {}",
+        password.len()
+    );
     assert_eq!(fake.recorded_cwd().as_deref(), Some(fake.workspace()));
 
     fake.agent_text(&root, "all done");
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     assert!(gk.stdout().contains("all done"), "stdout: {}", gk.stdout());
-    assert!(!gk.screen().contains(&password), "the password leaked to the terminal");
+    assert!(
+        !gk.screen().contains(&password),
+        "the password leaked to the terminal"
+    );
     assert_server_gone(&fake).await;
 }
 
@@ -63,7 +76,11 @@ async fn approve_at_the_terminal_replies_once() {
     gk.expect("approved by").await;
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
-    assert!(gk.screen().contains("1 approved, 0 denied"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("1 approved, 0 denied"),
+        "{}",
+        gk.screen()
+    );
     assert_server_gone(&fake).await;
 }
 
@@ -75,7 +92,10 @@ async fn deny_at_the_terminal_rejects() {
     gk.expect("command: rm -rf build").await;
     gk.type_line("d");
     let replies = fake.wait_for_replies(1).await;
-    assert_eq!((replies[0].request_id.as_str(), replies[0].reply()), (id.as_str(), "reject"));
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "reject")
+    );
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }
@@ -125,11 +145,16 @@ async fn run_timeout_exits_124_denies_pending_and_stops_the_server() {
     let replies = fake.replies();
     assert!(
         replies.iter().any(|r| r.reply() == "reject"
-            && r.message().is_some_and(|m| m.contains("run timed out") || m.contains("deadline"))),
+            && r.message()
+                .is_some_and(|m| m.contains("run timed out") || m.contains("deadline"))),
         "{replies:?}"
     );
     assert!(replies.iter().all(|r| r.reply() != "once"));
-    assert!(fake.pending().is_empty(), "still pending: {:?}", fake.pending());
+    assert!(
+        fake.pending().is_empty(),
+        "still pending: {:?}",
+        fake.pending()
+    );
     assert!(fake.aborted().contains(&root));
     assert_server_gone(&fake).await;
 }
@@ -143,7 +168,9 @@ async fn signal_while_pending(signal: Signal, code: i32, message: &str) {
     assert_eq!(gk.exit_code().await, code, "{}", gk.screen());
     let replies = fake.replies();
     assert!(
-        replies.iter().any(|r| r.reply() == "reject" && r.message() == Some(message)),
+        replies
+            .iter()
+            .any(|r| r.reply() == "reject" && r.message() == Some(message)),
         "{replies:?}"
     );
     assert!(replies.iter().all(|r| r.reply() != "once"));
@@ -186,7 +213,11 @@ async fn an_event_stream_that_ends_early_is_a_failed_run() {
     let (mut gk, _root) = started(&fake, &[]).await;
     fake.end_stream();
     assert_eq!(gk.exit_code().await, 1, "{}", gk.screen());
-    assert!(gk.screen().contains("ended before the run finished"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("ended before the run finished"),
+        "{}",
+        gk.screen()
+    );
     assert_server_gone(&fake).await;
 }
 
@@ -196,7 +227,11 @@ async fn a_session_error_is_a_failed_run() {
     let (mut gk, root) = started(&fake, &[]).await;
     fake.session_error(&root, "ProviderAuthError", "bad key");
     assert_eq!(gk.exit_code().await, 1, "{}", gk.screen());
-    assert!(gk.screen().contains("ProviderAuthError: bad key"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("ProviderAuthError: bad key"),
+        "{}",
+        gk.screen()
+    );
     assert_server_gone(&fake).await;
 }
 
@@ -210,23 +245,120 @@ async fn a_subagent_request_is_gated_and_labelled() {
     gk.expect("subagent").await;
     gk.type_line("d");
     let replies = fake.wait_for_replies(1).await;
-    assert_eq!((replies[0].request_id.as_str(), replies[0].reply()), (id.as_str(), "reject"));
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "reject")
+    );
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }
 
 #[tokio::test]
-async fn requests_of_other_sessions_are_not_ours_to_answer() {
+async fn a_request_outside_the_runs_session_tree_is_denied_not_left_waiting() {
     let fake = FakeOpenCode::start();
     let (mut gk, root) = started(&fake, &[]).await;
-    fake.ask_permission("ses_someone_else", "bash", "echo not ours");
+    let stranger = fake.ask_permission("ses_someone_else", "bash", "echo not ours");
     let ours = fake.ask_permission(&root, "bash", "echo ours");
     gk.expect("command: echo ours").await;
     assert!(!gk.screen().contains("echo not ours"));
     gk.type_line("a");
-    let replies = fake.wait_for_replies(1).await;
-    assert_eq!(replies[0].request_id, ours);
+    let replies = fake.wait_for_replies(2).await;
+    let of = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r.request_id == id)
+            .expect("replied")
+    };
+    assert_eq!(of(&stranger).reply(), "reject");
+    assert_eq!(of(&ours).reply(), "once");
     fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn a_broken_event_stream_reconnects_and_finds_requests_asked_during_the_gap() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    let first = fake.ask_permission(&root, "bash", "echo first");
+    gk.expect("command: echo first").await;
+    fake.break_stream();
+    // Asked while gatekeep is disconnected: nobody receives the event.
+    let second = fake.ask_permission(&root, "bash", "echo during the gap");
+    gk.expect("command: echo during the gap").await;
+    gk.type_line("2 a");
+    gk.type_line("1 d");
+    let replies = fake.wait_for_replies(2).await;
+    let of = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r.request_id == id)
+            .expect("replied")
+    };
+    assert_eq!(of(&second).reply(), "once");
+    assert_eq!(of(&first).reply(), "reject");
+    assert!(fake.streams_opened() >= 2);
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn session_flag_continues_the_given_session() {
+    let fake = FakeOpenCode::start();
+    let existing = fake.create_root_session();
+    let gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        fake.program(),
+        &["run", "-s", &existing, "carry", "on"],
+        &[],
+    );
+    let prompt = fake.wait_for_prompt().await;
+    assert_eq!(prompt.session_id, existing);
+    assert_eq!(fake.sessions().len(), 1, "no new session may be created");
+    fake.finish_session(&existing);
+    let mut gk = gk;
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn continue_picks_the_most_recent_root_session_and_fork_copies_it() {
+    let fake = FakeOpenCode::start();
+    let _older = fake.create_root_session();
+    let latest = fake.create_root_session();
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        fake.program(),
+        &["run", "-c", "--fork", "try", "again"],
+        &[],
+    );
+    let prompt = fake.wait_for_prompt().await;
+    let fork = fake
+        .sessions()
+        .into_iter()
+        .find(|s| s.body.get("forkedFrom").is_some())
+        .expect("a fork was made");
+    assert_eq!(fork.body["forkedFrom"], latest.as_str());
+    assert_eq!(prompt.session_id, fork.id);
+    fake.finish_session(&fork.id);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn command_flag_runs_a_slash_command_with_the_message_as_arguments() {
+    let fake = FakeOpenCode::start();
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        fake.program(),
+        &["run", "--command", "review", "src/lib.rs"],
+        &[],
+    );
+    let prompt = fake.wait_for_prompt().await;
+    assert_eq!(prompt.body["command"], "review");
+    assert_eq!(prompt.body["arguments"], "src/lib.rs");
+    assert!(
+        prompt.streams_open > 0,
+        "the command raced the event stream"
+    );
+    fake.finish_session(&prompt.session_id);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }
 
@@ -246,7 +378,11 @@ async fn opencode_that_fails_to_start_exits_4_with_its_output() {
         &[],
     );
     assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
-    assert!(gk.screen().contains("config is broken at line 7"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("config is broken at line 7"),
+        "{}",
+        gk.screen()
+    );
     assert!(fake.prompts().is_empty());
 }
 
