@@ -1189,6 +1189,7 @@ async fn prompt_async(
             .push(format!("prompt_async for {id} without parts"));
         (StatusCode::BAD_REQUEST, "parts is required").into_response()
     } else {
+        echo_user_prompt(&mut st, &id, &body);
         Shared::emit_locked(
             &mut st,
             json!({ "type": "session.status", "properties": { "sessionID": id, "status": { "type": "busy" } } }),
@@ -1198,6 +1199,32 @@ async fn prompt_async(
     drop(st);
     shared.bump();
     response
+}
+
+/// Like the real server, echo the prompt back as a user message whose text
+/// part has no `time` (captures: `events_once.jsonl`): a client must not
+/// print it as the agent's words.
+fn echo_user_prompt(st: &mut State_, session: &str, body: &Value) {
+    let message = Shared::next_id(st, "msg");
+    let part = Shared::next_id(st, "prt");
+    let text: Vec<&str> = body["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    Shared::emit_locked(
+        st,
+        json!({ "type": "message.updated", "properties": { "sessionID": session, "info": {
+            "id": message, "role": "user", "sessionID": session,
+            "time": { "created": 1_795_286_161_157_u64 }, "agent": "build" } } }),
+    );
+    Shared::emit_locked(
+        st,
+        json!({ "type": "message.part.updated", "properties": { "sessionID": session, "part": {
+            "type": "text", "text": text.join("\n"), "messageID": message,
+            "sessionID": session, "id": part }, "time": 1_795_286_161_157_u64 } }),
+    );
 }
 
 async fn list_permissions(State(shared): Ctx) -> Response {
@@ -1337,7 +1364,7 @@ mod tests {
     use gatekeep::opencode::api::{Api, ApiError, Prompt, Reply, Rule};
     use gatekeep::opencode::events::{subscribe, EventStream, EventsError};
     use gatekeep::opencode::server::{Server, ServerError, ServerOptions};
-    use gatekeep::opencode::wire::{Event, ReplyKind};
+    use gatekeep::opencode::wire::{Event, Part, ReplyKind};
     use secrecy::{ExposeSecret, SecretString};
 
     const T: Duration = Duration::from_secs(5);
@@ -1531,6 +1558,14 @@ mod tests {
             next(&mut stream).await,
             Event::SessionCreated(session.clone())
         );
+        assert!(matches!(
+            next(&mut stream).await,
+            Event::MessageUpdated { ref role, .. } if role == "user"
+        ));
+        assert!(matches!(
+            next(&mut stream).await,
+            Event::PartUpdated(Part::Text { ref text, ended: false, .. }) if text == "go"
+        ));
         assert!(matches!(
             next(&mut stream).await,
             Event::SessionStatus { .. }
