@@ -132,6 +132,11 @@ impl Server {
         }
         let port = free_port().map_err(ServerError::Port)?;
         let password = SecretString::from(Alphanumeric.sample_string(&mut rand::thread_rng(), 40));
+        // The one place the password leaves its wrapper on the server side:
+        // OpenCode reads it from its environment, and its output is scrubbed
+        // of it before anyone can show that output.
+        let plain = password.expose_secret();
+        let output = Arc::new(Mutex::new(Ring::new(plain.to_owned())));
 
         let mut cmd = CommandWrap::with_new(&opts.program, |cmd| {
             cmd.arg("serve")
@@ -141,9 +146,7 @@ impl Server {
                 .arg(port.to_string())
                 .current_dir(&opts.workspace)
                 .envs(opts.env.iter().map(|(k, v)| (k, v)))
-                // The one place the password leaves its wrapper on the server
-                // side: OpenCode reads it from its environment.
-                .env("OPENCODE_SERVER_PASSWORD", password.expose_secret())
+                .env("OPENCODE_SERVER_PASSWORD", plain)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -157,7 +160,6 @@ impl Server {
         let pid = child.id().expect("a just-spawned child has a pid");
         let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
 
-        let output = Arc::new(Mutex::new(Ring::new(password.expose_secret().to_owned())));
         let (ready_tx, ready_rx) = oneshot::channel();
         let readers = [
             child
