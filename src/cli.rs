@@ -34,12 +34,71 @@ pub enum Command {
         override_usage = "gatekeep run [OPTIONS] -- <OPENCODE> run [OPENCODE-RUN-FLAGS] <MESSAGE>..."
     )]
     Run(RunArgs),
+    /// Check that OpenCode, the workspace's permission config and Discord
+    /// are ready for an unattended run.
+    ///
+    /// Exits 0 when everything needed is in place, 3 otherwise, with a fix
+    /// printed for each failure.
+    #[command(override_usage = "gatekeep doctor [OPTIONS] [-- <OPENCODE>]")]
+    Doctor(DoctorArgs),
+    /// Work with an audit log written by `gatekeep run --audit-log`.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to generate for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain; say where it breaks.
+    ///
+    /// Exits 0 when every line is intact, 1 when a line was changed,
+    /// removed or inserted, 2 when the file cannot be read.
+    Verify {
+        /// The audit log (JSON lines).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Discord channel id to check (needs `DISCORD_TOKEN`).
+    #[arg(long, env = "GATEKEEP_CHANNEL", value_name = "ID")]
+    pub channel: Option<String>,
+
+    /// Workspace directory whose OpenCode config is checked (default: the current directory).
+    #[arg(long, env = "GATEKEEP_DIR", value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+
+    /// Permission kind the run will force to `ask` with --gate (repeatable).
+    #[arg(
+        long = "gate",
+        env = "GATEKEEP_GATE",
+        value_name = "PERMISSION",
+        value_delimiter = ','
+    )]
+    pub gates: Vec<String>,
+
+    /// Discord API base URL (for testing against a local fake).
+    #[arg(
+        long,
+        env = "GATEKEEP_DISCORD_API_URL",
+        value_name = "URL",
+        default_value = "https://discord.com",
+        hide_default_value = true
+    )]
+    pub discord_api_url: String,
+
+    /// The OpenCode executable to check (default: `opencode` on PATH).
+    #[arg(last = true, value_name = "OPENCODE")]
+    pub opencode: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +161,18 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// Print more about what gatekeep is doing (repeat for more).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, env = "GATEKEEP_VERBOSE", action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Write a JSON summary of the run to FILE when it ends, however it ends
+    /// (written atomically; relative to the current directory).
+    #[arg(long, env = "GATEKEEP_SUMMARY_JSON", value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Append one hash-chained JSON line per decision, refused click and
+    /// automatic denial to FILE; check it with `gatekeep audit verify FILE`.
+    #[arg(long, env = "GATEKEEP_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 
     /// The run to supervise: `<OPENCODE> run [FLAGS] <MESSAGE>...`
     #[arg(last = true, required = true, value_name = "OPENCODE RUN ...")]

@@ -45,6 +45,10 @@ pub struct RunConfig {
     pub gates: Vec<String>,
     pub approval: ApprovalChannel,
     pub verbosity: Verbosity,
+    /// `--summary-json`: where the run summary goes.
+    pub summary_json: Option<PathBuf>,
+    /// `--audit-log`: the hash-chained decision log.
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,8 @@ impl RunConfig {
             gates,
             approval,
             verbosity,
+            summary_json: args.summary_json,
+            audit_log: args.audit_log,
         })
     }
 }
@@ -217,10 +223,10 @@ mod tests {
     use crate::cli::{Cli, Command};
 
     fn args(line: &str) -> RunArgs {
-        let words = std::iter::once("gatekeep").chain(line.split(' '));
+        let words = ["gatekeep", "run"].into_iter().chain(line.split(' '));
         match Cli::try_parse_from(words).expect("parses").command {
             Command::Run(a) => a,
-            Command::Completions { .. } => panic!("not a run"),
+            _ => panic!("not a run"),
         }
     }
 

@@ -23,15 +23,22 @@
 //! - [`supervisor`]: one run from start to teardown; [`signals`] turns
 //!   SIGINT/SIGTERM/SIGHUP into end reasons; [`exit`] maps outcomes to the
 //!   documented exit codes.
+//! - [`console`]: gatekeep's own output (a live status line at a terminal,
+//!   timestamped lines elsewhere); [`summary`] writes `--summary-json`;
+//!   [`audit`] is the hash-chained `--audit-log` (a notice subscriber like a
+//!   transport) and its verifier.
 
 pub mod approval;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod doctor;
 pub mod exit;
 pub mod opencode;
 pub mod redact;
 pub mod signals;
+pub mod summary;
 pub mod supervisor;
 pub mod tail;
 pub mod transport;

@@ -3,13 +3,14 @@
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::{CommandFactory, Parser};
-use gatekeep::cli::{Cli, Command, RunArgs};
-use gatekeep::config::{RunConfig, Surroundings};
+use gatekeep::cli::{AuditCommand, Cli, Command, RunArgs};
+use gatekeep::config::{ApprovalChannel, RunConfig, Surroundings, Verbosity};
 use gatekeep::exit::Code;
 use gatekeep::signals::Signals;
-use gatekeep::supervisor;
+use gatekeep::{audit, summary, supervisor};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -25,14 +26,92 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "gatekeep", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gatekeep",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         Command::Run(args) => exit(run(args)),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => verify_audit(&file),
+        Command::Doctor(args) => exit(gatekeep::doctor::run(&args)),
     }
 }
 
+/// `gatekeep audit verify`: 0 intact, 1 broken, 2 unreadable.
+fn verify_audit(file: &std::path::Path) -> ExitCode {
+    match audit::verify(file) {
+        Ok(audit::Verdict::Intact { lines, last }) => {
+            println!(
+                "{}: intact, {lines} lines; last line's SHA-256 {last}",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(audit::Verdict::Broken { line, why }) => {
+            println!("{}: BROKEN at line {line}: {why}", file.display());
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("gatekeep: error: {err}");
+            exit(Code::Usage)
+        }
+    }
+}
+
+/// One run, and its summary (`--summary-json`) whatever happened. The
+/// summary never changes the exit code: it is written after the run's safety
+/// was settled.
 fn run(args: RunArgs) -> Code {
+    let started = SystemTime::now();
+    let summary_path = args.summary_json.clone();
+    let mut context = summary::Context::default();
+    let ended = supervise(args, &mut context);
+    let code = match &ended {
+        Ended::Run(outcome) => outcome.code,
+        Ended::NotStarted { code, .. } => *code,
+    };
+    if let Some(path) = summary_path {
+        let ending = match &ended {
+            Ended::Run(o) => summary::Ending::Run {
+                code: o.code,
+                reason: o.reason,
+                detail: o.detail.as_deref(),
+                ledger: &o.ledger,
+                usage: &o.usage,
+                redactor: &o.redactor,
+            },
+            Ended::NotStarted { code, detail } => summary::Ending::NotStarted {
+                code: *code,
+                detail,
+            },
+        };
+        let report = summary::RunSummary::new(&ending, &context, started, SystemTime::now());
+        if let Err(err) = report.write(&path) {
+            eprintln!("gatekeep: error: {err}");
+        }
+    }
+    code
+}
+
+/// How far a run got.
+enum Ended {
+    /// The supervisor ran.
+    Run(Box<supervisor::Outcome>),
+    /// gatekeep stopped before the supervisor ran; the error was printed.
+    NotStarted { code: Code, detail: String },
+}
+
+fn not_started(code: Code, detail: String) -> Ended {
+    eprintln!("gatekeep: error: {detail}");
+    Ended::NotStarted { code, detail }
+}
+
+fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
     let surroundings = Surroundings {
         cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
         discord_token: std::env::var("DISCORD_TOKEN").ok(),
@@ -42,22 +121,37 @@ fn run(args: RunArgs) -> Code {
     let config = match RunConfig::from_args(args, &surroundings) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("gatekeep: error: {err}");
-            return if err.is_channel_unavailable() {
+            let code = if err.is_channel_unavailable() {
                 Code::ChannelUnavailable
             } else {
                 Code::Usage
             };
+            return not_started(code, err.to_string());
         }
     };
+    context.workspace = Some(config.workspace.clone());
+    context.model = config.spec.model.as_ref().map(ToString::to_string);
+    context.channel = Some(match config.approval {
+        ApprovalChannel::Terminal => "terminal",
+        ApprovalChannel::Discord(_) => "discord",
+    });
+    // A log that cannot be written fails the run before anything starts:
+    // decisions must not go unrecorded.
+    if let Some(path) = &config.audit_log {
+        if let Err(err) = gatekeep::audit::check_writable(path) {
+            return not_started(Code::Usage, err.to_string());
+        }
+    }
 
     // Like `opencode run`: stdin that is not a terminal is part of the message.
     let mut message = config.spec.message.clone();
     if !surroundings.stdin_is_terminal {
         let mut piped = String::new();
         if let Err(err) = std::io::stdin().read_to_string(&mut piped) {
-            eprintln!("gatekeep: error: could not read the message from stdin: {err}");
-            return Code::Usage;
+            return not_started(
+                Code::Usage,
+                format!("could not read the message from stdin: {err}"),
+            );
         }
         let piped = piped.trim_end();
         if !piped.is_empty() {
@@ -68,30 +162,37 @@ fn run(args: RunArgs) -> Code {
         }
     }
     if message.trim().is_empty() && config.spec.command.is_none() {
-        eprintln!("gatekeep: error: no message for the agent: add it after `opencode run` or pipe it on stdin");
-        return Code::Usage;
+        return not_started(
+            Code::Usage,
+            "no message for the agent: add it after `opencode run` or pipe it on stdin".to_owned(),
+        );
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("gatekeep: error: could not start the async runtime: {err}");
-            return Code::RunFailed;
+            return not_started(
+                Code::RunFailed,
+                format!("could not start the async runtime: {err}"),
+            );
         }
     };
+    let quiet = config.verbosity == Verbosity::Quiet;
     let outcome = runtime.block_on(async {
         // Installed before anything starts, so no signal is lost.
-        let signals = match Signals::install() {
-            Ok(s) => s,
-            Err(err) => {
-                eprintln!("gatekeep: error: could not install signal handlers: {err}");
-                return None;
-            }
-        };
-        Some(supervisor::run(config, message, signals).await)
+        let signals = Signals::install()
+            .map_err(|err| format!("could not install signal handlers: {err}"))?;
+        Ok::<_, String>(supervisor::run(config, message, signals).await)
     });
-    let Some(outcome) = outcome else {
-        return Code::RunFailed;
+    // The stdin reader thread may be blocked in a read that cannot be
+    // cancelled; do not wait for it.
+    runtime.shutdown_background();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(detail) => return not_started(Code::RunFailed, detail),
     };
     eprintln!(
         "gatekeep: run {} after {} — {} approved, {} denied (exit {})",
@@ -101,10 +202,13 @@ fn run(args: RunArgs) -> Code {
         outcome.ledger.denied(),
         outcome.code.as_i32()
     );
-    // The stdin reader thread may be blocked in a read that cannot be
-    // cancelled; do not wait for it.
-    runtime.shutdown_background();
-    outcome.code
+    if !quiet {
+        eprint!(
+            "{}",
+            summary::human_requests(&outcome.ledger, &outcome.redactor)
+        );
+    }
+    Ended::Run(Box::new(outcome))
 }
 
 fn exit(code: Code) -> ExitCode {

@@ -22,6 +22,7 @@ use crate::approval::task::{
     ApprovalTask, Deadlines, Input, Ledger, Notifier, Replier, ReplyError,
 };
 use crate::approval::{EndReason, Request};
+use crate::audit;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
@@ -31,6 +32,7 @@ use crate::opencode::server::{Server, ServerOptions};
 use crate::opencode::wire::{Event, Part, PermissionRequest, ReplyKind, SessionStatus, ToolStatus};
 use crate::redact::Redactor;
 use crate::signals::Signals;
+use crate::summary::Usage;
 use crate::transport::{discord, terminal, Decider, Notice, RunReport};
 
 /// How long `opencode serve` may take to print its listening line.
@@ -51,6 +53,8 @@ const TRANSPORT_DRAIN: Duration = Duration::from_secs(25);
 /// After the event stream ends, how long to wait for the server's exit to
 /// tell "OpenCode died" from "the stream ended early".
 const DEATH_GRACE: Duration = Duration::from_millis(750);
+/// How long the audit log may take to write its last lines after the run.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 
 /// How the run ended, with the detail shown to the user.
 #[derive(Debug, Clone)]
@@ -60,6 +64,10 @@ pub struct Outcome {
     pub detail: Option<String>,
     pub ledger: Ledger,
     pub duration: Duration,
+    /// Model, tokens and cost of the root session, as OpenCode reported them.
+    pub usage: Usage,
+    /// Knows this run's secrets, for reports written after it (the summary).
+    pub redactor: Redactor,
 }
 
 /// Why the run ends, as found by the event loop.
@@ -90,6 +98,8 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         detail: Some(detail),
         ledger: Ledger::default(),
         duration: started.elapsed(),
+        usage: Usage::default(),
+        redactor: Redactor::default(),
     };
 
     // Start OpenCode and the approval channel at once: their start-ups
@@ -176,6 +186,8 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     // The approval task and the channel's task.
     let mut notifier = Notifier::default();
     let notices = notifier.subscribe();
+    let audit_notices = config.audit_log.as_ref().map(|_| notifier.subscribe());
+    let status_notices = notifier.subscribe();
     let transport_notifier = notifier.clone();
     let (inputs_tx, inputs_rx) = mpsc::channel(256);
     let deadlines = Deadlines {
@@ -186,10 +198,21 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let approvals = tokio::spawn(
         ApprovalTask::new(OpenCodeReplier(api.clone()), notifier, deadlines).run(inputs_rx),
     );
-    let transport = spawn_transport(channel, notices, Decider::new(inputs_tx.clone()), redactor);
+    let transport = spawn_transport(
+        channel,
+        notices,
+        Decider::new(inputs_tx.clone()),
+        redactor.clone(),
+        &console,
+    );
+    let audit = config.audit_log.clone().zip(audit_notices).map(|(path, notices)| {
+        tokio::spawn(audit::record(path, notices, redactor.clone(), console.clone()))
+    });
+    let status = console.follow(status_notices);
 
     let mut run = Run {
-        console,
+        console: console.clone(),
+        usage: Usage::default(),
         api: api.clone(),
         sessions: Sessions::new(root),
         approvals: inputs_tx.clone(),
@@ -213,7 +236,9 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         &console,
     )
     .await;
-    let outcome = finish(end, ledger, started, None);
+    let mut outcome = finish(end, ledger, started, None);
+    outcome.usage = std::mem::take(&mut run.usage);
+    outcome.redactor = redactor;
     transport_notifier.send(&Notice::RunEnded(RunReport {
         outcome: describe(&outcome),
         exit_code: outcome.code.as_i32(),
@@ -227,6 +252,14 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     {
         console.error("the approval channel did not finish its final messages in time");
     }
+    // Every line of the audit log is on disk before the process exits.
+    if let Some(audit) = audit {
+        if tokio::time::timeout(AUDIT_DRAIN, audit).await.is_err() {
+            console.error("the audit log could not be written in time");
+        }
+    }
+    status.abort();
+    console.finish();
     outcome
 }
 
@@ -237,6 +270,8 @@ fn finish(end: End, ledger: Ledger, started: Instant, code: Option<Code>) -> Out
         detail: end.detail,
         ledger,
         duration: started.elapsed(),
+        usage: Usage::default(),
+        redactor: Redactor::default(),
     }
 }
 
@@ -333,6 +368,7 @@ fn spawn_transport(
     notices: mpsc::UnboundedReceiver<Notice>,
     decider: Decider,
     redactor: Redactor,
+    console: &Console,
 ) -> JoinHandle<()> {
     match channel {
         ConnectedChannel::Terminal => tokio::spawn(terminal::serve(
@@ -341,6 +377,7 @@ fn spawn_transport(
             decider,
             redactor,
             terminal::local_actor(),
+            console.clone(),
         )),
         ConnectedChannel::Discord(discord) => tokio::spawn(async move {
             if let Err(err) = discord.serve(notices, decider).await {
@@ -434,6 +471,8 @@ struct Run {
     tool_states: HashMap<String, ToolStatus>,
     /// Messages written by the user (the prompt), whose text is not echoed.
     user_messages: HashSet<String>,
+    /// The root session's latest model, tokens and cost.
+    usage: Usage,
 }
 
 impl Run {
@@ -476,6 +515,9 @@ impl Run {
     async fn on_event(&mut self, event: Event) -> Option<End> {
         match event {
             Event::SessionCreated(info) | Event::SessionUpdated(info) => {
+                if self.sessions.is_root(&info.id) {
+                    self.usage.update(&info);
+                }
                 if let Some(parent) = &info.parent_id {
                     if self.sessions.contains(parent) && !self.sessions.is_root(&info.id) {
                         let label = info

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{DecideOutcome, Decider, Notice};
 use crate::approval::{Actor, Channel, Request, Verdict};
+use crate::console::Console;
 use crate::redact::{terminal_safe_bounded, Redactor};
 
 /// Longest command or diff shown in full at the terminal.
@@ -155,6 +156,7 @@ pub async fn serve(
     decider: Decider,
     redactor: Redactor,
     actor: Actor,
+    console: Console,
 ) {
     let mut pending: BTreeMap<u32, Request> = BTreeMap::new();
     // A deny-with-reason waiting for its reason on the next line.
@@ -164,12 +166,17 @@ pub async fn serve(
         tokio::select! {
             notice = notices.recv() => match notice {
                 Some(Notice::Show(request)) => {
-                    eprint!("{}", render(&request, &redactor));
+                    // Through the console: its live status line stays down
+                    // while a question waits here.
+                    console.prompt(&render(&request, &redactor));
                     pending.insert(request.number, request);
                 }
                 Some(Notice::Settled { number, settlement, .. }) => {
                     if pending.remove(&number).is_some() {
-                        eprintln!("\n[#{number}] {settlement}");
+                        console.say(&format!("\n[#{number}] {settlement}"));
+                        if pending.is_empty() {
+                            console.prompts_done();
+                        }
                     }
                     if awaiting_reason == Some(number) {
                         awaiting_reason = None;

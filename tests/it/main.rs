@@ -9,3 +9,4 @@ mod cli;
 mod discord;
 mod e2e;
 mod run;
+mod tools;

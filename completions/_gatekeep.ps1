@@ -1,0 +1,132 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'gatekeep'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'gatekeep' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Work with an audit log written by `gatekeep run --audit-log`')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'gatekeep;run' {
+            [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Discord channel id for approvals (needs DISCORD_TOKEN)')
+            [CompletionResult]::new('--approver', '--approver', [CompletionResultType]::ParameterName, 'Discord user id allowed to decide (repeatable)')
+            [CompletionResult]::new('--approver-role', '--approver-role', [CompletionResultType]::ParameterName, 'Discord role id whose members may decide (repeatable)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit for the whole run, e.g. 90s, 10m, 1h30m')
+            [CompletionResult]::new('--approval-timeout', '--approval-timeout', [CompletionResultType]::ParameterName, 'Time limit for each approval request; unanswered requests are denied')
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Workspace directory (default: the current directory)')
+            [CompletionResult]::new('--gate', '--gate', [CompletionResultType]::ParameterName, 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)')
+            [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
+            [CompletionResult]::new('--summary-json', '--summary-json', [CompletionResultType]::ParameterName, 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)')
+            [CompletionResult]::new('--audit-log', '--audit-log', [CompletionResultType]::ParameterName, 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more about what gatekeep is doing (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more about what gatekeep is doing (repeat for more)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;doctor' {
+            [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Discord channel id to check (needs `DISCORD_TOKEN`)')
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Workspace directory whose OpenCode config is checked (default: the current directory)')
+            [CompletionResult]::new('--gate', '--gate', [CompletionResultType]::ParameterName, 'Permission kind the run will force to `ask` with --gate (repeatable)')
+            [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;audit' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check an audit log''s hash chain; say where it breaks')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'gatekeep;audit;verify' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;audit;help' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check an audit log''s hash chain; say where it breaks')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'gatekeep;audit;help;verify' {
+            break
+        }
+        'gatekeep;audit;help;help' {
+            break
+        }
+        'gatekeep;completions' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;help' {
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Work with an audit log written by `gatekeep run --audit-log`')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'gatekeep;help;run' {
+            break
+        }
+        'gatekeep;help;doctor' {
+            break
+        }
+        'gatekeep;help;audit' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check an audit log''s hash chain; say where it breaks')
+            break
+        }
+        'gatekeep;help;audit;verify' {
+            break
+        }
+        'gatekeep;help;completions' {
+            break
+        }
+        'gatekeep;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

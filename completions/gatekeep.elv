@@ -1,0 +1,111 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[gatekeep] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'gatekeep'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'gatekeep'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand run 'Run one OpenCode agent under supervision'
+            cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand audit 'Work with an audit log written by `gatekeep run --audit-log`'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'gatekeep;run'= {
+            cand --channel 'Discord channel id for approvals (needs DISCORD_TOKEN)'
+            cand --approver 'Discord user id allowed to decide (repeatable)'
+            cand --approver-role 'Discord role id whose members may decide (repeatable)'
+            cand --timeout 'Time limit for the whole run, e.g. 90s, 10m, 1h30m'
+            cand --approval-timeout 'Time limit for each approval request; unanswered requests are denied'
+            cand --dir 'Workspace directory (default: the current directory)'
+            cand --gate 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)'
+            cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
+            cand --summary-json 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)'
+            cand --audit-log 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`'
+            cand -q 'Print only the agent''s text and errors'
+            cand --quiet 'Print only the agent''s text and errors'
+            cand -v 'Print more about what gatekeep is doing (repeat for more)'
+            cand --verbose 'Print more about what gatekeep is doing (repeat for more)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;doctor'= {
+            cand --channel 'Discord channel id to check (needs `DISCORD_TOKEN`)'
+            cand --dir 'Workspace directory whose OpenCode config is checked (default: the current directory)'
+            cand --gate 'Permission kind the run will force to `ask` with --gate (repeatable)'
+            cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;audit'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand verify 'Check an audit log''s hash chain; say where it breaks'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'gatekeep;audit;verify'= {
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;audit;help'= {
+            cand verify 'Check an audit log''s hash chain; say where it breaks'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'gatekeep;audit;help;verify'= {
+        }
+        &'gatekeep;audit;help;help'= {
+        }
+        &'gatekeep;completions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;help'= {
+            cand run 'Run one OpenCode agent under supervision'
+            cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand audit 'Work with an audit log written by `gatekeep run --audit-log`'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'gatekeep;help;run'= {
+        }
+        &'gatekeep;help;doctor'= {
+        }
+        &'gatekeep;help;audit'= {
+            cand verify 'Check an audit log''s hash chain; say where it breaks'
+        }
+        &'gatekeep;help;audit;verify'= {
+        }
+        &'gatekeep;help;completions'= {
+        }
+        &'gatekeep;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

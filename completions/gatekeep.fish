@@ -1,0 +1,69 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_gatekeep_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_gatekeep_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_gatekeep_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_gatekeep_using_subcommand
+    set -l cmd (__fish_gatekeep_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -s h -l help -d 'Print help'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "run" -d 'Run one OpenCode agent under supervision'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "doctor" -d 'Check that OpenCode, the workspace\'s permission config and Discord are ready for an unattended run'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "audit" -d 'Work with an audit log written by `gatekeep run --audit-log`'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l channel -d 'Discord channel id for approvals (needs DISCORD_TOKEN)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver -d 'Discord user id allowed to decide (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver-role -d 'Discord role id whose members may decide (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l timeout -d 'Time limit for the whole run, e.g. 90s, 10m, 1h30m' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approval-timeout -d 'Time limit for each approval request; unanswered requests are denied' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Workspace directory (default: the current directory)' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s q -l quiet -d 'Print only the agent\'s text and errors'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s v -l verbose -d 'Print more about what gatekeep is doing (repeat for more)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l channel -d 'Discord channel id to check (needs `DISCORD_TOKEN`)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l dir -d 'Workspace directory whose OpenCode config is checked (default: the current directory)' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l gate -d 'Permission kind the run will force to `ask` with --gate (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and not __fish_seen_subcommand_from verify help" -s h -l help -d 'Print help'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and not __fish_seen_subcommand_from verify help" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and not __fish_seen_subcommand_from verify help" -f -a "verify" -d 'Check an audit log\'s hash chain; say where it breaks'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and not __fish_seen_subcommand_from verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check an audit log\'s hash chain; say where it breaks'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor audit completions help" -f -a "run" -d 'Run one OpenCode agent under supervision'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor audit completions help" -f -a "doctor" -d 'Check that OpenCode, the workspace\'s permission config and Discord are ready for an unattended run'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor audit completions help" -f -a "audit" -d 'Work with an audit log written by `gatekeep run --audit-log`'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor audit completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor audit completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check an audit log\'s hash chain; say where it breaks'

@@ -1,0 +1,508 @@
+//! The run summary: `--summary-json <FILE>`, and the short human summary
+//! printed at the end of every run.
+//!
+//! CI jobs and cron wrappers read the JSON to learn what happened without
+//! parsing terminal output, so it is written on every path out of a run —
+//! also when the run never started (OpenCode missing, no channel) — and
+//! atomically (a temporary file renamed into place), so a reader never sees
+//! half a summary. A summary that cannot be written is reported but changes
+//! neither the run's safety nor its exit code: the approvals were already
+//! settled and the agent stopped by the time it is written.
+//!
+//! Everything that came from the agent passes through the run's
+//! [`Redactor`] first.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::approval::task::{Ledger, LedgerEntry};
+use crate::approval::{EndReason, Settlement};
+use crate::exit::Code;
+use crate::opencode::wire::{SessionInfo, Tokens};
+use crate::redact::Redactor;
+
+/// Longest request summary kept in the JSON; a diff or a pasted script
+/// does not belong in a run summary.
+const MAX_SUMMARY_CHARS: usize = 300;
+
+/// The summary format's version, bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What OpenCode reported about the root session: model, tokens and cost.
+/// Kept up to date by the supervisor from `session.updated`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub session_id: Option<String>,
+    /// `provider/model`.
+    pub model: Option<String>,
+    pub tokens: Option<Tokens>,
+    pub cost: Option<f64>,
+}
+
+impl Usage {
+    /// Take what a `session.created`/`session.updated` of the root session
+    /// reports; a field it leaves out keeps its last value.
+    pub fn update(&mut self, info: &SessionInfo) {
+        self.session_id = Some(info.id.clone());
+        if let Some(model) = &info.model {
+            self.model = Some(format!("{}/{}", model.provider_id, model.id));
+        }
+        if info.tokens.is_some() {
+            self.tokens = info.tokens;
+        }
+        if info.cost.is_some() {
+            self.cost = info.cost;
+        }
+    }
+}
+
+/// What is known about the run before it starts, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub workspace: Option<PathBuf>,
+    /// The `-m` of the run description, if given.
+    pub model: Option<String>,
+    /// `discord` or `terminal`.
+    pub channel: Option<&'static str>,
+}
+
+/// How the run ended, as the summary reports it.
+#[derive(Debug, Clone)]
+pub enum Ending<'a> {
+    /// The supervisor ran (started or tried to): its outcome.
+    Run {
+        code: Code,
+        reason: EndReason,
+        detail: Option<&'a str>,
+        ledger: &'a Ledger,
+        usage: &'a Usage,
+        redactor: &'a Redactor,
+    },
+    /// gatekeep stopped before the supervisor ran (bad input, no runtime).
+    NotStarted { code: Code, detail: &'a str },
+}
+
+/// The JSON document of `--summary-json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub format_version: u32,
+    pub gatekeep_version: &'static str,
+    /// `finished`, `failed`, `timed_out`, `interrupted`, `terminated`,
+    /// `hung_up`, `opencode_died`, `internal_error`, `not_started`.
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+    pub exit_code: i32,
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_seconds: f64,
+    pub workspace: Option<String>,
+    pub channel: Option<&'static str>,
+    pub session_id: Option<String>,
+    pub model: Option<String>,
+    pub tokens: Option<Tokens>,
+    pub cost: Option<f64>,
+    pub approved: u32,
+    pub denied: u32,
+    pub requests: Vec<RequestSummary>,
+}
+
+/// One permission request and how it was settled.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestSummary {
+    pub number: u32,
+    pub id: String,
+    pub kind: String,
+    /// `None` for the root session, the subagent's label otherwise.
+    pub agent: Option<String>,
+    /// What would have run or changed (command, path or pattern), redacted
+    /// and shortened.
+    pub summary: String,
+    /// See [`decision_name`].
+    pub decision: &'static str,
+    pub approved: bool,
+    pub by: Option<Person>,
+    pub channel: Option<String>,
+    /// Deny reason, or why gatekeep denied without a human.
+    pub reason: Option<String>,
+    pub asked_at: String,
+    pub decided_at: String,
+    pub time_to_decision_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+}
+
+/// Why the summary could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error(
+        "could not write the run summary (--summary-json) to {path}: {source}; \
+         point --summary-json at a writable location (the run's exit code is unchanged)"
+    )]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not encode the run summary (this is a bug): {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl RunSummary {
+    #[must_use]
+    pub fn new(
+        ending: &Ending<'_>,
+        context: &Context,
+        started: SystemTime,
+        ended: SystemTime,
+    ) -> Self {
+        let duration = ended.duration_since(started).unwrap_or_default();
+        let mut summary = RunSummary {
+            format_version: FORMAT_VERSION,
+            gatekeep_version: env!("CARGO_PKG_VERSION"),
+            outcome: "not_started",
+            detail: None,
+            exit_code: 0,
+            started_at: rfc3339(started),
+            ended_at: rfc3339(ended),
+            duration_seconds: seconds(duration),
+            workspace: context.workspace.as_ref().map(|p| p.display().to_string()),
+            channel: context.channel,
+            session_id: None,
+            model: context.model.clone(),
+            tokens: None,
+            cost: None,
+            approved: 0,
+            denied: 0,
+            requests: Vec::new(),
+        };
+        match ending {
+            Ending::NotStarted { code, detail } => {
+                summary.exit_code = code.as_i32();
+                summary.detail = Some((*detail).to_owned());
+            }
+            Ending::Run {
+                code,
+                reason,
+                detail,
+                ledger,
+                usage,
+                redactor,
+            } => {
+                summary.outcome = outcome_name(*reason);
+                summary.exit_code = code.as_i32();
+                summary.detail = detail.map(|d| redactor.redact(d).into_owned());
+                summary.session_id.clone_from(&usage.session_id);
+                if usage.model.is_some() {
+                    summary.model.clone_from(&usage.model);
+                }
+                summary.tokens = usage.tokens;
+                summary.cost = usage.cost;
+                summary.approved = ledger.approved();
+                summary.denied = ledger.denied();
+                summary.requests = ledger
+                    .entries
+                    .iter()
+                    .map(|e| request_summary(e, redactor))
+                    .collect();
+            }
+        }
+        summary
+    }
+
+    /// Write the summary to `path` atomically: a temporary file beside it,
+    /// flushed to disk, then renamed over `path`.
+    pub fn write(&self, path: &Path) -> Result<(), SummaryError> {
+        let mut json = serde_json::to_vec_pretty(self)?;
+        json.push(b'\n');
+        let fail = |source| SummaryError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| fail(std::io::Error::other("not a file name")))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name);
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        })();
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(fail(err));
+        }
+        Ok(())
+    }
+}
+
+fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
+    let request = &entry.request;
+    let (by, channel, reason) = match &entry.settlement {
+        Settlement::Approved { by } => (Some(by), Some(by.channel.to_string()), None),
+        Settlement::Denied { by, reason } => {
+            (Some(by), Some(by.channel.to_string()), reason.clone())
+        }
+        other => (None, None, Some(other.to_string())),
+    };
+    RequestSummary {
+        number: request.number,
+        id: request.id.clone(),
+        kind: request.kind.clone(),
+        agent: request
+            .agent
+            .as_ref()
+            .map(|a| redactor.redact(a).into_owned()),
+        summary: shorten(&redactor.redact(request.subject()), MAX_SUMMARY_CHARS),
+        decision: decision_name(&entry.settlement),
+        approved: entry.settlement.is_approved(),
+        by: by.map(|a| Person {
+            id: a.id.clone(),
+            name: a.name.clone(),
+        }),
+        channel,
+        reason: reason.map(|r| redactor.redact(&r).into_owned()),
+        asked_at: rfc3339(entry.asked_at),
+        decided_at: rfc3339(entry.settled_at),
+        time_to_decision_seconds: seconds(entry.time_to_decision),
+    }
+}
+
+/// The machine name of a settlement, shared with the audit log.
+#[must_use]
+pub fn decision_name(settlement: &Settlement) -> &'static str {
+    match settlement {
+        Settlement::Approved { .. } => "approved",
+        Settlement::Denied { .. } => "denied",
+        Settlement::Expired => "expired",
+        Settlement::DeniedWithRelated { .. } => "denied_with_related",
+        Settlement::Superseded { .. } => "superseded",
+        Settlement::RunEnded(_) => "run_ended",
+        Settlement::ChannelFailed { .. } => "channel_failed",
+        Settlement::RepliedElsewhere { .. } => "replied_elsewhere",
+    }
+}
+
+/// The machine name of an end reason.
+#[must_use]
+pub fn outcome_name(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Finished => "finished",
+        EndReason::Failed => "failed",
+        EndReason::TimedOut => "timed_out",
+        EndReason::Interrupted => "interrupted",
+        EndReason::Terminated => "terminated",
+        EndReason::HungUp => "hung_up",
+        EndReason::OpenCodeDied => "opencode_died",
+        EndReason::InternalError => "internal_error",
+    }
+}
+
+/// A timestamp as RFC 3339 in UTC with milliseconds.
+#[must_use]
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// `text` on one line, at most `max` characters, with `…` when cut.
+#[must_use]
+pub fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The human lines printed at the end of a run, after the one-line outcome:
+/// one per request, oldest first.
+#[must_use]
+pub fn human_requests(ledger: &Ledger, redactor: &Redactor) -> String {
+    let mut out = String::new();
+    for entry in &ledger.entries {
+        let subject =
+            crate::redact::terminal_safe(&shorten(&redactor.redact(entry.request.subject()), 80));
+        let settlement =
+            crate::redact::terminal_safe(&redactor.redact(&entry.settlement.to_string()));
+        let _ = writeln!(
+            out,
+            "  #{} {} {} — {} after {}",
+            entry.request.number,
+            crate::redact::terminal_safe(&entry.request.kind),
+            if subject.is_empty() {
+                String::new()
+            } else {
+                format!("`{subject}`")
+            },
+            settlement,
+            humantime::format_duration(Duration::from_secs(entry.time_to_decision.as_secs()))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{Actor, Channel, Request};
+
+    fn entry(number: u32, command: &str, settlement: Settlement) -> LedgerEntry {
+        LedgerEntry {
+            request: Request {
+                id: format!("per_{number}"),
+                number,
+                session_id: "ses_1".to_owned(),
+                agent: None,
+                kind: "bash".to_owned(),
+                patterns: vec![],
+                command: Some(command.to_owned()),
+                path: None,
+                diff: None,
+                description: None,
+                deadline_wall: SystemTime::UNIX_EPOCH,
+                time_left: Duration::ZERO,
+            },
+            settlement,
+            asked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),
+            settled_at: SystemTime::UNIX_EPOCH + Duration::from_millis(12_500),
+            time_to_decision: Duration::from_millis(2500),
+        }
+    }
+
+    fn alice() -> Actor {
+        Actor {
+            channel: Channel::Discord,
+            id: "42".to_owned(),
+            name: "alice".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_run_summary_reports_usage_requests_and_redacts() {
+        let ledger = Ledger {
+            entries: vec![
+                entry(
+                    1,
+                    "echo hunter2-password-value",
+                    Settlement::Approved { by: alice() },
+                ),
+                entry(2, "rm -rf /", Settlement::Expired),
+            ],
+        };
+        let usage = Usage {
+            session_id: Some("ses_1".to_owned()),
+            model: Some("anthropic/claude".to_owned()),
+            tokens: Some(Tokens {
+                input: 10,
+                output: 5,
+                ..Tokens::default()
+            }),
+            cost: Some(0.25),
+        };
+        let redactor = Redactor::new(vec!["hunter2-password-value".to_owned()]);
+        let ending = Ending::Run {
+            code: Code::TimedOut,
+            reason: EndReason::TimedOut,
+            detail: None,
+            ledger: &ledger,
+            usage: &usage,
+            redactor: &redactor,
+        };
+        let context = Context {
+            model: Some("p/m".to_owned()),
+            ..Context::default()
+        };
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let s = RunSummary::new(&ending, &context, start, start + Duration::from_secs(61));
+        let json = serde_json::to_value(&s).expect("encodes");
+        assert_eq!(json["outcome"], "timed_out");
+        assert_eq!(json["exit_code"], 124);
+        assert_eq!(json["started_at"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["duration_seconds"], 61.0);
+        assert_eq!(json["model"], "anthropic/claude", "OpenCode's report wins");
+        assert_eq!(json["tokens"]["input"], 10);
+        assert_eq!(json["cost"], 0.25);
+        assert_eq!(json["approved"], 1);
+        assert_eq!(json["denied"], 1);
+        let first = &json["requests"][0];
+        assert_eq!(first["decision"], "approved");
+        assert_eq!(first["by"]["name"], "alice");
+        assert_eq!(first["channel"], "discord");
+        assert_eq!(first["time_to_decision_seconds"], 2.5);
+        assert_eq!(first["summary"], "echo [redacted]");
+        assert_eq!(json["requests"][1]["decision"], "expired");
+        assert!(json["requests"][1]["by"].is_null());
+        assert!(!json.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn writing_is_atomic_and_an_unwritable_path_names_the_option() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("summary.json");
+        let ending = Ending::NotStarted {
+            code: Code::Usage,
+            detail: "no message",
+        };
+        let s = RunSummary::new(
+            &ending,
+            &Context::default(),
+            SystemTime::now(),
+            SystemTime::now(),
+        );
+        s.write(&path).expect("written");
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(back["outcome"], "not_started");
+        assert_eq!(back["exit_code"], 2);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "summary.json")
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary file left behind: {leftovers:?}"
+        );
+
+        let err = s
+            .write(&dir.path().join("missing/dir/summary.json"))
+            .expect_err("unwritable");
+        assert!(err.to_string().contains("--summary-json"), "{err}");
+    }
+
+    #[test]
+    fn usage_keeps_the_last_reported_values() {
+        let mut usage = Usage::default();
+        let info: SessionInfo = serde_json::from_value(serde_json::json!({
+            "id": "ses_1",
+            "model": {"id": "m", "providerID": "p"},
+            "cost": 0.5,
+            "tokens": {"input": 3, "output": 4, "reasoning": 0, "cache": {"read": 1, "write": 2}}
+        }))
+        .expect("parses");
+        usage.update(&info);
+        let later: SessionInfo =
+            serde_json::from_value(serde_json::json!({"id": "ses_1", "tokens": "weird"}))
+                .expect("a strange shape is read as absent");
+        usage.update(&later);
+        assert_eq!(usage.model.as_deref(), Some("p/m"));
+        assert_eq!(usage.cost, Some(0.5));
+        assert_eq!(usage.tokens.map(|t| (t.input, t.cache.write)), Some((3, 2)));
+    }
+}
