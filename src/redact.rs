@@ -12,6 +12,7 @@
 //! values are known.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
 use regex::{Regex, RegexBuilder};
@@ -64,6 +65,8 @@ static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
 /// patterns are shared).
 #[derive(Debug, Clone)]
 pub struct Redactor {
+    /// The exact secrets, kept so more can be added ([`Redactor::with_secrets`]).
+    secrets: Arc<[String]>,
     /// Exact values of gatekeep's own secrets, longest first, as one regex;
     /// `None` when there are none worth redacting.
     exact: Option<Arc<Regex>>,
@@ -95,7 +98,19 @@ impl Redactor {
                 .expect("escaped literals always form a valid regex");
             Some(Arc::new(regex))
         };
-        Self { exact }
+        Self {
+            secrets: secrets.into(),
+            exact,
+        }
+    }
+
+    /// This redactor plus more exact secrets (e.g. the Discord transport
+    /// adds its bot token, whatever the caller configured).
+    #[must_use]
+    pub fn with_secrets(&self, more: impl IntoIterator<Item = String>) -> Self {
+        let mut all: Vec<String> = self.secrets.to_vec();
+        all.extend(more);
+        Self::new(all)
     }
 
     /// `text` with every secret replaced; borrowed when nothing was found.
@@ -185,7 +200,7 @@ pub fn terminal_safe_bounded(text: &str, max_bytes: usize) -> String {
         }
     }
     if rest > 0 {
-        out.push_str(&format!("… ({rest} more bytes)"));
+        let _ = write!(out, "… ({rest} more bytes)");
     }
     out
 }
@@ -301,6 +316,11 @@ mod tests {
         assert_eq!(
             red.redact("a opencode-pw-Q7x-longer b opencode-pw-Q7x c tiny"),
             "a [redacted] b [redacted] c tiny"
+        );
+        let more = red.with_secrets(vec!["another-secret".into()]);
+        assert_eq!(
+            more.redact("opencode-pw-Q7x another-secret"),
+            "[redacted] [redacted]"
         );
         // Regex metacharacters in a secret are literals.
         let red = Redactor::new(vec!["a.b*c(d)e".into()]);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatekeep::approval::registry::Reply;
-use gatekeep::approval::task::{ApprovalTask, Deadlines, Input, Notifier, ReplyError, Replier};
+use gatekeep::approval::task::{ApprovalTask, Deadlines, Input, Notifier, Replier, ReplyError};
 use gatekeep::approval::{EndReason, Request, Settlement};
 use gatekeep::redact::Redactor;
 use gatekeep::transport::discord::{self, RunInfo, Settings};
@@ -30,14 +30,23 @@ struct Replies(Arc<Mutex<Vec<(String, Reply)>>>);
 
 impl Replier for Replies {
     async fn reply(&self, request_id: &str, reply: &Reply) -> Result<(), ReplyError> {
-        self.0.lock().expect("replies").push((request_id.to_owned(), reply.clone()));
+        self.0
+            .lock()
+            .expect("replies")
+            .push((request_id.to_owned(), reply.clone()));
         Ok(())
     }
 }
 
 impl Replies {
     fn for_id(&self, id: &str) -> Vec<Reply> {
-        self.0.lock().expect("replies").iter().filter(|(r, _)| r == id).map(|(_, r)| r.clone()).collect()
+        self.0
+            .lock()
+            .expect("replies")
+            .iter()
+            .filter(|(r, _)| r == id)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 }
 
@@ -54,7 +63,8 @@ fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
         channel_id: CHANNEL,
         approvers: access.users.clone(),
         approver_roles: access.roles.clone(),
-        redactor: Redactor::new(vec![TOKEN.to_owned()]),
+        // Deliberately without the token: the transport adds it itself.
+        redactor: Redactor::default(),
     }
 }
 
@@ -88,7 +98,9 @@ impl Harness {
     }
 
     async fn start_with(fake: FakeDiscord, access: Access) -> Self {
-        let transport = discord::connect(settings(&fake, &access), info()).await.expect("connect to the fake Discord");
+        let transport = discord::connect(settings(&fake, &access), info())
+            .await
+            .expect("connect to the fake Discord");
         let thread = transport.thread_id();
         let mut notifier = Notifier::default();
         let discord_rx = notifier.subscribe();
@@ -100,9 +112,20 @@ impl Harness {
             run_deadline: std::time::Instant::now() + Duration::from_secs(3600),
             teardown_margin: Duration::from_secs(5),
         };
-        tokio::spawn(ApprovalTask::new(replies.clone(), notifier.clone(), deadlines).run(inputs_rx));
+        tokio::spawn(
+            ApprovalTask::new(replies.clone(), notifier.clone(), deadlines).run(inputs_rx),
+        );
         let serve = tokio::spawn(transport.serve(discord_rx, Decider::new(inputs.clone())));
-        Self { fake, thread, inputs, observed: tokio::sync::Mutex::new(observed), notifier, replies, serve, next_id: Mutex::new(0) }
+        Self {
+            fake,
+            thread,
+            inputs,
+            observed: tokio::sync::Mutex::new(observed),
+            notifier,
+            replies,
+            serve,
+            next_id: Mutex::new(0),
+        }
     }
 
     /// OpenCode asks; returns (request id, number) once it is shown.
@@ -126,12 +149,16 @@ impl Harness {
             deadline_wall: SystemTime::now(),
             time_left: Duration::ZERO,
         };
-        self.inputs.send(Input::Asked(request)).await.expect("approval task alive");
-        let number = self.wait_notice(&format!("Show({id})"), |n| match n {
-            Notice::Show(r) if r.id == id => Some(r.number),
-            _ => None,
-        })
-        .await;
+        self.inputs
+            .send(Input::Asked(request))
+            .await
+            .expect("approval task alive");
+        let number = self
+            .wait_notice(&format!("Show({id})"), |n| match n {
+                Notice::Show(r) if r.id == id => Some(r.number),
+                _ => None,
+            })
+            .await;
         (id, number)
     }
 
@@ -139,21 +166,23 @@ impl Harness {
         let mut rx = self.observed.lock().await;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(n)) => {
-                    if let Some(v) = f(&n) {
-                        return v;
-                    }
-                }
-                Ok(None) => panic!("notices ended while waiting for {what}"),
-                Err(_) => panic!("timed out waiting for notice {what}"),
+            let Ok(next) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                panic!("timed out waiting for notice {what}");
+            };
+            let Some(notice) = next else {
+                panic!("notices ended while waiting for {what}");
+            };
+            if let Some(v) = f(&notice) {
+                return v;
             }
         }
     }
 
     /// The posted message of request `number`.
     async fn message_of(&self, number: u32) -> StoredMessage {
-        self.fake.wait_message(self.thread, &format!("Request #{number}:"), WAIT).await
+        self.fake
+            .wait_message(self.thread, &format!("Request #{number}:"), WAIT)
+            .await
     }
 
     /// Clicks `label` on request `number`'s message; waits for and checks
@@ -162,7 +191,13 @@ impl Harness {
         self.click_in(number, label, member, self.thread).await
     }
 
-    async fn click_in(&self, number: u32, label: &str, member: &Member, channel: u64) -> (Value, String) {
+    async fn click_in(
+        &self,
+        number: u32,
+        label: &str,
+        member: &Member,
+        channel: u64,
+    ) -> (Value, String) {
         let msg = self.message_of(number).await;
         let custom_id = button(&msg, label);
         let (id, token) = self.fake.click(msg.id, &custom_id, member, channel);
@@ -185,7 +220,13 @@ impl Harness {
     /// Ends the run as the supervisor does and waits for the transport.
     async fn end(self) -> FakeDiscord {
         let (done, ledger) = tokio::sync::oneshot::channel();
-        self.inputs.send(Input::Close { reason: EndReason::Finished, done }).await.expect("task alive");
+        self.inputs
+            .send(Input::Close {
+                reason: EndReason::Finished,
+                done,
+            })
+            .await
+            .expect("task alive");
         let ledger = ledger.await.expect("ledger");
         self.notifier.send(&Notice::RunEnded(RunReport {
             outcome: "finished".into(),
@@ -238,12 +279,22 @@ fn assert_every_payload_disallows_mentions(fake: &FakeDiscord) {
                 Some(4) => &r.body["data"],
                 _ => continue,
             }
-        } else if (r.method == "POST" || r.method == "PATCH") && r.path.contains("/messages") && !r.path.ends_with("/threads") {
+        } else if (r.method == "POST" || r.method == "PATCH")
+            && r.path.contains("/messages")
+            && !r.path.ends_with("/threads")
+        {
             &r.body
         } else {
             continue;
         };
-        assert_eq!(body["allowed_mentions"], json!({ "parse": [] }), "{} {}: {}", r.method, r.path, r.body);
+        assert_eq!(
+            body["allowed_mentions"],
+            json!({ "parse": [] }),
+            "{} {}: {}",
+            r.method,
+            r.path,
+            r.body
+        );
         checked += 1;
     }
     assert!(checked > 0, "no message was checked");
@@ -251,7 +302,12 @@ fn assert_every_payload_disallows_mentions(fake: &FakeDiscord) {
 
 fn assert_token_never_in_bodies(fake: &FakeDiscord) {
     for r in fake.requests() {
-        assert!(!r.body.to_string().contains(TOKEN), "the token leaked into {} {}", r.method, r.path);
+        assert!(
+            !r.body.to_string().contains(TOKEN),
+            "the token leaked into {} {}",
+            r.method,
+            r.path
+        );
         assert!(!r.path.contains(TOKEN));
     }
 }
@@ -266,7 +322,12 @@ async fn approve_edits_the_message_and_summarises_the_run() {
 
     let (id, n) = h.ask("cargo test").await;
     let msg = h.message_of(n).await;
-    assert!(msg.payload["embeds"][0]["fields"].to_string().contains("<t:"), "deadline shown as a timestamp");
+    assert!(
+        msg.payload["embeds"][0]["fields"]
+            .to_string()
+            .contains("<t:"),
+        "deadline shown as a timestamp"
+    );
     let (ack, token) = h.click(n, "Approve", &admin()).await;
     assert_eq!(ack["type"], 5, "deferred first: {ack}");
     assert_eq!(ack["data"]["flags"], 64, "private: {ack}");
@@ -280,18 +341,36 @@ async fn approve_edits_the_message_and_summarises_the_run() {
         .fake
         .requests()
         .into_iter()
-        .find(|r| r.method == "PATCH" && r.path.ends_with(&format!("/channels/{}/messages/{}", h.thread, msg.id)))
+        .find(|r| {
+            r.method == "PATCH"
+                && r.path
+                    .ends_with(&format!("/channels/{}/messages/{}", h.thread, msg.id))
+        })
         .expect("an edit of the request message");
-    assert_eq!(edit.authorization.as_deref(), Some(format!("Bot {TOKEN}").as_str()));
+    assert_eq!(
+        edit.authorization.as_deref(),
+        Some(format!("Bot {TOKEN}").as_str())
+    );
 
     let thread_id = h.thread;
     let fake = h.end().await;
     let thread = fake.messages_in(thread_id);
     let summary = thread.last().expect("summary");
-    assert!(summary.payload["content"].as_str().unwrap_or_default().contains("1 approved, 0 denied"), "{}", summary.payload);
+    assert!(
+        summary.payload["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 approved, 0 denied"),
+        "{}",
+        summary.payload
+    );
     let start = &fake.messages_in(CHANNEL)[0];
     assert_eq!(start.edits, 1);
-    assert!(start.payload.to_string().contains("Run finished"), "{}", start.payload);
+    assert!(
+        start.payload.to_string().contains("Run finished"),
+        "{}",
+        start.payload
+    );
 }
 
 #[tokio::test]
@@ -299,20 +378,41 @@ async fn deny_and_deny_with_reason() {
     let h = Harness::start(Access::default()).await;
     let (id1, n1) = h.ask("rm -rf /").await;
     let (_, token) = h.click(n1, "Deny", &admin()).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
-    assert!(matches!(&h.replies.for_id(&id1)[..], [Reply::Reject { .. }]));
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Denied"));
+    assert!(matches!(
+        &h.replies.for_id(&id1)[..],
+        [Reply::Reject { .. }]
+    ));
     assert!(h.final_state(n1).await.contains("Denied by <@4242>"));
 
     let (id2, n2) = h.ask("git push --force").await;
     let (ack, _) = h.click(n2, "Deny with reason…", &admin()).await;
     assert_eq!(ack["type"], 9, "the modal is the acknowledgement: {ack}");
-    let modal_id = ack["data"]["custom_id"].as_str().expect("modal custom_id").to_owned();
-    let (iid, token) = h.fake.submit_modal(&modal_id, "use a branch instead", &admin(), h.thread);
+    let modal_id = ack["data"]["custom_id"]
+        .as_str()
+        .expect("modal custom_id")
+        .to_owned();
+    let (iid, token) = h
+        .fake
+        .submit_modal(&modal_id, "use a branch instead", &admin(), h.thread);
     let (ack, took) = h.fake.wait_ack(iid, WAIT).await;
     assert!(took < ACK_LIMIT);
     assert_eq!(ack["type"], 5);
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
-    assert_eq!(h.replies.for_id(&id2), vec![Reply::Reject { message: "use a branch instead".into() }]);
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Denied"));
+    assert_eq!(
+        h.replies.for_id(&id2),
+        vec![Reply::Reject {
+            message: "use a branch instead".into()
+        }]
+    );
     let state = h.final_state(n2).await;
     assert!(state.contains("use a branch instead"), "{state}");
     h.end().await;
@@ -320,23 +420,47 @@ async fn deny_and_deny_with_reason() {
 
 #[tokio::test]
 async fn unauthorized_click_changes_nothing_then_listed_user_and_role_decide() {
-    let h = Harness::start(Access { users: vec![7], roles: vec![70] }).await;
+    let h = Harness::start(Access {
+        users: vec![7],
+        roles: vec![70],
+    })
+    .await;
     let (id, n) = h.ask("make deploy").await;
     // Manage Channels does not count when approver lists are given.
-    let (ack, _) = h.click(n, "Approve", &Member::new(8).permissions(MANAGE_CHANNELS).roles(&[71])).await;
+    let (ack, _) = h
+        .click(
+            n,
+            "Approve",
+            &Member::new(8).permissions(MANAGE_CHANNELS).roles(&[71]),
+        )
+        .await;
     assert_eq!(ack["type"], 4);
     assert_eq!(ack["data"]["flags"], 64);
-    assert!(ack["data"]["content"].as_str().unwrap_or_default().contains("Not authorized"), "{ack}");
+    assert!(
+        ack["data"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Not authorized"),
+        "{ack}"
+    );
     assert!(h.replies.for_id(&id).is_empty());
     assert!(decision_field(&h.message_of(n).await.payload).is_empty());
 
     let (_, token) = h.click(n, "Approve", &Member::new(9).roles(&[70])).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
 
     let (id2, n2) = h.ask("make release").await;
     let (_, token) = h.click(n2, "Deny", &Member::new(7)).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Denied"));
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Denied"));
     assert_eq!(h.replies.for_id(&id2).len(), 1);
     h.end().await;
 }
@@ -347,7 +471,10 @@ async fn click_from_another_channel_is_refused() {
     let (id, n) = h.ask("ls").await;
     let (ack, _) = h.click_in(n, "Approve", &admin(), 777).await;
     assert_eq!(ack["type"], 4);
-    assert!(ack["data"]["content"].as_str().unwrap_or_default().contains("Not authorized"));
+    assert!(ack["data"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("Not authorized"));
     assert!(h.replies.for_id(&id).is_empty());
     h.end().await;
 }
@@ -358,14 +485,21 @@ async fn click_with_another_runs_nonce_is_not_acknowledged() {
     let (id, n) = h.ask("ls").await;
     let msg = h.message_of(n).await;
     let ours = button(&msg, "Approve");
-    let theirs = ours.replacen(ours.split(':').nth(1).expect("nonce"), "ffffffffffffffff", 1);
+    let theirs = ours.replacen(
+        ours.split(':').nth(1).expect("nonce"),
+        "ffffffffffffffff",
+        1,
+    );
     assert_ne!(ours, theirs);
     let (foreign, _) = h.fake.click(msg.id, &theirs, &admin(), h.thread);
     // A later click of ours is acknowledged: both went over the same gateway.
     let (_, token) = h.click(n, "Approve", &admin()).await;
     h.fake.wait_followup(&token, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!h.fake.acked(foreign), "another run's click was acknowledged");
+    assert!(
+        !h.fake.acked(foreign),
+        "another run's click was acknowledged"
+    );
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }
@@ -378,13 +512,24 @@ async fn double_click_decides_once() {
     let approve = button(&msg, "Approve");
     let deny = button(&msg, "Deny");
     let (a, ta) = h.fake.click(msg.id, &approve, &admin(), h.thread);
-    let (b, tb) = h.fake.click(msg.id, &deny, &Member::new(5).permissions(MANAGE_CHANNELS), h.thread);
+    let (b, tb) = h.fake.click(
+        msg.id,
+        &deny,
+        &Member::new(5).permissions(MANAGE_CHANNELS),
+        h.thread,
+    );
     for i in [a, b] {
         let (_, took) = h.fake.wait_ack(i, WAIT).await;
         assert!(took < ACK_LIMIT);
     }
-    let answers = [h.fake.wait_followup(&ta, WAIT).await, tb_answer(&h, b, &tb).await];
-    let winners = answers.iter().filter(|a| a.starts_with("Approved") || a.starts_with("Denied")).count();
+    let answers = [
+        h.fake.wait_followup(&ta, WAIT).await,
+        tb_answer(&h, b, &tb).await,
+    ];
+    let winners = answers
+        .iter()
+        .filter(|a| a.starts_with("Approved") || a.starts_with("Denied"))
+        .count();
     assert_eq!(winners, 1, "{answers:?}");
     assert_eq!(h.replies.for_id(&id).len(), 1);
     h.end().await;
@@ -394,7 +539,10 @@ async fn double_click_decides_once() {
 async fn tb_answer(h: &Harness, interaction: u64, token: &str) -> String {
     let (ack, _) = h.fake.wait_ack(interaction, WAIT).await;
     if ack["type"] == 4 {
-        ack["data"]["content"].as_str().unwrap_or_default().to_owned()
+        ack["data"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     } else {
         h.fake.wait_followup(token, WAIT).await
     }
@@ -408,60 +556,237 @@ async fn click_after_settlement_gets_already_decided() {
     let approve = button(&msg, "Approve");
     // OpenCode reports a reply from elsewhere: the request settles.
     h.inputs
-        .send(Input::Replied { session_id: "ses_root".into(), request_id: id.clone(), reply: "reject".into() })
+        .send(Input::Replied {
+            session_id: "ses_root".into(),
+            request_id: id.clone(),
+            reply: "reject".into(),
+        })
         .await
         .expect("task");
-    h.wait_notice("Settled", |n| matches!(n, Notice::Settled { .. }).then_some(())).await;
+    h.wait_notice("Settled", |n| {
+        matches!(n, Notice::Settled { .. }).then_some(())
+    })
+    .await;
     let (iid, token) = h.fake.click(msg.id, &approve, &admin(), h.thread);
     let answer = tb_answer(&h, iid, &token).await;
     assert!(answer.starts_with("Already decided"), "{answer}");
-    assert!(h.replies.for_id(&id).is_empty(), "nothing forwarded after settlement");
+    assert!(
+        h.replies.for_id(&id).is_empty(),
+        "nothing forwarded after settlement"
+    );
     h.end().await;
 }
 
 #[tokio::test]
-async fn twenty_parallel_requests_are_all_shown_within_rate_limits() {
-    let fake = FakeDiscord::start().await;
-    let h = Harness::start_with(fake, Access::default()).await;
-    h.fake.rate_limit(&format!("/channels/{}/messages", h.thread), 5, Duration::from_millis(500));
+async fn posts_pace_themselves_by_the_rate_limit_headers() {
+    let h = Harness::start(Access::default()).await;
+    let window = Duration::from_millis(600);
+    h.fake
+        .rate_limit(&format!("/channels/{}/messages", h.thread), 3, window);
     let started = Instant::now();
-    let mut numbers = Vec::new();
-    for i in 0..20 {
-        numbers.push(h.ask(&format!("task {i}")).await.1);
+    for i in 0..7 {
+        let (_, n) = h.ask(&format!("step {i}")).await;
+        h.message_of(n).await;
     }
-    for n in &numbers {
-        h.message_of(*n).await;
-    }
-    let took = started.elapsed();
-    let posts: Vec<_> = h
-        .fake
+    let statuses: Vec<u16> = thread_posts(&h).iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![200; 7],
+        "no 429: the bucket headers were honoured"
+    );
+    assert!(
+        started.elapsed() + Duration::from_millis(100) >= 2 * window,
+        "7 posts at 3 per window take two resets"
+    );
+    h.end().await;
+}
+
+fn thread_posts(h: &Harness) -> Vec<crate::support::fake_discord::Recorded> {
+    let path = format!("/api/v10/channels/{}/messages", h.thread);
+    h.fake
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.path == format!("/api/v10/channels/{}/messages", h.thread))
+        .filter(|r| r.method == "POST" && r.path == path)
+        .collect()
+}
+
+/// The message that shows request `number`: its own, or a group's.
+async fn shown(h: &Harness, number: u32) -> StoredMessage {
+    let single = format!("Request #{number}:");
+    let grouped = format!("\"#{number} · ");
+    h.fake
+        .wait_until(&format!("request #{number} shown"), WAIT, |f| {
+            f.messages_in(h.thread).into_iter().find(|m| {
+                let text = m.payload.to_string();
+                text.contains(&single) || text.contains(&grouped)
+            })
+        })
+        .await
+}
+
+fn component(msg: &StoredMessage, custom_suffix: &str) -> String {
+    msg.payload["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["custom_id"].as_str().map(str::to_owned))
+        .find(|id| id.ends_with(custom_suffix))
+        .unwrap_or_else(|| panic!("no component ending {custom_suffix:?} in {}", msg.payload))
+}
+
+/// Every group message among the messages showing `asked`.
+async fn group_messages(h: &Harness, asked: &[(String, u32)]) -> Vec<StoredMessage> {
+    let mut groups = Vec::new();
+    for (_, n) in asked {
+        let msg = shown(h, *n).await;
+        if msg.payload["embeds"][0]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("requests:")
+            && !groups.iter().any(|g: &StoredMessage| g.id == msg.id)
+        {
+            groups.push(msg);
+        }
+    }
+    groups
+}
+
+#[tokio::test]
+async fn twenty_parallel_requests_are_grouped_and_all_decided() {
+    let h = Harness::start(Access::default()).await;
+    h.fake.rate_limit(
+        &format!("/channels/{}/messages", h.thread),
+        5,
+        Duration::from_millis(500),
+    );
+    // Hold the first post back so the other nineteen queue up behind it.
+    h.fake.fail_next(
+        1,
+        429,
+        Some(0.3),
+        &format!("/channels/{}/messages", h.thread),
+    );
+    let started = Instant::now();
+    let mut asked = Vec::new();
+    for i in 0..20 {
+        asked.push(h.ask(&format!("subagent task {i}")).await);
+    }
+    let groups = group_messages(&h, &asked).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let posts = thread_posts(&h);
+    assert_eq!(
+        posts.iter().filter(|r| r.status == 429).count(),
+        1,
+        "only the injected 429"
+    );
+    assert_eq!(
+        groups.len(),
+        2,
+        "19 queued requests make two groups of at most 10"
+    );
+    assert_eq!(posts.iter().filter(|r| r.status == 200).count(), 3);
+    assert!(
+        groups.iter().all(|g| g.payload["attachments"].is_array()),
+        "full texts attached"
+    );
+
+    // The single one, by its buttons.
+    let (first_id, first) = &asked[0];
+    let (_, token) = h.click(*first, "Approve", &admin()).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
+    assert_eq!(h.replies.for_id(first_id), vec![Reply::Once]);
+
+    // Group one: approve two chosen in the menu, then deny all the rest.
+    let g1 = &groups[0];
+    let members: Vec<u32> = asked
+        .iter()
+        .map(|(_, n)| *n)
+        .filter(|n| g1.payload.to_string().contains(&format!("\"#{n} · ")))
         .collect();
-    let limited = posts.iter().filter(|r| r.status == 429).count();
-    assert_eq!(posts.iter().filter(|r| r.status == 200).count(), 20);
-    assert!(limited <= 2, "the outbox should pace itself by the rate-limit headers, got {limited} 429s");
-    assert!(took < Duration::from_secs(8), "took {took:?}");
-    // Each can still be answered.
-    let (_, token) = h.click(numbers[19], "Approve", &admin()).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    let chosen = [members[0].to_string(), members[3].to_string()];
+    let (iid, token) = h.fake.select(
+        g1.id,
+        &component(g1, ":A"),
+        &[&chosen[0], &chosen[1]],
+        &admin(),
+        h.thread,
+    );
+    let (_, took) = h.fake.wait_ack(iid, WAIT).await;
+    assert!(took < ACK_LIMIT);
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert_eq!(answer.matches("Approved").count(), 2, "{answer}");
+    let (iid, token) = h
+        .fake
+        .click(g1.id, &component(g1, ":N"), &admin(), h.thread);
+    h.fake.wait_ack(iid, WAIT).await;
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert_eq!(
+        answer.matches("Denied").count(),
+        members.len() - 2,
+        "{answer}"
+    );
+
+    // Group two: approve all.
+    let g2 = &groups[1];
+    let (iid, token) = h
+        .fake
+        .click(g2.id, &component(g2, ":Y"), &admin(), h.thread);
+    h.fake.wait_ack(iid, WAIT).await;
+    h.fake.wait_followup(&token, WAIT).await;
+
+    // Every request got exactly one reply, the chosen ones and group two approved.
+    for (id, n) in &asked {
+        let replies = h.replies.for_id(id);
+        assert_eq!(replies.len(), 1, "#{n}: {replies:?}");
+        let approved = !members.contains(n) || chosen.contains(&n.to_string());
+        assert_eq!(replies[0] == Reply::Once, approved, "#{n}");
+    }
+    // Both group messages end fully decided, without components.
+    for g in &groups {
+        h.fake
+            .wait_until("the group's final state", WAIT, |f| {
+                let m = f.message(g.id)?;
+                (m.payload["components"] == json!([])).then_some(())
+            })
+            .await;
+    }
     h.end().await;
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let h = Harness::start(Access::default()).await;
-    h.fake.fail_next(1, 429, Some(0.4), &format!("/channels/{}/messages", h.thread));
+    h.fake.fail_next(
+        1,
+        429,
+        Some(0.4),
+        &format!("/channels/{}/messages", h.thread),
+    );
     let (_, n) = h.ask("ls").await;
     h.message_of(n).await;
     let posts: Vec<_> = h
         .fake
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/channels/{}/messages", h.thread)))
+        .filter(|r| {
+            r.method == "POST"
+                && r.path
+                    .ends_with(&format!("/channels/{}/messages", h.thread))
+        })
         .collect();
-    assert_eq!(posts.iter().map(|r| r.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        posts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
     let gap = posts[1].at.duration_since(posts[0].at);
     assert!(gap >= Duration::from_millis(400), "retried after {gap:?}");
     h.end().await;
@@ -470,15 +795,21 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn request_that_cannot_be_posted_is_denied() {
     let h = Harness::start(Access::default()).await;
-    h.fake.fail_next(10, 500, None, &format!("/channels/{}/messages", h.thread));
+    h.fake
+        .fail_next(10, 500, None, &format!("/channels/{}/messages", h.thread));
     let (id, n) = h.ask("ls").await;
     let settlement = h
         .wait_notice("Settled ChannelFailed", |notice| match notice {
-            Notice::Settled { number, settlement, .. } if *number == n => Some(settlement.clone()),
+            Notice::Settled {
+                number, settlement, ..
+            } if *number == n => Some(settlement.clone()),
             _ => None,
         })
         .await;
-    assert!(matches!(settlement, Settlement::ChannelFailed { .. }), "{settlement:?}");
+    assert!(
+        matches!(settlement, Settlement::ChannelFailed { .. }),
+        "{settlement:?}"
+    );
     assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
     let attempts = h.fake.requests().iter().filter(|r| r.status == 500).count();
     assert!((2..=5).contains(&attempts), "bounded retries: {attempts}");
@@ -490,11 +821,17 @@ async fn gateway_drop_resumes_and_clicks_still_arrive() {
     let h = Harness::start(Access::default()).await;
     let (id, n) = h.ask("ls").await;
     h.fake.close_gateway();
-    h.fake.wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(())).await;
+    h.fake
+        .wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(()))
+        .await;
     h.fake.wait_gateway(WAIT).await;
     assert_eq!(h.fake.identifies(), 1, "resumed, not re-identified");
     let (_, token) = h.click(n, "Approve", &admin()).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }
@@ -504,7 +841,9 @@ async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     let fake = FakeDiscord::start().await;
     fake.fail_gateway_lookup(503);
     let started = Instant::now();
-    let err = discord::connect(settings(&fake, &Access::default()), info()).await.expect_err("connect must fail");
+    let err = discord::connect(settings(&fake, &Access::default()), info())
+        .await
+        .expect_err("connect must fail");
     assert!(matches!(err, discord::Error::GatewayLookup { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("gateway lookup"), "{text}");
@@ -518,19 +857,30 @@ async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
 #[tokio::test]
 async fn long_command_is_attached_and_secrets_redacted() {
     let h = Harness::start(Access::default()).await;
-    let long = format!("echo {} && export GITHUB_TOKEN=ghp_{} {TOKEN}", "y".repeat(3000), "a".repeat(36));
+    let long = format!(
+        "echo {} && export GITHUB_TOKEN=ghp_{} {TOKEN}",
+        "y".repeat(3000),
+        "a".repeat(36)
+    );
     let (_, n) = h.ask(&long).await;
     h.message_of(n).await;
     let post = h
         .fake
         .requests()
         .into_iter()
-        .find(|r| r.method == "POST" && r.path.ends_with(&format!("/channels/{}/messages", h.thread)))
+        .find(|r| {
+            r.method == "POST"
+                && r.path
+                    .ends_with(&format!("/channels/{}/messages", h.thread))
+        })
         .expect("the request post");
     assert_eq!(post.files.len(), 1, "the whole command is attached");
     let file = String::from_utf8(post.files[0].2.clone()).expect("utf-8");
     assert!(file.starts_with("echo yyy"));
-    assert!(!file.contains("ghp_") && !file.contains(TOKEN), "secrets leaked into the attachment");
+    assert!(
+        !file.contains("ghp_") && !file.contains(TOKEN),
+        "secrets leaked into the attachment"
+    );
     assert!(file.contains("GITHUB_TOKEN=[redacted]"));
     h.end().await;
 }
@@ -542,7 +892,11 @@ async fn long_command_is_attached_and_secrets_redacted() {
 async fn http_proxy_in_the_environment_does_not_hijack_loopback() {
     let exe = std::env::current_exe().expect("test binary");
     let out = tokio::process::Command::new(exe)
-        .args(["discord::proxy_child_scenario", "--exact", "--test-threads=1"])
+        .args([
+            "discord::proxy_child_scenario",
+            "--exact",
+            "--test-threads=1",
+        ])
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
         .env("ALL_PROXY", "http://127.0.0.1:9")
@@ -553,8 +907,15 @@ async fn http_proxy_in_the_environment_does_not_hijack_loopback() {
         .await
         .expect("run the child test");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("1 passed"), "the child scenario did not run:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child scenario did not run:\n{stdout}"
+    );
 }
 
 /// Approve end to end; run by the test above with a dead proxy configured
@@ -562,12 +923,19 @@ async fn http_proxy_in_the_environment_does_not_hijack_loopback() {
 #[tokio::test]
 async fn proxy_child_scenario() {
     if std::env::var_os("GATEKEEP_IT_EXPECT_PROXY").is_some() {
-        assert_eq!(std::env::var("HTTP_PROXY").as_deref(), Ok("http://127.0.0.1:9"));
+        assert_eq!(
+            std::env::var("HTTP_PROXY").as_deref(),
+            Ok("http://127.0.0.1:9")
+        );
     }
     let h = Harness::start(Access::default()).await;
     let (id, n) = h.ask("ls").await;
     let (_, token) = h.click(n, "Approve", &admin()).await;
-    assert!(h.fake.wait_followup(&token, WAIT).await.starts_with("Approved"));
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }

@@ -22,6 +22,15 @@ pub enum Action {
     DenyWithReason,
     /// The submitted "deny with reason" modal.
     ReasonSubmitted,
+    /// Group message (the number is the group's id): approve the requests
+    /// chosen in the select menu.
+    ApproveSelected,
+    /// Group message: deny the chosen requests.
+    DenySelected,
+    /// Group message: approve every open request of the group.
+    ApproveAll,
+    /// Group message: deny every open request of the group.
+    DenyAll,
 }
 
 impl Action {
@@ -31,6 +40,10 @@ impl Action {
             Action::Deny => 'd',
             Action::DenyWithReason => 'r',
             Action::ReasonSubmitted => 'm',
+            Action::ApproveSelected => 'A',
+            Action::DenySelected => 'D',
+            Action::ApproveAll => 'Y',
+            Action::DenyAll => 'N',
         }
     }
 
@@ -40,6 +53,10 @@ impl Action {
             "d" => Action::Deny,
             "r" => Action::DenyWithReason,
             "m" => Action::ReasonSubmitted,
+            "A" => Action::ApproveSelected,
+            "D" => Action::DenySelected,
+            "Y" => Action::ApproveAll,
+            "N" => Action::DenyAll,
             _ => return None,
         })
     }
@@ -164,6 +181,10 @@ mod tests {
     fn round_trip_and_foreign_ids() {
         let nonce = Nonce::fixed("00112233aabbccdd");
         for action in [
+            Action::ApproveSelected,
+            Action::DenySelected,
+            Action::ApproveAll,
+            Action::DenyAll,
             Action::Approve,
             Action::Deny,
             Action::DenyWithReason,

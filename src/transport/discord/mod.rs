@@ -26,13 +26,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use serenity::all::{ActionRowComponent, Interaction};
+use serenity::all::{ActionRowComponent, ComponentInteractionDataKind, Interaction};
 use tokio::sync::mpsc;
 
 use self::clicks::{Action, Approvers, Clicker, Nonce, Refusal};
-use self::outbox::{id_of, Job, Outbox};
+use self::outbox::{id_of, Groups, Job, Outbox};
 use self::rest::{Body, Rest, RestError, Retry};
 use crate::approval::{Actor, Channel, Settlement, Verdict};
 use crate::redact::Redactor;
@@ -125,7 +125,12 @@ pub async fn connect(settings: Settings, info: RunInfo) -> Result<Discord, Error
         .map_err(|_| Error::ConnectTimeout(CONNECT_TIMEOUT))?
 }
 
-async fn connect_inner(settings: Settings, info: RunInfo) -> Result<Discord, Error> {
+async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord, Error> {
+    // Whatever the caller configured, the bot token itself never reaches
+    // Discord in a message (the agent may have read it from somewhere).
+    settings.redactor = settings
+        .redactor
+        .with_secrets([settings.token.expose_secret().to_owned()]);
     let base = settings.api_base.trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&base).map_err(|e| Error::ApiUrl {
         url: base.clone(),
@@ -262,6 +267,7 @@ impl Discord {
             application_id: gateway.application_id,
             decider: decider.clone(),
             settled: Mutex::new(HashMap::new()),
+            groups: Groups::default(),
         });
         let interactions =
             std::mem::replace(&mut gateway.interactions, mpsc::unbounded_channel().1);
@@ -277,7 +283,7 @@ impl Discord {
             start_message_id,
             thread_id,
             decider,
-            posted: HashMap::new(),
+            groups: Arc::clone(&clicks.groups),
         };
         let outbox = tokio::spawn(outbox.run(jobs_rx));
 
@@ -297,6 +303,7 @@ impl Discord {
                         at: SystemTime::now(),
                     });
                 }
+                Notice::Refused { .. } => {}
                 Notice::RunEnded(r) => {
                     report = Some(r);
                     break;
@@ -328,6 +335,8 @@ struct ClickContext {
     application_id: u64,
     decider: Decider,
     settled: Mutex<HashMap<u32, Settlement>>,
+    /// Group messages: group id → request numbers (written by the outbox).
+    groups: Groups,
 }
 
 impl ClickContext {
@@ -335,6 +344,14 @@ impl ClickContext {
         if let Ok(mut map) = self.settled.lock() {
             map.insert(number, settlement.clone());
         }
+    }
+
+    fn group_members(&self, group: u32) -> Vec<u32> {
+        self.groups
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&group).cloned())
+            .unwrap_or_default()
     }
 
     fn settlement_of(&self, number: u32) -> Option<Settlement> {
@@ -355,6 +372,8 @@ struct Click {
     clicker: Clicker,
     actor: Actor,
     reason: Option<String>,
+    /// The request numbers chosen in a group message's select menu.
+    selected: Vec<u32>,
 }
 
 /// Receives every interaction the bot gets, drops those of other runs
@@ -372,16 +391,22 @@ async fn dispatch_clicks(
 }
 
 fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
+    let mut selected = Vec::new();
     let (id, token, custom_id, member, user, channel_id, reason) = match interaction {
-        Interaction::Component(c) => (
-            c.id,
-            &c.token,
-            &c.data.custom_id,
-            c.member.as_ref(),
-            &c.user,
-            c.channel_id,
-            None,
-        ),
+        Interaction::Component(c) => {
+            if let ComponentInteractionDataKind::StringSelect { values } = &c.data.kind {
+                selected = values.iter().filter_map(|v| v.parse().ok()).collect();
+            }
+            (
+                c.id,
+                &c.token,
+                &c.data.custom_id,
+                c.member.as_ref(),
+                &c.user,
+                c.channel_id,
+                None,
+            )
+        }
         Interaction::Modal(m) => {
             let reason = m
                 .data
@@ -430,6 +455,7 @@ fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
             name,
         },
         reason,
+        selected,
     })
 }
 
@@ -465,25 +491,42 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         report_ack(ack(render::ephemeral(text)).await);
         return;
     }
+    let single = match click.action {
+        Action::ApproveSelected | Action::ApproveAll => Some((Verdict::Approve, true)),
+        Action::DenySelected | Action::DenyAll => Some((Verdict::Deny { reason: None }, true)),
+        Action::Approve => Some((Verdict::Approve, false)),
+        Action::Deny => Some((Verdict::Deny { reason: None }, false)),
+        Action::ReasonSubmitted => Some((
+            Verdict::Deny {
+                reason: click
+                    .reason
+                    .clone()
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty()),
+            },
+            false,
+        )),
+        Action::DenyWithReason => None,
+    };
+    let Some((verdict, is_group)) = single else {
+        // "Deny with reason…": the modal is the acknowledgement.
+        let answer = match ctx.settlement_of(click.number) {
+            Some(settlement) => render::ephemeral(&already_decided(&settlement)),
+            None => render::reason_modal(&ctx.nonce, click.number),
+        };
+        report_ack(ack(answer).await);
+        return;
+    };
+    if is_group {
+        report_ack(ack(render::deferred_ephemeral()).await);
+        let text = decide_group(&ctx, &click, verdict).await;
+        followup(&ctx, &click.token, &text).await;
+        return;
+    }
     if let Some(settlement) = ctx.settlement_of(click.number) {
         report_ack(ack(render::ephemeral(&already_decided(&settlement))).await);
         return;
     }
-    let verdict = match click.action {
-        Action::DenyWithReason => {
-            report_ack(ack(render::reason_modal(&ctx.nonce, click.number)).await);
-            return;
-        }
-        Action::Approve => Verdict::Approve,
-        Action::Deny => Verdict::Deny { reason: None },
-        Action::ReasonSubmitted => Verdict::Deny {
-            reason: click
-                .reason
-                .clone()
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty()),
-        },
-    };
     // A failed acknowledgement does not void the human's decision: the
     // approval message shows the outcome either way.
     report_ack(ack(render::deferred_ephemeral()).await);
@@ -494,10 +537,14 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
     if let DecideOutcome::Accepted(settlement) = &outcome {
         ctx.mark_settled(click.number, settlement);
     }
-    let text = outcome_text(&outcome);
+    followup(&ctx, &click.token, &outcome_text(&outcome)).await;
+}
+
+/// Replaces the deferred private answer with `text`.
+async fn followup(ctx: &ClickContext, token: &str, text: &str) {
     let path = format!(
-        "/webhooks/{}/{}/messages/@original",
-        ctx.application_id, click.token
+        "/webhooks/{}/{token}/messages/@original",
+        ctx.application_id
     );
     if let Err(e) = ctx
         .rest
@@ -506,13 +553,51 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             "webhook",
             Method::PATCH,
             &path,
-            Body::Json(&render::followup_edit(&text)),
+            Body::Json(&render::followup_edit(text)),
             Retry::DELIVERY,
         )
         .await
     {
         eprintln!("gatekeep: discord: {e}");
     }
+}
+
+/// Decides the chosen (or all open) requests of a group, one after the
+/// other; returns the clicker's private summary.
+async fn decide_group(ctx: &ClickContext, click: &Click, verdict: Verdict) -> String {
+    let members = ctx.group_members(click.number);
+    let numbers: Vec<u32> = match click.action {
+        Action::ApproveAll | Action::DenyAll => members
+            .iter()
+            .copied()
+            .filter(|n| ctx.settlement_of(*n).is_none())
+            .collect(),
+        _ => click
+            .selected
+            .iter()
+            .copied()
+            .filter(|n| members.contains(n))
+            .collect(),
+    };
+    if numbers.is_empty() {
+        return "Nothing left to decide in this group.".into();
+    }
+    let mut lines = Vec::new();
+    for number in numbers {
+        let outcome = match ctx.settlement_of(number) {
+            Some(settlement) => DecideOutcome::AlreadyDecided(settlement),
+            None => {
+                ctx.decider
+                    .decide(number, verdict.clone(), click.actor.clone())
+                    .await
+            }
+        };
+        if let DecideOutcome::Accepted(settlement) = &outcome {
+            ctx.mark_settled(number, settlement);
+        }
+        lines.push(format!("#{number}: {}", outcome_text(&outcome)));
+    }
+    lines.join("\n")
 }
 
 fn report_ack(result: Result<serde_json::Value, RestError>) {

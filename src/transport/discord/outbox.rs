@@ -6,10 +6,12 @@
 //! "which request has which message": an edit can never overtake the post
 //! it edits. Jobs still queued are coalesced: a request settled before its
 //! message went out is posted directly in its final state (no buttons to
-//! click on a request that can no longer be answered).
+//! click on a request that can no longer be answered), and when many
+//! requests wait to be posted at once (parallel subagents) they go out as
+//! one group message instead of a burst that would hit the rate limit.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use reqwest::Method;
@@ -23,6 +25,17 @@ use super::RunInfo;
 use crate::approval::{Request, Settlement};
 use crate::redact::Redactor;
 use crate::transport::{Decider, RunReport};
+
+/// From this many open requests waiting to be posted, they are grouped.
+pub const GROUP_THRESHOLD: usize = 4;
+/// At most this many requests per group message (Discord's embed limit of
+/// 6000 characters in total bounds it).
+pub const GROUP_MAX: usize = 10;
+
+/// Group id (its first request's number) → the numbers in it. Written by
+/// the outbox when a group is posted, read by the click handlers; the lock
+/// is only held for a lookup or an insert.
+pub type Groups = Arc<Mutex<HashMap<u32, Vec<u32>>>>;
 
 /// What the outbox is asked to do. Sent by `Discord::serve`.
 #[derive(Debug)]
@@ -41,7 +54,8 @@ pub enum Job {
 /// A queued job after coalescing.
 enum Queued {
     Post {
-        request: Request,
+        /// Boxed: a request is far larger than the other variants.
+        request: Box<Request>,
         settled: Option<(Settlement, SystemTime)>,
     },
     Edit {
@@ -50,6 +64,22 @@ enum Queued {
         at: SystemTime,
     },
     Finish(Option<RunReport>),
+}
+
+/// Where a posted request is shown.
+enum Shown {
+    /// Boxed: a request is far larger than a group id.
+    Single {
+        message_id: u64,
+        request: Box<Request>,
+    },
+    InGroup(u32),
+}
+
+struct Group {
+    message_id: u64,
+    requests: Vec<Request>,
+    states: BTreeMap<u32, (Settlement, SystemTime)>,
 }
 
 pub struct Outbox {
@@ -62,14 +92,25 @@ pub struct Outbox {
     pub thread_id: u64,
     /// Told about requests whose message could not be posted.
     pub decider: Decider,
-    /// Posted request messages: number → (message id, request).
-    pub posted: HashMap<u32, (u64, Request)>,
+    pub groups: Groups,
+}
+
+/// The outbox task's own state.
+struct Run {
+    outbox: Outbox,
+    shown: HashMap<u32, Shown>,
+    groups: HashMap<u32, Group>,
 }
 
 impl Outbox {
     /// Runs until a `Finish` job is done or `jobs` closes (its sender is
     /// held by `Discord::serve`).
-    pub async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut run = Run {
+            outbox: self,
+            shown: HashMap::new(),
+            groups: HashMap::new(),
+        };
         let mut queue = VecDeque::new();
         loop {
             while let Ok(job) = jobs.try_recv() {
@@ -85,106 +126,62 @@ impl Outbox {
                 }
             };
             match next {
-                Queued::Post { request, settled } => self.post(request, settled).await,
+                Queued::Post {
+                    request,
+                    settled: None,
+                } if open_posts_ahead(&queue) + 1 >= GROUP_THRESHOLD => {
+                    let mut requests = vec![*request];
+                    while requests.len() < GROUP_MAX {
+                        match queue.front() {
+                            Some(Queued::Post { settled: None, .. }) => {}
+                            _ => break,
+                        }
+                        if let Some(Queued::Post { request, .. }) = queue.pop_front() {
+                            requests.push(*request);
+                        }
+                    }
+                    run.post_group(requests).await;
+                }
+                Queued::Post { request, settled } => run.post(*request, settled).await,
                 Queued::Edit {
                     number,
                     settlement,
                     at,
-                } => self.edit(number, &settlement, at).await,
+                } => run.edit(number, settlement, at, &mut queue).await,
                 Queued::Finish(report) => {
-                    self.finish(report.as_ref()).await;
+                    run.outbox.finish(report.as_ref()).await;
                     return;
                 }
             }
         }
     }
 
-    async fn post(&mut self, request: Request, settled: Option<(Settlement, SystemTime)>) {
-        let rendered = render::request_message(
-            &request,
-            &self.redactor,
-            &self.nonce,
-            settled.as_ref().map(|(s, at)| (s, *at)),
-        );
-        let path = format!("/channels/{}/messages", self.thread_id);
-        let body = if rendered.files.is_empty() {
-            Body::Json(&rendered.payload)
-        } else {
-            Body::Multipart(&rendered.payload, &rendered.files)
-        };
-        let bucket = format!("post:{}", self.thread_id);
-        match self
-            .rest
-            .send(
-                "post a request message",
-                &bucket,
-                Method::POST,
-                &path,
-                body,
-                Retry::DELIVERY,
-            )
+    async fn send(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<Value, String> {
+        let bucket = format!("{method}:{}", self.thread_id);
+        self.rest
+            .send(what, &bucket, method, path, body, Retry::DELIVERY)
             .await
-        {
-            Ok(v) => {
-                if let Some(id) = id_of(&v) {
-                    self.posted.insert(request.number, (id, request));
-                }
-            }
-            Err(e) if settled.is_none() => {
-                // Fail closed: a request nobody can see is denied.
-                self.decider
-                    .channel_failed(request.number, e.to_string())
-                    .await;
-            }
-            Err(e) => eprintln!(
-                "gatekeep: discord: could not show the final state of request #{}: {e}",
-                request.number
-            ),
-        }
+            .map_err(|e| e.to_string())
     }
 
-    async fn edit(&mut self, number: u32, settlement: &Settlement, at: SystemTime) {
-        // No message: it was never posted (and so already denied as a
-        // channel failure) — nothing to update.
-        let Some((message_id, request)) = self.posted.get(&number) else {
-            return;
-        };
-        let payload =
-            render::request_final_edit(request, &self.redactor, &self.nonce, settlement, at);
-        let path = format!("/channels/{}/messages/{message_id}", self.thread_id);
-        let bucket = format!("patch:{}", self.thread_id);
-        if let Err(e) = self
-            .rest
-            .send(
-                "edit a request message",
-                &bucket,
-                Method::PATCH,
-                &path,
-                Body::Json(&payload),
-                Retry::DELIVERY,
-            )
-            .await
-        {
-            eprintln!("gatekeep: discord: could not update the message of request #{number}: {e}");
-        }
-    }
-
-    async fn finish(&mut self, report: Option<&RunReport>) {
+    async fn finish(&self, report: Option<&RunReport>) {
         let Some(report) = report else {
             return;
         };
         let summary = render::run_summary(report);
         let path = format!("/channels/{}/messages", self.thread_id);
-        let bucket = format!("post:{}", self.thread_id);
         if let Err(e) = self
-            .rest
             .send(
                 "post the run summary",
-                &bucket,
                 Method::POST,
                 &path,
                 Body::Json(&summary),
-                Retry::DELIVERY,
             )
             .await
         {
@@ -195,7 +192,7 @@ impl Outbox {
             "/channels/{}/messages/{}",
             self.channel_id, self.start_message_id
         );
-        let bucket = format!("patch:{}", self.channel_id);
+        let bucket = format!("PATCH:{}", self.channel_id);
         if let Err(e) = self
             .rest
             .send(
@@ -213,12 +210,173 @@ impl Outbox {
     }
 }
 
+impl Run {
+    async fn post(&mut self, request: Request, settled: Option<(Settlement, SystemTime)>) {
+        let o = &self.outbox;
+        let rendered = render::request_message(
+            &request,
+            &o.redactor,
+            &o.nonce,
+            settled.as_ref().map(|(s, at)| (s, *at)),
+        );
+        let path = format!("/channels/{}/messages", o.thread_id);
+        let body = if rendered.files.is_empty() {
+            Body::Json(&rendered.payload)
+        } else {
+            Body::Multipart(&rendered.payload, &rendered.files)
+        };
+        match o
+            .send("post a request message", Method::POST, &path, body)
+            .await
+        {
+            Ok(v) => {
+                if let Some(message_id) = id_of(&v) {
+                    self.shown.insert(
+                        request.number,
+                        Shown::Single {
+                            message_id,
+                            request: Box::new(request),
+                        },
+                    );
+                }
+            }
+            // Fail closed: a request nobody can see is denied.
+            Err(e) if settled.is_none() => o.decider.channel_failed(request.number, e).await,
+            Err(e) => eprintln!(
+                "gatekeep: discord: could not show the final state of request #{}: {e}",
+                request.number
+            ),
+        }
+    }
+
+    async fn post_group(&mut self, requests: Vec<Request>) {
+        let o = &self.outbox;
+        let group = requests[0].number;
+        let numbers: Vec<u32> = requests.iter().map(|r| r.number).collect();
+        // Registered before posting, so a fast click finds the group.
+        if let Ok(mut groups) = o.groups.lock() {
+            groups.insert(group, numbers.clone());
+        }
+        let rendered =
+            render::group_message(group, &requests, &BTreeMap::new(), &o.redactor, &o.nonce);
+        let path = format!("/channels/{}/messages", o.thread_id);
+        let body = Body::Multipart(&rendered.payload, &rendered.files);
+        match o
+            .send("post a group of requests", Method::POST, &path, body)
+            .await
+        {
+            Ok(v) => {
+                if let Some(message_id) = id_of(&v) {
+                    for n in &numbers {
+                        self.shown.insert(*n, Shown::InGroup(group));
+                    }
+                    self.groups.insert(
+                        group,
+                        Group {
+                            message_id,
+                            requests,
+                            states: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                for n in numbers {
+                    o.decider.channel_failed(n, e.clone()).await;
+                }
+            }
+        }
+    }
+
+    async fn edit(
+        &mut self,
+        number: u32,
+        settlement: Settlement,
+        at: SystemTime,
+        queue: &mut VecDeque<Queued>,
+    ) {
+        // No message: it was never posted (and so already denied as a
+        // channel failure) — nothing to update.
+        match self.shown.get(&number) {
+            None => {}
+            Some(Shown::Single {
+                message_id,
+                request,
+            }) => {
+                let o = &self.outbox;
+                let payload =
+                    render::request_final_edit(request, &o.redactor, &o.nonce, &settlement, at);
+                let path = format!("/channels/{}/messages/{message_id}", o.thread_id);
+                if let Err(e) = o
+                    .send(
+                        "edit a request message",
+                        Method::PATCH,
+                        &path,
+                        Body::Json(&payload),
+                    )
+                    .await
+                {
+                    eprintln!(
+                        "gatekeep: discord: could not update the message of request #{number}: {e}"
+                    );
+                }
+            }
+            Some(Shown::InGroup(group)) => {
+                let group = *group;
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return;
+                };
+                g.states.insert(number, (settlement, at));
+                // Fold every queued settlement of the same group into this
+                // one edit.
+                let members: Vec<u32> = g.requests.iter().map(|r| r.number).collect();
+                queue.retain_mut(|q| match q {
+                    Queued::Edit {
+                        number,
+                        settlement,
+                        at,
+                    } if members.contains(number) => {
+                        g.states.insert(*number, (settlement.clone(), *at));
+                        false
+                    }
+                    _ => true,
+                });
+                let o = &self.outbox;
+                let payload =
+                    render::group_edit(group, &g.requests, &g.states, &o.redactor, &o.nonce);
+                let path = format!("/channels/{}/messages/{}", o.thread_id, g.message_id);
+                if let Err(e) = o
+                    .send(
+                        "edit a group message",
+                        Method::PATCH,
+                        &path,
+                        Body::Json(&payload),
+                    )
+                    .await
+                {
+                    eprintln!(
+                        "gatekeep: discord: could not update the group of request #{number}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How many open (unsettled) posts wait at the front of the queue.
+fn open_posts_ahead(queue: &VecDeque<Queued>) -> usize {
+    queue
+        .iter()
+        .take_while(|q| matches!(q, Queued::Post { settled: None, .. }))
+        .count()
+}
+
 /// Adds `job` to the queue, folding a settlement into its request's
 /// still-queued post.
 fn enqueue(queue: &mut VecDeque<Queued>, job: Job) {
     match job {
         Job::Show(request) => queue.push_back(Queued::Post {
-            request,
+            request: Box::new(request),
             settled: None,
         }),
         Job::Settled {

@@ -7,6 +7,8 @@
 //! attached file), and every payload carries `allowed_mentions: {parse: []}`
 //! so nothing the agent writes can ping anyone.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -18,10 +20,10 @@ use crate::redact::{terminal_safe_bounded, Redactor};
 use crate::transport::RunReport;
 
 /// Embed colours: pending (blurple), approved (green), denied (red), neutral.
-const PENDING: u32 = 0x5865_F2;
-const APPROVED: u32 = 0x57_F287;
-const DENIED: u32 = 0xED_4245;
-const NEUTRAL: u32 = 0x95_A5A6;
+const PENDING: u32 = 0x0058_65F2;
+const APPROVED: u32 = 0x0057_F287;
+const DENIED: u32 = 0x00ED_4245;
+const NEUTRAL: u32 = 0x0095_A5A6;
 
 /// What fits inline in the description's code block before the content is
 /// moved to an attachment (the description limit is 4096 in total).
@@ -108,7 +110,11 @@ fn field_text(text: &str) -> String {
 }
 
 fn field(name: &str, value: String, inline: bool) -> Value {
-    json!({ "name": name, "value": value, "inline": inline })
+    let mut map = serde_json::Map::new();
+    map.insert("name".into(), Value::from(name));
+    map.insert("value".into(), Value::String(value));
+    map.insert("inline".into(), Value::Bool(inline));
+    Value::Object(map)
 }
 
 /// Who and what settled a request, in Discord markdown. Humans who decided
@@ -176,17 +182,9 @@ fn buttons(nonce: &Nonce, number: u32) -> Value {
     }])
 }
 
-/// The message for one request: open (with buttons) when `settled` is
-/// `None`, else in its final state with the buttons removed. Files are
-/// attached only when posting, never when editing (Discord keeps the
-/// original attachments on an edit that does not mention them).
-#[must_use]
-pub fn request_message(
-    request: &Request,
-    redactor: &Redactor,
-    nonce: &Nonce,
-    settled: Option<(&Settlement, SystemTime)>,
-) -> Rendered {
+/// The description (what would run, in code blocks) and the attachments
+/// for whatever does not fit inline.
+fn describe(request: &Request, redactor: &Redactor) -> (String, Vec<Attachment>) {
     let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
     let diff = request
         .diff
@@ -204,10 +202,10 @@ pub fn request_message(
     } else {
         let (preview, _) = truncate(&subject, 400);
         description.push_str(&code_block("", &preview));
-        description.push_str(&format!(
-            "\n*{} characters: the whole text is attached.*",
-            subject_chars
-        ));
+        let _ = write!(
+            description,
+            "\n*{subject_chars} characters: the whole text is attached.*"
+        );
         files.push(Attachment {
             filename: format!("request-{}.txt", request.number),
             content: subject.clone().into_bytes(),
@@ -222,15 +220,31 @@ pub fn request_message(
             let (preview, _) = truncate(diff, 800);
             description.push('\n');
             description.push_str(&code_block("diff", &preview));
-            description.push_str(&format!(
+            let _ = write!(
+                description,
                 "\n*Diff of {diff_chars} characters: the whole diff is attached.*"
-            ));
+            );
             files.push(Attachment {
                 filename: format!("request-{}.diff", request.number),
                 content: diff.clone().into_bytes(),
             });
         }
     }
+    (description, files)
+}
+
+/// The message for one request: open (with buttons) when `settled` is
+/// `None`, else in its final state with the buttons removed. Files are
+/// attached only when posting, never when editing (Discord keeps the
+/// original attachments on an edit that does not mention them).
+#[must_use]
+pub fn request_message(
+    request: &Request,
+    redactor: &Redactor,
+    nonce: &Nonce,
+    settled: Option<(&Settlement, SystemTime)>,
+) -> Rendered {
+    let (description, files) = describe(request, redactor);
 
     let agent = request.agent.as_deref().map_or_else(
         || "main agent".to_owned(),
@@ -289,7 +303,7 @@ pub fn request_message(
         "components": components,
         "allowed_mentions": no_mentions(),
     });
-    if !files.is_empty() && settled.is_none() {
+    if !files.is_empty() {
         let attachments: Vec<Value> = files
             .iter()
             .enumerate()
@@ -314,6 +328,151 @@ pub fn request_final_edit(
         map.remove("attachments");
     }
     rendered.payload
+}
+
+/// How much of one request a group message shows inline.
+const GROUP_SUBJECT: usize = 250;
+
+/// One message for several requests that arrived together (past the
+/// outbox's threshold): a field per request, select menus to approve or
+/// deny any of them, and buttons to decide all at once. `states` holds the
+/// requests already settled; they leave the menus, and when none is open
+/// the components are removed. `group` is the group's id (its first
+/// request's number), which the component ids carry.
+#[must_use]
+pub fn group_message(
+    group: u32,
+    requests: &[Request],
+    states: &BTreeMap<u32, (Settlement, SystemTime)>,
+    redactor: &Redactor,
+    nonce: &Nonce,
+) -> Rendered {
+    let mut fields = Vec::new();
+    let mut file = String::new();
+    let mut open = Vec::new();
+    for request in requests {
+        let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
+        let (shown, cut) = truncate(&subject, GROUP_SUBJECT);
+        let mut value = code_block(if request.command.is_some() { "sh" } else { "" }, &shown);
+        if cut || request.diff.is_some() {
+            value.push_str("\n*Full text in the attached file.*");
+        }
+        let _ = write!(file, "#{} {}\n{subject}\n", request.number, request.kind);
+        if let Some(description) = &request.description {
+            let _ = writeln!(file, "({})", clean(redactor, description, 4096));
+        }
+        if let Some(diff) = &request.diff {
+            let _ = writeln!(file, "{}", clean(redactor, diff, MAX_TEXT_BYTES));
+        }
+        file.push('\n');
+        match states.get(&request.number) {
+            Some((settlement, at)) => {
+                value.push('\n');
+                value.push_str(&settlement_text(settlement, *at));
+            }
+            None => open.push(request),
+        }
+        let agent = request.agent.as_deref().map_or_else(
+            || "main agent".to_owned(),
+            |a| format!("subagent {}", escape_markdown(&clean(redactor, a, 200))),
+        );
+        let name = format!(
+            "#{} · {} · {agent}",
+            request.number,
+            escape_markdown(&clean(redactor, &request.kind, 64))
+        );
+        fields.push(field(
+            &truncate(&name, 250).0,
+            truncate(&value, 1000).0,
+            false,
+        ));
+    }
+    let deadline = requests
+        .iter()
+        .map(|r| r.deadline_wall)
+        .min()
+        .map_or(0, unix);
+    let description = if open.is_empty() {
+        "All decided.".to_owned()
+    } else {
+        format!("{} open · first deadline <t:{deadline}:R>. Choose requests in a menu, or decide all at once.", open.len())
+    };
+    let components = group_components(group, &open, redactor, nonce);
+    let first = requests.first().map_or(group, |r| r.number);
+    let last = requests.last().map_or(group, |r| r.number);
+    let colour = if open.is_empty() { NEUTRAL } else { PENDING };
+    let files = vec![Attachment {
+        filename: format!("requests-{first}-{last}.txt"),
+        content: file.into_bytes(),
+    }];
+    let payload = json!({
+        "embeds": [{
+            "title": format!("{} requests: #{first}–#{last}", requests.len()),
+            "description": description,
+            "color": colour,
+            "fields": fields,
+        }],
+        "components": components,
+        "allowed_mentions": no_mentions(),
+        "attachments": [{ "id": 0, "filename": files[0].filename }],
+    });
+    Rendered { payload, files }
+}
+
+/// The menus and buttons of a group message for its `open` requests.
+fn group_components(group: u32, open: &[&Request], redactor: &Redactor, nonce: &Nonce) -> Value {
+    if open.is_empty() {
+        return json!([]);
+    }
+    let options: Vec<Value> = open
+        .iter()
+        .map(|r| {
+            let label = truncate(
+                &format!(
+                    "#{} {}",
+                    r.number,
+                    clean(redactor, r.subject(), 200).replace('\n', " ")
+                ),
+                95,
+            )
+            .0;
+            json!({ "label": label, "value": r.number.to_string() })
+        })
+        .collect();
+    let select = |action: Action, placeholder: &str| {
+        json!({ "type": 1, "components": [{
+            "type": 3,
+            "custom_id": encode(nonce, group, action),
+            "placeholder": placeholder,
+            "min_values": 1,
+            "max_values": options.len(),
+            "options": options,
+        }]})
+    };
+    json!([
+        select(Action::ApproveSelected, "Approve…"),
+        select(Action::DenySelected, "Deny…"),
+        { "type": 1, "components": [
+            { "type": 2, "style": 3, "label": format!("Approve all {}", open.len()), "custom_id": encode(nonce, group, Action::ApproveAll) },
+            { "type": 2, "style": 4, "label": format!("Deny all {}", open.len()), "custom_id": encode(nonce, group, Action::DenyAll) },
+        ]},
+    ])
+}
+
+/// The edit of a group message after some of its requests settled.
+#[must_use]
+pub fn group_edit(
+    group: u32,
+    requests: &[Request],
+    states: &BTreeMap<u32, (Settlement, SystemTime)>,
+    redactor: &Redactor,
+    nonce: &Nonce,
+) -> Value {
+    let mut payload = group_message(group, requests, states, redactor, nonce).payload;
+    if let Some(map) = payload.as_object_mut() {
+        map.remove("attachments");
+    }
+    payload
 }
 
 fn run_fields(info: &RunInfo, redactor: &Redactor) -> Vec<Value> {
@@ -615,6 +774,32 @@ mod tests {
             "thread": thread_name(&info(), &red),
             "modal": reason_modal(&nonce(), 3),
         }));
+    }
+
+    #[test]
+    fn group_of_requests() {
+        let requests: Vec<Request> = (5..9)
+            .map(|n| {
+                let mut r = request();
+                r.number = n;
+                r.command = Some(format!("make target{n}"));
+                r
+            })
+            .collect();
+        let mut states = BTreeMap::new();
+        let red = Redactor::default();
+        let open = group_message(5, &requests, &states, &red, &nonce());
+        assert_eq!(open.files.len(), 1);
+        states.insert(6, (Settlement::Approved { by: user() }, at(1_800_000_100)));
+        let partly = group_edit(5, &requests, &states, &red, &nonce());
+        for n in [5, 7, 8] {
+            states.insert(n, (Settlement::Expired, at(1_800_000_200)));
+        }
+        let done = group_edit(5, &requests, &states, &red, &nonce());
+        assert_eq!(done["components"], json!([]));
+        insta::assert_json_snapshot!(
+            json!({ "open": open.payload, "partly": partly, "done": done })
+        );
     }
 
     #[test]

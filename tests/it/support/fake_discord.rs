@@ -2,7 +2,7 @@
 //! websocket, complete enough for serenity 0.12 and gatekeep.
 //!
 //! serenity silently drops a gateway event whose payload lacks a field it
-//! requires, so every READY and INTERACTION_CREATE this fake sends is first
+//! requires, so every `READY` and `INTERACTION_CREATE` this fake sends is first
 //! deserialized into serenity's own type here (a test panics instead of
 //! waiting for an event that was never delivered), and tests prove each
 //! dispatched click was received by waiting for its acknowledgement.
@@ -66,7 +66,12 @@ pub struct Member {
 
 impl Member {
     pub fn new(user_id: u64) -> Self {
-        Self { user_id, name: format!("user{user_id}"), roles: Vec::new(), permissions: 0 }
+        Self {
+            user_id,
+            name: format!("user{user_id}"),
+            roles: Vec::new(),
+            permissions: 0,
+        }
     }
     pub fn roles(mut self, roles: &[u64]) -> Self {
         self.roles = roles.to_vec();
@@ -156,10 +161,15 @@ fn user_json(id: u64, name: &str, bot: bool) -> Value {
 
 impl FakeDiscord {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake discord");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake discord");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner { next_id: 900_000, ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                next_id: 900_000,
+                ..Inner::default()
+            }),
             changed: Notify::new(),
             addr,
         });
@@ -168,7 +178,9 @@ impl FakeDiscord {
             .fallback(rest)
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake discord server");
+            axum::serve(listener, app)
+                .await
+                .expect("fake discord server");
         });
         Self { shared, server }
     }
@@ -189,7 +201,13 @@ impl FakeDiscord {
 
     /// The next `count` REST requests whose path contains `path_contains`
     /// get `status` (with `Retry-After` when given, for 429).
-    pub fn fail_next(&self, count: u32, status: u16, retry_after: Option<f64>, path_contains: &str) {
+    pub fn fail_next(
+        &self,
+        count: u32,
+        status: u16,
+        retry_after: Option<f64>,
+        path_contains: &str,
+    ) {
         self.shared.lock().faults.push_back(Fault {
             status,
             retry_after,
@@ -215,7 +233,14 @@ impl FakeDiscord {
     }
 
     pub fn messages_in(&self, channel_id: u64) -> Vec<StoredMessage> {
-        let mut v: Vec<_> = self.shared.lock().messages.values().filter(|m| m.channel_id == channel_id).cloned().collect();
+        let mut v: Vec<_> = self
+            .shared
+            .lock()
+            .messages
+            .values()
+            .filter(|m| m.channel_id == channel_id)
+            .cloned()
+            .collect();
         v.sort_by_key(|m| m.id);
         v
     }
@@ -236,12 +261,20 @@ impl FakeDiscord {
     pub fn close_gateway(&self) {
         let mut inner = self.shared.lock();
         if let Some(tx) = inner.gateway.take() {
-            let _ = tx.send(Message::Close(Some(CloseFrame { code: 4000, reason: "fake: closed by test".into() })));
+            let _ = tx.send(Message::Close(Some(CloseFrame {
+                code: 4000,
+                reason: "fake: closed by test".into(),
+            })));
         }
     }
 
     /// Waits until `check` holds, at most `timeout`; panics with `what`.
-    pub async fn wait_until<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut(&FakeDiscord) -> Option<T>) -> T {
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&FakeDiscord) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
@@ -258,10 +291,21 @@ impl FakeDiscord {
     }
 
     /// Waits for a message in `channel_id` whose JSON contains `needle`.
-    pub async fn wait_message(&self, channel_id: u64, needle: &str, timeout: Duration) -> StoredMessage {
-        self.wait_until(&format!("a message containing {needle:?} in {channel_id}"), timeout, |f| {
-            f.messages_in(channel_id).into_iter().find(|m| m.payload.to_string().contains(needle))
-        })
+    pub async fn wait_message(
+        &self,
+        channel_id: u64,
+        needle: &str,
+        timeout: Duration,
+    ) -> StoredMessage {
+        self.wait_until(
+            &format!("a message containing {needle:?} in {channel_id}"),
+            timeout,
+            |f| {
+                f.messages_in(channel_id)
+                    .into_iter()
+                    .find(|m| m.payload.to_string().contains(needle))
+            },
+        )
         .await
     }
 
@@ -271,11 +315,24 @@ impl FakeDiscord {
     pub async fn wait_ack(&self, interaction_id: u64, timeout: Duration) -> (Value, Duration) {
         let needle = format!("/interactions/{interaction_id}/");
         let (body, at) = self
-            .wait_until(&format!("the acknowledgement of interaction {interaction_id}"), timeout, |f| {
-                f.requests().into_iter().find(|r| r.path.contains(&needle)).map(|r| (r.body, r.at))
-            })
+            .wait_until(
+                &format!("the acknowledgement of interaction {interaction_id}"),
+                timeout,
+                |f| {
+                    f.requests()
+                        .into_iter()
+                        .find(|r| r.path.contains(&needle))
+                        .map(|r| (r.body, r.at))
+                },
+            )
             .await;
-        let dispatched = self.shared.lock().dispatched.get(&interaction_id).copied().expect("dispatched");
+        let dispatched = self
+            .shared
+            .lock()
+            .dispatched
+            .get(&interaction_id)
+            .copied()
+            .expect("dispatched");
         (body, at.duration_since(dispatched))
     }
 
@@ -300,12 +357,50 @@ impl FakeDiscord {
 
     /// Waits until the gateway is connected and identified (or resumed).
     pub async fn wait_gateway(&self, timeout: Duration) {
-        self.wait_until("a live gateway connection", timeout, |f| f.shared.lock().gateway.as_ref().map(|_| ())).await;
+        self.wait_until("a live gateway connection", timeout, |f| {
+            f.shared.lock().gateway.as_ref().map(|_| ())
+        })
+        .await;
     }
 
     /// Clicks button `custom_id` of message `message_id` as `member`, in
     /// `channel_id`. Returns (interaction id, interaction token).
-    pub fn click(&self, message_id: u64, custom_id: &str, member: &Member, channel_id: u64) -> (u64, String) {
+    pub fn click(
+        &self,
+        message_id: u64,
+        custom_id: &str,
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
+        self.component(
+            message_id,
+            &json!({ "custom_id": custom_id, "component_type": 2 }),
+            member,
+            channel_id,
+        )
+    }
+
+    /// Chooses `values` in the string select `custom_id` of message
+    /// `message_id`.
+    pub fn select(
+        &self,
+        message_id: u64,
+        custom_id: &str,
+        values: &[&str],
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
+        let data = json!({ "custom_id": custom_id, "component_type": 3, "values": values });
+        self.component(message_id, &data, member, channel_id)
+    }
+
+    fn component(
+        &self,
+        message_id: u64,
+        data: &Value,
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
         let (id, token) = self.new_interaction();
         let message = json!({
             "id": message_id.to_string(),
@@ -328,7 +423,7 @@ impl FakeDiscord {
             "id": id.to_string(),
             "application_id": APPLICATION_ID.to_string(),
             "type": 3,
-            "data": { "custom_id": custom_id, "component_type": 2 },
+            "data": data,
             "guild_id": GUILD_ID.to_string(),
             "channel_id": channel_id.to_string(),
             "member": member_json(member),
@@ -343,12 +438,18 @@ impl FakeDiscord {
             "context": 0,
             "attachment_size_limit": 10_485_760,
         });
-        self.dispatch_interaction(id, d);
+        self.dispatch_interaction(id, &d);
         (id, token)
     }
 
     /// Submits the modal `custom_id` with `reason` as `member`.
-    pub fn submit_modal(&self, custom_id: &str, reason: &str, member: &Member, channel_id: u64) -> (u64, String) {
+    pub fn submit_modal(
+        &self,
+        custom_id: &str,
+        reason: &str,
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
         let (id, token) = self.new_interaction();
         let d = json!({
             "id": id.to_string(),
@@ -371,7 +472,7 @@ impl FakeDiscord {
             "context": 0,
             "attachment_size_limit": 10_485_760,
         });
-        self.dispatch_interaction(id, d);
+        self.dispatch_interaction(id, &d);
         (id, token)
     }
 
@@ -382,14 +483,17 @@ impl FakeDiscord {
         (id, format!("itoken{id}"))
     }
 
-    fn dispatch_interaction(&self, id: u64, d: Value) {
+    fn dispatch_interaction(&self, id: u64, d: &Value) {
         // Proves the payload is complete: serenity would drop it silently.
         if let Err(e) = serde_json::from_value::<serenity::all::Interaction>(d.clone()) {
             panic!("fake discord: serenity cannot read this interaction: {e}\n{d:#}");
         }
         let mut inner = self.shared.lock();
         inner.dispatched.insert(id, Instant::now());
-        let tx = inner.gateway.clone().expect("fake discord: no gateway connection to dispatch on");
+        let tx = inner
+            .gateway
+            .clone()
+            .expect("fake discord: no gateway connection to dispatch on");
         let frame = dispatch_frame(&mut inner, "INTERACTION_CREATE", d);
         tx.send(frame).expect("gateway connection task alive");
     }
@@ -412,9 +516,13 @@ fn member_json(member: &Member) -> Value {
     })
 }
 
-fn dispatch_frame(inner: &mut Inner, t: &str, d: Value) -> Message {
+fn dispatch_frame(inner: &mut Inner, t: &str, d: &Value) -> Message {
     inner.seq += 1;
-    Message::Text(json!({ "op": 0, "s": inner.seq, "t": t, "d": d }).to_string().into())
+    Message::Text(
+        json!({ "op": 0, "s": inner.seq, "t": t, "d": d })
+            .to_string()
+            .into(),
+    )
 }
 
 fn ready_payload(addr: SocketAddr) -> Value {
@@ -469,12 +577,12 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
                             inner.identifies += 1;
                             inner.seq = 0;
                             inner.gateway = Some(tx.clone());
-                            Some(dispatch_frame(&mut inner, "READY", ready_payload(shared.addr)))
+                            Some(dispatch_frame(&mut inner, "READY", &ready_payload(shared.addr)))
                         }
                         Some(6) => {
                             inner.resumes += 1;
                             inner.gateway = Some(tx.clone());
-                            Some(dispatch_frame(&mut inner, "RESUMED", json!({})))
+                            Some(dispatch_frame(&mut inner, "RESUMED", &json!({})))
                         }
                         _ => None,
                     }
@@ -498,7 +606,9 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
 
 /// Splits a multipart body into (name, filename, content) parts.
 fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, Option<String>, Vec<u8>)> {
-    let Some(boundary) = content_type.split("boundary=").nth(1) else { return Vec::new() };
+    let Some(boundary) = content_type.split("boundary=").nth(1) else {
+        return Vec::new();
+    };
     let delimiter = format!("--{}", boundary.trim_matches('"'));
     let mut parts = Vec::new();
     let text = body;
@@ -516,7 +626,9 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, Option<Strin
     for w in positions.windows(2) {
         let part = &text[w[0] + d.len()..w[1]];
         let part = part.strip_prefix(b"\r\n").unwrap_or(part);
-        let Some(split) = part.windows(4).position(|x| x == b"\r\n\r\n") else { continue };
+        let Some(split) = part.windows(4).position(|x| x == b"\r\n\r\n") else {
+            continue;
+        };
         let headers = String::from_utf8_lossy(&part[..split]).to_string();
         let mut content = part[split + 4..].to_vec();
         if content.ends_with(b"\r\n") {
@@ -529,19 +641,38 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, Option<Strin
                 .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
                 .map(|v| v.trim_matches('"').to_owned())
         };
-        parts.push((field("name").unwrap_or_default(), field("filename"), content));
+        parts.push((
+            field("name").unwrap_or_default(),
+            field("filename"),
+            content,
+        ));
     }
     parts
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Every REST call: recorded, faults applied, then answered.
-async fn rest(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn rest(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let (body_json, files) = if content_type.starts_with("multipart/") {
         let mut payload = Value::Null;
         let mut files = Vec::new();
@@ -554,10 +685,14 @@ async fn rest(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, heade
         }
         (payload, files)
     } else {
-        (serde_json::from_slice(&body).unwrap_or(Value::Null), Vec::new())
+        (
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+            Vec::new(),
+        )
     };
     let mut inner = shared.lock();
-    let (status, response, extra_headers) = answer(&mut inner, shared.addr, &method, &path, &body_json);
+    let (status, response, extra_headers) =
+        answer(&mut inner, shared.addr, &method, &path, &body_json);
     inner.requests.push(Recorded {
         method: method.to_string(),
         path,
@@ -565,7 +700,10 @@ async fn rest(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, heade
         files,
         at: Instant::now(),
         status: status.as_u16(),
-        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     drop(inner);
     shared.bump();
@@ -575,16 +713,29 @@ async fn rest(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, heade
         json_response(status, &response)
     };
     for (k, v) in extra_headers {
-        resp.headers_mut().insert(k, HeaderValue::from_str(&v).expect("header value"));
+        resp.headers_mut()
+            .insert(k, HeaderValue::from_str(&v).expect("header value"));
     }
     resp
 }
 
 type Answer = (StatusCode, Value, Vec<(&'static str, String)>);
 
-fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body: &Value) -> Answer {
+/// The route table of the fake: long, but one flat match reads best.
+#[allow(clippy::too_many_lines)]
+fn answer(
+    inner: &mut Inner,
+    addr: SocketAddr,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) -> Answer {
     // Injected faults first.
-    if let Some(pos) = inner.faults.iter().position(|f| path.contains(&f.path_contains) && f.remaining > 0) {
+    if let Some(pos) = inner
+        .faults
+        .iter()
+        .position(|f| path.contains(&f.path_contains) && f.remaining > 0)
+    {
         let fault = &mut inner.faults[pos];
         fault.remaining -= 1;
         let status = StatusCode::from_u16(fault.status).expect("status");
@@ -610,12 +761,19 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
                 rl.window_start = now;
                 rl.used = 0;
             }
-            let reset_after = rl.window.saturating_sub(now.duration_since(rl.window_start)).as_secs_f64();
+            let reset_after = rl
+                .window
+                .saturating_sub(now.duration_since(rl.window_start))
+                .as_secs_f64();
             if rl.used >= rl.limit {
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     json!({ "message": "You are being rate limited.", "retry_after": reset_after, "global": false }),
-                    vec![("retry-after", format!("{}", reset_after.ceil())), ("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset-after", format!("{reset_after:.3}"))],
+                    vec![
+                        ("retry-after", format!("{}", reset_after.ceil())),
+                        ("x-ratelimit-remaining", "0".into()),
+                        ("x-ratelimit-reset-after", format!("{reset_after:.3}")),
+                    ],
                 );
             }
             rl.used += 1;
@@ -627,9 +785,13 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
     let segments: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
     let ok = |v: Value| -> Answer { (StatusCode::OK, v, Vec::new()) };
     let (status, value, _) = match (method.as_str(), segments.as_slice()) {
-        ("GET", ["gateway"]) | ("GET", ["gateway", "bot"]) => {
+        ("GET", ["gateway"] | ["gateway", "bot"]) => {
             if let Some(status) = inner.gateway_lookup_status {
-                (StatusCode::from_u16(status).expect("status"), json!({ "message": "fake: gateway lookup fails", "code": 0 }), Vec::new())
+                (
+                    StatusCode::from_u16(status).expect("status"),
+                    json!({ "message": "fake: gateway lookup fails", "code": 0 }),
+                    Vec::new(),
+                )
             } else {
                 ok(json!({
                     "url": format!("ws://{addr}/gateway"),
@@ -639,12 +801,22 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
             }
         }
         ("GET", ["users", "@me"]) => ok(user_json(BOT_USER_ID, "gatekeep", true)),
-        ("GET", ["channels", id]) => ok(json!({ "id": id, "type": 0, "guild_id": GUILD_ID.to_string(), "name": "approvals" })),
+        ("GET", ["channels", id]) => ok(
+            json!({ "id": id, "type": 0, "guild_id": GUILD_ID.to_string(), "name": "approvals" }),
+        ),
         ("POST", ["channels", channel, "messages"]) => {
             let channel_id: u64 = channel.parse().unwrap_or(0);
             inner.next_id += 1;
             let id = inner.next_id;
-            inner.messages.insert(id, StoredMessage { id, channel_id, payload: body.clone(), edits: 0 });
+            inner.messages.insert(
+                id,
+                StoredMessage {
+                    id,
+                    channel_id,
+                    payload: body.clone(),
+                    edits: 0,
+                },
+            );
             ok(message_json(id, channel_id, body))
         }
         ("PATCH", ["channels", channel, "messages", mid]) => {
@@ -652,7 +824,9 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
             let id: u64 = mid.parse().unwrap_or(0);
             match inner.messages.get_mut(&id) {
                 Some(m) if m.channel_id == channel_id => {
-                    if let (Some(stored), Some(update)) = (m.payload.as_object_mut(), body.as_object()) {
+                    if let (Some(stored), Some(update)) =
+                        (m.payload.as_object_mut(), body.as_object())
+                    {
                         for (k, v) in update {
                             stored.insert(k.clone(), v.clone());
                         }
@@ -661,7 +835,11 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
                     let payload = m.payload.clone();
                     ok(message_json(id, channel_id, &payload))
                 }
-                _ => (StatusCode::NOT_FOUND, json!({ "message": "Unknown Message", "code": 10008 }), Vec::new()),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "message": "Unknown Message", "code": 10008 }),
+                    Vec::new(),
+                ),
             }
         }
         ("POST", ["channels", channel, "messages", _mid, "threads"]) => {
@@ -676,13 +854,20 @@ fn answer(inner: &mut Inner, addr: SocketAddr, method: &Method, path: &str, body
                 "owner_id": BOT_USER_ID.to_string(),
             }))
         }
-        ("POST", ["interactions", _id, _token, "callback"]) => (StatusCode::NO_CONTENT, Value::Null, Vec::new()),
-        ("PATCH", ["webhooks", _app, _token, "messages", "@original"]) | ("POST", ["webhooks", _app, _token]) => {
+        ("POST", ["interactions", _id, _token, "callback"]) => {
+            (StatusCode::NO_CONTENT, Value::Null, Vec::new())
+        }
+        ("PATCH", ["webhooks", _app, _token, "messages", "@original"])
+        | ("POST", ["webhooks", _app, _token]) => {
             inner.next_id += 1;
             let id = inner.next_id;
             ok(message_json(id, 0, body))
         }
-        _ => (StatusCode::NOT_FOUND, json!({ "message": "fake: no such route", "code": 0 }), Vec::new()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            json!({ "message": "fake: no such route", "code": 0 }),
+            Vec::new(),
+        ),
     };
     (status, value, headers)
 }
