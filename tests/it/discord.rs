@@ -443,6 +443,17 @@ async fn unauthorized_click_changes_nothing_then_listed_user_and_role_decide() {
             .contains("Not authorized"),
         "{ack}"
     );
+    let who = h
+        .wait_notice("Refused", |notice| match notice {
+            Notice::Refused {
+                number: Some(r),
+                actor,
+                ..
+            } if *r == n => Some(actor.id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(who, "8", "the refused click is recorded for the audit log");
     assert!(h.replies.for_id(&id).is_empty());
     assert!(decision_field(&h.message_of(n).await.payload).is_empty());
 

@@ -489,6 +489,17 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             Refusal::NotApprover => "Not authorized: you are not an approver for this run.",
         };
         report_ack(ack(render::ephemeral(text)).await);
+        // Recorded for the audit log; changes nothing.
+        let number = match click.action {
+            Action::ApproveSelected
+            | Action::DenySelected
+            | Action::ApproveAll
+            | Action::DenyAll => None,
+            _ => Some(click.number),
+        };
+        ctx.decider
+            .refused(number, click.actor.clone(), text.to_owned())
+            .await;
         return;
     }
     let single = match click.action {
