@@ -1,1 +1,533 @@
-//! e2e scenarios
+//! End-to-end against the real OpenCode 1.18.33 with a scripted fake LLM,
+//! entirely on loopback (`support::real_opencode`, `support::fake_llm`).
+//!
+//! Two groups:
+//! - `server_*`: plain HTTP against `opencode serve`, no gatekeep. They pin
+//!   the protocol facts gatekeep relies on (docs/opencode-facts.md), so an
+//!   OpenCode upgrade that changes them fails here, by name.
+//! - `gatekeep_*`: the real `gatekeep` binary at a pseudo-terminal
+//!   supervising the real OpenCode.
+//!
+//! Every test holds a [`slot`] (at most two OpenCode servers at once on the
+//! 2-core CI machine) and bounds every wait.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::support::fake_llm::FakeLlm;
+use crate::support::gatekeep::Gatekeep;
+use crate::support::real_opencode::{processes_mentioning, slot, Options, RealOpencode, Serve, MODEL, PROVIDER};
+
+/// Bound on one step of a run against the real server (an LLM round trip,
+/// a permission arriving, a session going idle).
+const STEP: Duration = Duration::from_secs(30);
+
+/// A minimal OpenCode API client for the `server_*` tests.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    dir: String,
+    password: String,
+}
+
+impl Client {
+    fn new(serve: &Serve, oc: &RealOpencode, password: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
+            base: serve.base.clone(),
+            dir: oc.dir().to_string_lossy().into_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .query(&[("directory", &self.dir)])
+            .basic_auth("opencode", Some(&self.password))
+            .json(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("POST to opencode");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("response body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .query(&[("directory", &self.dir)])
+            .basic_auth("opencode", Some(&self.password))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("GET from opencode")
+            .json()
+            .await
+            .expect("json body")
+    }
+
+    /// Open `/event` and return its events once `server.connected` arrived.
+    async fn events(&self) -> Events {
+        let resp = self
+            .http
+            .get(self.url("/event"))
+            .query(&[("directory", &self.dir)])
+            .basic_auth("opencode", Some(&self.password))
+            .send()
+            .await
+            .expect("open /event");
+        assert_eq!(resp.status().as_u16(), 200);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut bytes = resp.bytes_stream();
+            let mut buf = Vec::new();
+            while let Some(Ok(chunk)) = bytes.next().await {
+                buf.extend_from_slice(&chunk);
+                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    if let Some(data) = line.trim_end().strip_prefix("data:") {
+                        if let Ok(event) = serde_json::from_str::<Value>(data.trim()) {
+                            if tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut events = Events { rx, seen: Vec::new() };
+        events.wait("server.connected", |_| true).await;
+        events
+    }
+
+    async fn create_session(&self, body: &Value) -> String {
+        let (status, info) = self.post("/session", body).await;
+        assert_eq!(status, 200, "POST /session: {info}");
+        info["id"].as_str().expect("session id").to_owned()
+    }
+
+    async fn prompt(&self, session: &str, text: &str) {
+        let body = json!({
+            "parts": [{ "type": "text", "text": text }],
+            "model": { "providerID": PROVIDER, "modelID": MODEL },
+            "agent": "build",
+        });
+        let (status, _) = self.post(&format!("/session/{session}/prompt_async"), &body).await;
+        assert_eq!(status, 204, "prompt_async");
+    }
+
+    async fn reply(&self, request: &str, body: &Value) {
+        let (status, answer) = self.post(&format!("/permission/{request}/reply"), body).await;
+        assert_eq!((status, answer), (200, json!(true)), "reply to {request}");
+    }
+}
+
+/// The event stream, with everything already received kept for asserts.
+struct Events {
+    rx: mpsc::UnboundedReceiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Events {
+    /// The next event of `kind` whose properties satisfy `pred`.
+    async fn wait(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} event in {STEP:?}; seen: {:?}", self.kinds()))
+                .unwrap_or_else(|| panic!("event stream ended before {kind}"));
+            self.seen.push(event.clone());
+            if event["type"] == kind && pred(&event["properties"]) {
+                return event["properties"].clone();
+            }
+        }
+    }
+
+    async fn idle(&mut self, session: &str) {
+        self.wait("session.idle", |p| p["sessionID"] == session).await;
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .filter(|k| !k.starts_with("message.") && *k != "plugin.added")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn all(&self, kind: &str) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["properties"].clone())
+            .collect()
+    }
+}
+
+const PASSWORD: &str = "e2e-test-password-not-secret";
+
+/// A real server for `oc`, a client and its open event stream.
+async fn connect(oc: &RealOpencode) -> (Serve, Client, Events) {
+    let serve = oc.serve(PASSWORD);
+    eprintln!("opencode serve ready after {:?}", serve.ready_after);
+    let client = Client::new(&serve, oc, PASSWORD);
+    let events = client.events().await;
+    (serve, client, events)
+}
+
+#[tokio::test]
+async fn server_asks_for_bash_and_a_deny_reason_reaches_the_model() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let (_serve, client, mut events) = connect(&oc).await;
+    let root = client.create_session(&json!({})).await;
+
+    client.prompt(&root, "BASH<touch approved.txt>").await;
+    let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+    assert_eq!(asked["permission"], "bash");
+    assert_eq!(asked["metadata"]["command"], "touch approved.txt");
+    assert!(!oc.dir().join("approved.txt").exists(), "ran before approval");
+    client.reply(asked["id"].as_str().expect("id"), &json!({ "reply": "once" })).await;
+    events.idle(&root).await;
+    assert!(oc.dir().join("approved.txt").exists(), "approved command did not run");
+
+    client.prompt(&root, "BASH<touch denied.txt>").await;
+    let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+    let reason = "use the other file, please";
+    client
+        .reply(asked["id"].as_str().expect("id"), &json!({ "reply": "reject", "message": reason }))
+        .await;
+    events.idle(&root).await;
+    assert!(!oc.dir().join("denied.txt").exists(), "denied command ran");
+    let told = llm.tool_results();
+    assert!(
+        told.iter().any(|t| t.contains(reason)),
+        "the deny reason never reached the model; tool results: {told:?}"
+    );
+    // Title generation answered too (the fake saw a request without tools).
+    assert!(llm.requests().len() > llm.agent_requests().len());
+}
+
+/// The per-session ruleset does not reach subagents (the `task` tool keeps
+/// only `deny` and `external_directory` rules of the parent); the
+/// `OPENCODE_PERMISSION` environment of the server does, even over a
+/// workspace config that allows.
+#[tokio::test]
+async fn server_gate_reaches_subagents_only_through_opencode_permission() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let allow = Options {
+        permission: json!({ "bash": "allow" }),
+        ..Options::default()
+    };
+    let Some(oc) = RealOpencode::with(&llm, allow.clone()) else { return };
+    {
+        let (_serve, client, mut events) = connect(&oc).await;
+        let ruleset = json!({ "permission": [{ "permission": "bash", "pattern": "*", "action": "ask" }] });
+        let root = client.create_session(&ruleset).await;
+        client.prompt(&root, "TASK<BASH[touch by_sub_unasked.txt]>").await;
+        let child = events.wait("session.created", |p| p["info"]["parentID"] == root).await;
+        assert_eq!(child["info"]["agent"], "general");
+        assert_eq!(child["info"]["title"], "sub job (@general subagent)");
+        events.idle(&root).await;
+        assert!(
+            events.all("permission.asked").is_empty(),
+            "OpenCode now passes ask rules to subagents: gatekeep's --gate can rely on the session ruleset"
+        );
+        assert!(oc.dir().join("by_sub_unasked.txt").exists());
+    }
+
+    let gated = Options {
+        env: vec![("OPENCODE_PERMISSION".to_owned(), json!({ "bash": "ask" }).to_string())],
+        ..allow
+    };
+    let Some(oc) = RealOpencode::with(&llm, gated) else { return };
+    let (_serve, client, mut events) = connect(&oc).await;
+    let root = client.create_session(&json!({})).await;
+    client.prompt(&root, "TASK<BASH[touch by_sub.txt]>").await;
+    let child = events.wait("session.created", |p| p["info"]["parentID"] == root).await;
+    let child_id = child["sessionID"].as_str().expect("child id").to_owned();
+    let asked = events.wait("permission.asked", |_| true).await;
+    assert_eq!(asked["sessionID"], child_id.as_str(), "the ask came from the subagent's session");
+    assert_eq!(asked["metadata"]["command"], "touch by_sub.txt");
+    assert!(!oc.dir().join("by_sub.txt").exists());
+    client.reply(asked["id"].as_str().expect("id"), &json!({ "reply": "once" })).await;
+    events.idle(&root).await;
+    assert!(oc.dir().join("by_sub.txt").exists());
+}
+
+/// A reject with a message still rejects the session's other pending
+/// requests, and then the agent loop stops: the model is not called again.
+#[tokio::test]
+async fn server_reject_with_message_cascades_to_parallel_requests() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let (_serve, client, mut events) = connect(&oc).await;
+    let root = client.create_session(&json!({})).await;
+    client.prompt(&root, "BASH<touch p1> BASH<touch p2> BASH<touch p3>").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+        ids.push(asked["id"].as_str().expect("id").to_owned());
+    }
+    let pending = client.get("/permission").await;
+    assert_eq!(pending.as_array().map(Vec::len), Some(3), "{pending}");
+    client
+        .reply(&ids[1], &json!({ "reply": "reject", "message": "not this one" }))
+        .await;
+    for _ in 0..3 {
+        let replied = events.wait("permission.replied", |p| p["sessionID"] == root).await;
+        assert_eq!(replied["reply"], "reject");
+    }
+    events.idle(&root).await;
+    for f in ["p1", "p2", "p3"] {
+        assert!(!oc.dir().join(f).exists(), "{f} ran");
+    }
+    assert_eq!(client.get("/permission").await, json!([]));
+    assert_eq!(llm.agent_requests().len(), 1, "the model was called again after the cascade");
+}
+
+// ---------------------------------------------------------------------------
+// gatekeep against the real OpenCode, approvals at a pseudo-terminal.
+
+/// Bound on gatekeep showing something (OpenCode start-up included).
+const SHOW: Duration = Duration::from_secs(45);
+
+async fn expect(gk: &Gatekeep, text: &str) {
+    let start = Instant::now();
+    while !gk.screen().contains(text) {
+        assert!(
+            start.elapsed() < SHOW,
+            "gatekeep never showed {text:?}; screen so far:\n{}",
+            gk.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// gatekeep at a terminal running `message` in `oc`'s workspace.
+fn gatekeep(oc: &RealOpencode, args: &[&str], message: &str) -> Gatekeep {
+    let dir = oc.dir().to_str().expect("utf-8 workspace");
+    let mut all = vec!["--dir", dir];
+    all.extend_from_slice(args);
+    let model = RealOpencode::model();
+    let tail = ["run", "-m", model.as_str(), message];
+    Gatekeep::at_terminal(&all, oc.bin(), &tail, &oc.env_pairs())
+}
+
+/// After gatekeep exited: no process it started is left in the workspace.
+async fn assert_no_opencode_left(oc: &RealOpencode) {
+    let needle = oc.dir().to_string_lossy().into_owned();
+    let start = Instant::now();
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "processes left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn gatekeep_approve_runs_the_command() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "BASH<touch approved.txt>");
+    expect(&gk, "touch approved.txt").await;
+    assert!(!oc.dir().join("approved.txt").exists());
+    gk.type_line("a");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(oc.dir().join("approved.txt").exists(), "{}", gk.screen());
+    assert!(gk.stdout().contains("after tools"), "stdout: {}", gk.stdout());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_deny_with_reason_reaches_the_model_and_nothing_runs() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "BASH<touch denied.txt>");
+    expect(&gk, "touch denied.txt").await;
+    gk.type_line("r");
+    expect(&gk, "reason").await;
+    gk.type_line("not in this repository");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(!oc.dir().join("denied.txt").exists());
+    assert!(
+        llm.tool_results().iter().any(|t| t.contains("not in this repository")),
+        "reason not in the model's next request: {:?}",
+        llm.tool_results()
+    );
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_plain_deny_does_not_run() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "BASH<touch denied.txt>");
+    expect(&gk, "touch denied.txt").await;
+    gk.type_line("d");
+    let code = gk.exit_code().await;
+    assert!(!oc.dir().join("denied.txt").exists());
+    assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_unanswered_request_is_denied_at_its_deadline() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &["--approval-timeout", "2s"], "BASH<touch late.txt>");
+    expect(&gk, "touch late.txt").await;
+    let code = gk.exit_code().await;
+    assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+    assert!(!oc.dir().join("late.txt").exists());
+    let told = llm.tool_results();
+    assert!(
+        told.iter().any(|t| t.contains("approval deadline")) || llm.agent_requests().len() == 1,
+        "{told:?}"
+    );
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_run_timeout_exits_124_and_leaves_nothing() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &["--timeout", "20s"], "BASH<touch never.txt>");
+    expect(&gk, "touch never.txt").await;
+    assert_eq!(gk.exit_code().await, 124, "{}", gk.screen());
+    assert!(!oc.dir().join("never.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_sigterm_while_pending_exits_143_and_nothing_ran() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "BASH<touch never.txt>");
+    expect(&gk, "touch never.txt").await;
+    gk.signal(Signal::SIGTERM);
+    assert_eq!(gk.exit_code().await, 143, "{}", gk.screen());
+    assert!(!oc.dir().join("never.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_three_parallel_calls_one_denied_all_settled_none_ran() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "BASH<touch p1> BASH<touch p2> BASH<touch p3>");
+    expect(&gk, "touch p1").await;
+    expect(&gk, "touch p2").await;
+    expect(&gk, "touch p3").await;
+    gk.type_line("d 2");
+    let code = gk.exit_code().await;
+    assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+    for f in ["p1", "p2", "p3"] {
+        assert!(!oc.dir().join(f).exists(), "{f} ran");
+    }
+    assert!(gk.screen().contains("0 approved, 3 denied"), "{}", gk.screen());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_subagent_request_is_gated_and_labelled() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let mut gk = gatekeep(&oc, &[], "TASK<BASH[touch by_sub.txt]>");
+    expect(&gk, "touch by_sub.txt").await;
+    assert!(gk.screen().contains("(subagent: "), "not labelled: {}", gk.screen());
+    assert!(!oc.dir().join("by_sub.txt").exists());
+    gk.type_line("a");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(oc.dir().join("by_sub.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_edit_request_shows_its_diff() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let path = oc.dir().join("notes.txt");
+    let message = format!("WRITE<{}|hello from the agent>", path.display());
+    let mut gk = gatekeep(&oc, &[], &message);
+    expect(&gk, "+hello from the agent").await;
+    gk.type_line("a");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("written"),
+        "hello from the agent"
+    );
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_gate_bash_gates_where_the_config_allows() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let allow = Options {
+        permission: json!({ "bash": "allow" }),
+        ..Options::default()
+    };
+    let Some(oc) = RealOpencode::with(&llm, allow) else { return };
+    let mut gk = gatekeep(
+        &oc,
+        &["--gate", "bash"],
+        "BASH<touch root.txt> TASK<BASH[touch sub.txt]>",
+    );
+    expect(&gk, "touch root.txt").await;
+    expect(&gk, "touch sub.txt").await;
+    assert!(!oc.dir().join("root.txt").exists(), "the root's bash ran ungated");
+    assert!(!oc.dir().join("sub.txt").exists(), "the subagent's bash ran ungated");
+    let screen = gk.screen();
+    let (root, sub) = (number_of(&screen, "touch root.txt"), number_of(&screen, "touch sub.txt"));
+    gk.type_line(&format!("a {root}"));
+    gk.type_line(&format!("a {sub}"));
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(oc.dir().join("root.txt").exists());
+    assert!(oc.dir().join("sub.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}
+
+/// The request number shown for the request whose command is `command`.
+fn number_of(screen: &str, command: &str) -> u32 {
+    let at = screen
+        .find(&format!("command: {command}"))
+        .unwrap_or_else(|| panic!("{command} not shown: {screen}"));
+    let head = &screen[..at];
+    let start = head.rfind("[#").expect("a request header before the command") + 2;
+    let end = start + head[start..].find(']').expect("closing bracket");
+    head[start..end].parse().expect("request number")
+}
