@@ -363,3 +363,168 @@ fn every_run_option_has_an_environment_variable_shown_in_help() {
         assert!(help.contains(var), "--help does not show {var}:\n{help}");
     }
 }
+
+/// A stand-in OpenCode for doctor: answers `--version` like the real one.
+fn fake_opencode_binary(dir: &Path, version_output: &str, code: i32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("opencode");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nprintf '%s\\n' '{version_output}'\nexit {code}\n"),
+    )
+    .expect("write script");
+    let mut perms = std::fs::metadata(&path).expect("metadata").permissions();
+    perms.set_mode(0o755);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    path
+}
+
+/// `gatekeep doctor` with `args`, in an environment with only `envs` set
+/// among gatekeep's and OpenCode's variables; (exit code, stdout).
+async fn doctor(args: &[&str], envs: &[(&str, &str)], home: &Path) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatekeep"));
+    cmd.arg("doctor").args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEKEEP_") || key.starts_with("OPENCODE_") || key == "DISCORD_TOKEN" {
+            cmd.env_remove(key);
+        }
+    }
+    // The developer's own global OpenCode config must not leak in.
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"));
+    cmd.envs(envs.iter().copied());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+        .await
+        .expect("doctor finishes")
+        .expect("doctor runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+#[tokio::test]
+async fn doctor_reads_what_the_workspace_gates_and_checks_opencode() {
+    let files = Files::new();
+    let ws = files.path("ws");
+    std::fs::create_dir(&ws).expect("mkdir");
+    let oc = fake_opencode_binary(files.dir.path(), "1.18.33", 0);
+    let (oc, ws_arg) = (oc.to_str().expect("utf-8"), ws.to_str().expect("utf-8"));
+    std::fs::write(
+        ws.join("opencode.jsonc"),
+        "{\n // reviewed\n \"permission\": { \"bash\": \"ask\", \"edit\": \"allow\", },\n}\n",
+    )
+    .expect("write config");
+    let (code, out) = doctor(&["--dir", ws_arg, "--", oc], &[], files.dir.path()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OpenCode 1.18.33"), "{out}");
+    assert!(out.contains("bash ("), "{out}");
+    assert!(out.contains("runs without asking: edit"), "{out}");
+    assert!(!out.contains("warn"), "{out}");
+
+    // Everything allowed by the environment: a warning, still ready.
+    let (code, out) = doctor(
+        &["--dir", ws_arg, "--", oc],
+        &[("OPENCODE_PERMISSION", "\"allow\"")],
+        files.dir.path(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allows everything"), "{out}");
+    // …unless --gate forces the kinds that matter to ask.
+    let (_, out) = doctor(
+        &["--dir", ws_arg, "--gate", "bash", "--", oc],
+        &[("OPENCODE_PERMISSION", "\"allow\"")],
+        files.dir.path(),
+    )
+    .await;
+    assert!(
+        out.contains("bash (--gate)") && !out.contains("warn"),
+        "{out}"
+    );
+
+    // No config at all: OpenCode's defaults gate nothing dangerous.
+    std::fs::remove_file(ws.join("opencode.jsonc")).expect("rm");
+    let (code, out) = doctor(&["--dir", ws_arg, "--", oc], &[], files.dir.path()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing dangerous is gated"), "{out}");
+}
+
+#[tokio::test]
+async fn doctor_fails_with_a_fix_when_opencode_is_missing_or_broken() {
+    let files = Files::new();
+    let missing = files.arg("no-such-opencode");
+    let dir = files.dir.path().to_str().expect("utf-8").to_owned();
+    let (code, out) = doctor(&["--dir", &dir, "--", &missing], &[], files.dir.path()).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("npm i -g opencode-ai"),
+        "{out}"
+    );
+
+    let broken = fake_opencode_binary(files.dir.path(), "boom", 1);
+    let (code, out) = doctor(
+        &["--dir", &dir, "--", broken.to_str().expect("utf-8")],
+        &[],
+        files.dir.path(),
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_bot_token_gateway_channel_and_permissions() {
+    use crate::support::fake_discord::{FakeDiscord, NEEDED_PERMISSIONS};
+    let discord = FakeDiscord::start().await;
+    let files = Files::new();
+    let oc = fake_opencode_binary(files.dir.path(), "1.18.33", 0);
+    let dir = files.dir.path().to_str().expect("utf-8").to_owned();
+    let base = discord.base();
+    let args = [
+        "--dir",
+        &dir,
+        "--gate",
+        "bash",
+        "--channel",
+        "4242",
+        "--discord-api-url",
+        &base,
+        "--",
+        oc.to_str().expect("utf-8"),
+    ];
+    let token = "fake-bot-token-that-must-not-be-printed";
+    let home = files.dir.path();
+
+    let (code, out) = doctor(&args, &[("DISCORD_TOKEN", token)], home).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("channel #approvals (4242)"), "{out}");
+    assert!(out.contains("Create Public Threads"), "{out}");
+    assert!(!out.contains(token), "the token was printed:\n{out}");
+    let paths: Vec<String> = discord.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.iter().any(|p| p == "/api/v10/gateway"), "{paths:?}");
+    assert!(paths.iter().any(|p| p.ends_with("/roles")), "{paths:?}");
+
+    // The channel denies @everyone thread creation: not ready, and says what.
+    discord.set_channel_overwrites(vec![json!({
+        "id": crate::support::fake_discord::GUILD_ID.to_string(), "type": 0,
+        "allow": "0", "deny": (1u64 << 35).to_string(),
+    })]);
+    let (code, out) = doctor(&args, &[("DISCORD_TOKEN", token)], home).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("lacks in #approvals: Create Public Threads"),
+        "{out}"
+    );
+    discord.set_channel_overwrites(Vec::new());
+    discord.set_everyone_permissions(NEEDED_PERMISSIONS & !(1 << 14));
+    let (code, out) = doctor(&args, &[("DISCORD_TOKEN", token)], home).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Embed Links"), "{out}");
+
+    // No token, or a gateway that cannot be looked up: not ready.
+    let (code, out) = doctor(&args, &[], home).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("DISCORD_TOKEN is not set"), "{out}");
+    discord.fail_gateway_lookup(500);
+    let (code, out) = doctor(&args, &[("DISCORD_TOKEN", token)], home).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("gateway lookup failed"), "{out}");
+}

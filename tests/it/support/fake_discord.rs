@@ -30,6 +30,12 @@ use tokio::sync::{mpsc, Notify};
 pub const APPLICATION_ID: u64 = 2000;
 pub const BOT_USER_ID: u64 = 1000;
 pub const GUILD_ID: u64 = 3000;
+/// The bot member's own role (`GET /guilds/{id}/members/{bot}`).
+pub const BOT_ROLE_ID: u64 = 3100;
+/// What the `@everyone` role grants unless a test changes it: exactly the
+/// permissions gatekeep needs (view, send, embed links, create public
+/// threads, send in threads).
+pub const NEEDED_PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 35) | (1 << 38);
 
 /// One REST request as the fake received it.
 #[derive(Debug, Clone)]
@@ -114,6 +120,10 @@ struct Inner {
     heartbeats: u32,
     /// Interaction id → when it was dispatched.
     dispatched: HashMap<u64, Instant>,
+    /// `@everyone`'s permissions; `None` means [`NEEDED_PERMISSIONS`].
+    everyone_permissions: Option<u64>,
+    /// `permission_overwrites` of every channel.
+    overwrites: Vec<Value>,
 }
 
 struct Shared {
@@ -192,6 +202,16 @@ impl FakeDiscord {
 
     pub fn gateway_url(&self) -> String {
         format!("ws://{}/gateway", self.shared.addr)
+    }
+
+    /// Permissions of the guild's `@everyone` role (`GET /guilds/{id}/roles`).
+    pub fn set_everyone_permissions(&self, bits: u64) {
+        self.shared.lock().everyone_permissions = Some(bits);
+    }
+
+    /// `permission_overwrites` answered with every channel.
+    pub fn set_channel_overwrites(&self, overwrites: Vec<Value>) {
+        self.shared.lock().overwrites = overwrites;
     }
 
     /// Make `GET /api/v10/gateway` (and `/gateway/bot`) answer `status`.
@@ -801,9 +821,27 @@ fn answer(
             }
         }
         ("GET", ["users", "@me"]) => ok(user_json(BOT_USER_ID, "gatekeep", true)),
-        ("GET", ["channels", id]) => ok(
-            json!({ "id": id, "type": 0, "guild_id": GUILD_ID.to_string(), "name": "approvals" }),
-        ),
+        ("GET", ["channels", id]) => ok(json!({
+            "id": id, "type": 0, "guild_id": GUILD_ID.to_string(), "name": "approvals",
+            "permission_overwrites": inner.overwrites,
+        })),
+        ("GET", ["guilds", _guild, "members", user]) => ok(json!({
+            "user": user_json(user.parse().unwrap_or(0), "gatekeep", true),
+            "roles": [BOT_ROLE_ID.to_string()],
+            "joined_at": now_iso(), "deaf": false, "mute": false, "flags": 0,
+        })),
+        ("GET", ["guilds", _guild, "roles"]) => {
+            let everyone = inner.everyone_permissions.unwrap_or(NEEDED_PERMISSIONS);
+            let role = |id: u64, name: &str, permissions: u64, position: u32| {
+                json!({ "id": id.to_string(), "name": name, "permissions": permissions.to_string(),
+                        "position": position, "color": 0, "hoist": false, "managed": false,
+                        "mentionable": false, "flags": 0 })
+            };
+            ok(json!([
+                role(GUILD_ID, "@everyone", everyone, 0),
+                role(BOT_ROLE_ID, "gatekeep", 0, 1),
+            ]))
+        }
         ("POST", ["channels", channel, "messages"]) => {
             let channel_id: u64 = channel.parse().unwrap_or(0);
             inner.next_id += 1;
