@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::support::fake_llm::FakeLlm;
 use crate::support::gatekeep::Gatekeep;
-use crate::support::real_opencode::{processes_mentioning, slot, Options, RealOpencode, Serve, MODEL, PROVIDER};
+use crate::support::real_opencode::{
+    processes_mentioning, slot, Options, RealOpencode, Serve, MODEL, PROVIDER,
+};
 
 /// Bound on one step of a run against the real server (an LLM round trip,
 /// a permission arriving, a session going idle).
@@ -111,7 +113,10 @@ impl Client {
                 }
             }
         });
-        let mut events = Events { rx, seen: Vec::new() };
+        let mut events = Events {
+            rx,
+            seen: Vec::new(),
+        };
         events.wait("server.connected", |_| true).await;
         events
     }
@@ -128,12 +133,16 @@ impl Client {
             "model": { "providerID": PROVIDER, "modelID": MODEL },
             "agent": "build",
         });
-        let (status, _) = self.post(&format!("/session/{session}/prompt_async"), &body).await;
+        let (status, _) = self
+            .post(&format!("/session/{session}/prompt_async"), &body)
+            .await;
         assert_eq!(status, 204, "prompt_async");
     }
 
     async fn reply(&self, request: &str, body: &Value) {
-        let (status, answer) = self.post(&format!("/permission/{request}/reply"), body).await;
+        let (status, answer) = self
+            .post(&format!("/permission/{request}/reply"), body)
+            .await;
         assert_eq!((status, answer), (200, json!(true)), "reply to {request}");
     }
 }
@@ -161,7 +170,8 @@ impl Events {
     }
 
     async fn idle(&mut self, session: &str) {
-        self.wait("session.idle", |p| p["sessionID"] == session).await;
+        self.wait("session.idle", |p| p["sessionID"] == session)
+            .await;
     }
 
     fn kinds(&self) -> Vec<String> {
@@ -197,24 +207,44 @@ async fn connect(oc: &RealOpencode) -> (Serve, Client, Events) {
 async fn server_asks_for_bash_and_a_deny_reason_reaches_the_model() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let (_serve, client, mut events) = connect(&oc).await;
     let root = client.create_session(&json!({})).await;
 
     client.prompt(&root, "BASH<touch approved.txt>").await;
-    let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+    let asked = events
+        .wait("permission.asked", |p| p["sessionID"] == root)
+        .await;
     assert_eq!(asked["permission"], "bash");
     assert_eq!(asked["metadata"]["command"], "touch approved.txt");
-    assert!(!oc.dir().join("approved.txt").exists(), "ran before approval");
-    client.reply(asked["id"].as_str().expect("id"), &json!({ "reply": "once" })).await;
+    assert!(
+        !oc.dir().join("approved.txt").exists(),
+        "ran before approval"
+    );
+    client
+        .reply(
+            asked["id"].as_str().expect("id"),
+            &json!({ "reply": "once" }),
+        )
+        .await;
     events.idle(&root).await;
-    assert!(oc.dir().join("approved.txt").exists(), "approved command did not run");
+    assert!(
+        oc.dir().join("approved.txt").exists(),
+        "approved command did not run"
+    );
 
     client.prompt(&root, "BASH<touch denied.txt>").await;
-    let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+    let asked = events
+        .wait("permission.asked", |p| p["sessionID"] == root)
+        .await;
     let reason = "use the other file, please";
     client
-        .reply(asked["id"].as_str().expect("id"), &json!({ "reply": "reject", "message": reason }))
+        .reply(
+            asked["id"].as_str().expect("id"),
+            &json!({ "reply": "reject", "message": reason }),
+        )
         .await;
     events.idle(&root).await;
     assert!(!oc.dir().join("denied.txt").exists(), "denied command ran");
@@ -239,13 +269,20 @@ async fn server_gate_reaches_subagents_only_through_opencode_permission() {
         permission: json!({ "bash": "allow" }),
         ..Options::default()
     };
-    let Some(oc) = RealOpencode::with(&llm, allow.clone()) else { return };
+    let Some(oc) = RealOpencode::with(&llm, allow.clone()) else {
+        return;
+    };
     {
         let (_serve, client, mut events) = connect(&oc).await;
-        let ruleset = json!({ "permission": [{ "permission": "bash", "pattern": "*", "action": "ask" }] });
+        let ruleset =
+            json!({ "permission": [{ "permission": "bash", "pattern": "*", "action": "ask" }] });
         let root = client.create_session(&ruleset).await;
-        client.prompt(&root, "TASK<BASH[touch by_sub_unasked.txt]>").await;
-        let child = events.wait("session.created", |p| p["info"]["parentID"] == root).await;
+        client
+            .prompt(&root, "TASK<BASH[touch by_sub_unasked.txt]>")
+            .await;
+        let child = events
+            .wait("session.created", |p| p["info"]["parentID"] == root)
+            .await;
         assert_eq!(child["info"]["agent"], "general");
         assert_eq!(child["info"]["title"], "sub job (@general subagent)");
         events.idle(&root).await;
@@ -257,20 +294,36 @@ async fn server_gate_reaches_subagents_only_through_opencode_permission() {
     }
 
     let gated = Options {
-        env: vec![("OPENCODE_PERMISSION".to_owned(), json!({ "bash": "ask" }).to_string())],
+        env: vec![(
+            "OPENCODE_PERMISSION".to_owned(),
+            json!({ "bash": "ask" }).to_string(),
+        )],
         ..allow
     };
-    let Some(oc) = RealOpencode::with(&llm, gated) else { return };
+    let Some(oc) = RealOpencode::with(&llm, gated) else {
+        return;
+    };
     let (_serve, client, mut events) = connect(&oc).await;
     let root = client.create_session(&json!({})).await;
     client.prompt(&root, "TASK<BASH[touch by_sub.txt]>").await;
-    let child = events.wait("session.created", |p| p["info"]["parentID"] == root).await;
+    let child = events
+        .wait("session.created", |p| p["info"]["parentID"] == root)
+        .await;
     let child_id = child["sessionID"].as_str().expect("child id").to_owned();
     let asked = events.wait("permission.asked", |_| true).await;
-    assert_eq!(asked["sessionID"], child_id.as_str(), "the ask came from the subagent's session");
+    assert_eq!(
+        asked["sessionID"],
+        child_id.as_str(),
+        "the ask came from the subagent's session"
+    );
     assert_eq!(asked["metadata"]["command"], "touch by_sub.txt");
     assert!(!oc.dir().join("by_sub.txt").exists());
-    client.reply(asked["id"].as_str().expect("id"), &json!({ "reply": "once" })).await;
+    client
+        .reply(
+            asked["id"].as_str().expect("id"),
+            &json!({ "reply": "once" }),
+        )
+        .await;
     events.idle(&root).await;
     assert!(oc.dir().join("by_sub.txt").exists());
 }
@@ -281,22 +334,33 @@ async fn server_gate_reaches_subagents_only_through_opencode_permission() {
 async fn server_reject_with_message_cascades_to_parallel_requests() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let (_serve, client, mut events) = connect(&oc).await;
     let root = client.create_session(&json!({})).await;
-    client.prompt(&root, "BASH<touch p1> BASH<touch p2> BASH<touch p3>").await;
+    client
+        .prompt(&root, "BASH<touch p1> BASH<touch p2> BASH<touch p3>")
+        .await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let asked = events.wait("permission.asked", |p| p["sessionID"] == root).await;
+        let asked = events
+            .wait("permission.asked", |p| p["sessionID"] == root)
+            .await;
         ids.push(asked["id"].as_str().expect("id").to_owned());
     }
     let pending = client.get("/permission").await;
     assert_eq!(pending.as_array().map(Vec::len), Some(3), "{pending}");
     client
-        .reply(&ids[1], &json!({ "reply": "reject", "message": "not this one" }))
+        .reply(
+            &ids[1],
+            &json!({ "reply": "reject", "message": "not this one" }),
+        )
         .await;
     for _ in 0..3 {
-        let replied = events.wait("permission.replied", |p| p["sessionID"] == root).await;
+        let replied = events
+            .wait("permission.replied", |p| p["sessionID"] == root)
+            .await;
         assert_eq!(replied["reply"], "reject");
     }
     events.idle(&root).await;
@@ -304,7 +368,11 @@ async fn server_reject_with_message_cascades_to_parallel_requests() {
         assert!(!oc.dir().join(f).exists(), "{f} ran");
     }
     assert_eq!(client.get("/permission").await, json!([]));
-    assert_eq!(llm.agent_requests().len(), 1, "the model was called again after the cascade");
+    assert_eq!(
+        llm.agent_requests().len(),
+        1,
+        "the model was called again after the cascade"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -344,7 +412,10 @@ async fn assert_no_opencode_left(oc: &RealOpencode) {
         if left.is_empty() {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "processes left behind: {left:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "processes left behind: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -353,14 +424,20 @@ async fn assert_no_opencode_left(oc: &RealOpencode) {
 async fn gatekeep_approve_runs_the_command() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "BASH<touch approved.txt>");
     expect(&gk, "touch approved.txt").await;
     assert!(!oc.dir().join("approved.txt").exists());
     gk.type_line("a");
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     assert!(oc.dir().join("approved.txt").exists(), "{}", gk.screen());
-    assert!(gk.stdout().contains("after tools"), "stdout: {}", gk.stdout());
+    assert!(
+        gk.stdout().contains("after tools"),
+        "stdout: {}",
+        gk.stdout()
+    );
     assert_no_opencode_left(&oc).await;
 }
 
@@ -368,7 +445,9 @@ async fn gatekeep_approve_runs_the_command() {
 async fn gatekeep_deny_with_reason_reaches_the_model_and_nothing_runs() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "BASH<touch denied.txt>");
     expect(&gk, "touch denied.txt").await;
     gk.type_line("r");
@@ -377,7 +456,9 @@ async fn gatekeep_deny_with_reason_reaches_the_model_and_nothing_runs() {
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     assert!(!oc.dir().join("denied.txt").exists());
     assert!(
-        llm.tool_results().iter().any(|t| t.contains("not in this repository")),
+        llm.tool_results()
+            .iter()
+            .any(|t| t.contains("not in this repository")),
         "reason not in the model's next request: {:?}",
         llm.tool_results()
     );
@@ -388,7 +469,9 @@ async fn gatekeep_deny_with_reason_reaches_the_model_and_nothing_runs() {
 async fn gatekeep_plain_deny_does_not_run() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "BASH<touch denied.txt>");
     expect(&gk, "touch denied.txt").await;
     gk.type_line("d");
@@ -402,7 +485,9 @@ async fn gatekeep_plain_deny_does_not_run() {
 async fn gatekeep_unanswered_request_is_denied_at_its_deadline() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &["--approval-timeout", "2s"], "BASH<touch late.txt>");
     expect(&gk, "touch late.txt").await;
     let code = gk.exit_code().await;
@@ -410,19 +495,34 @@ async fn gatekeep_unanswered_request_is_denied_at_its_deadline() {
     assert!(!oc.dir().join("late.txt").exists());
     let told = llm.tool_results();
     assert!(
-        told.iter().any(|t| t.contains("approval deadline")) || llm.agent_requests().len() == 1,
-        "{told:?}"
+        told.iter().any(|t| t.contains("approval deadline")),
+        "the model was not told why: {told:?}"
     );
     assert_no_opencode_left(&oc).await;
 }
 
+/// The run times out while an approved command is still running: exit 124
+/// and nothing left behind, not even the command OpenCode started.
 #[tokio::test]
 async fn gatekeep_run_timeout_exits_124_and_leaves_nothing() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
-    let mut gk = gatekeep(&oc, &["--timeout", "20s"], "BASH<touch never.txt>");
-    expect(&gk, "touch never.txt").await;
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let mut gk = gatekeep(
+        &oc,
+        &["--timeout", "30s"],
+        "BASH<sleep 300 && touch never.txt>",
+    );
+    expect(&gk, "sleep 300").await;
+    let needle = oc.dir().to_string_lossy().into_owned();
+    assert!(
+        !processes_mentioning(&needle).is_empty(),
+        "the process check cannot see OpenCode in its workspace"
+    );
+    gk.type_line("a");
+    expect(&gk, "timed out").await;
     assert_eq!(gk.exit_code().await, 124, "{}", gk.screen());
     assert!(!oc.dir().join("never.txt").exists());
     assert_no_opencode_left(&oc).await;
@@ -432,7 +532,9 @@ async fn gatekeep_run_timeout_exits_124_and_leaves_nothing() {
 async fn gatekeep_sigterm_while_pending_exits_143_and_nothing_ran() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "BASH<touch never.txt>");
     expect(&gk, "touch never.txt").await;
     gk.signal(Signal::SIGTERM);
@@ -445,7 +547,9 @@ async fn gatekeep_sigterm_while_pending_exits_143_and_nothing_ran() {
 async fn gatekeep_three_parallel_calls_one_denied_all_settled_none_ran() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "BASH<touch p1> BASH<touch p2> BASH<touch p3>");
     expect(&gk, "touch p1").await;
     expect(&gk, "touch p2").await;
@@ -456,7 +560,11 @@ async fn gatekeep_three_parallel_calls_one_denied_all_settled_none_ran() {
     for f in ["p1", "p2", "p3"] {
         assert!(!oc.dir().join(f).exists(), "{f} ran");
     }
-    assert!(gk.screen().contains("0 approved, 3 denied"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("0 approved, 3 denied"),
+        "{}",
+        gk.screen()
+    );
     assert_no_opencode_left(&oc).await;
 }
 
@@ -464,10 +572,16 @@ async fn gatekeep_three_parallel_calls_one_denied_all_settled_none_ran() {
 async fn gatekeep_subagent_request_is_gated_and_labelled() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let mut gk = gatekeep(&oc, &[], "TASK<BASH[touch by_sub.txt]>");
     expect(&gk, "touch by_sub.txt").await;
-    assert!(gk.screen().contains("(subagent: "), "not labelled: {}", gk.screen());
+    assert!(
+        gk.screen().contains("(subagent: "),
+        "not labelled: {}",
+        gk.screen()
+    );
     assert!(!oc.dir().join("by_sub.txt").exists());
     gk.type_line("a");
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
@@ -479,16 +593,21 @@ async fn gatekeep_subagent_request_is_gated_and_labelled() {
 async fn gatekeep_edit_request_shows_its_diff() {
     let _slot = slot();
     let llm = FakeLlm::start();
-    let Some(oc) = RealOpencode::workspace(&llm) else { return };
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
     let path = oc.dir().join("notes.txt");
-    let message = format!("WRITE<{}|hello from the agent>", path.display());
+    std::fs::write(&path, "line one\nline two\n").expect("seed the file");
+    let message = format!("EDIT<{}|line two|line 2>", path.display());
     let mut gk = gatekeep(&oc, &[], &message);
-    expect(&gk, "+hello from the agent").await;
+    expect(&gk, "+line 2").await;
+    assert!(gk.screen().contains("-line two"), "{}", gk.screen());
+    assert!(gk.screen().contains("notes.txt"), "{}", gk.screen());
     gk.type_line("a");
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     assert_eq!(
-        std::fs::read_to_string(&path).expect("written"),
-        "hello from the agent"
+        std::fs::read_to_string(&path).expect("edited"),
+        "line one\nline 2\n"
     );
     assert_no_opencode_left(&oc).await;
 }
@@ -501,7 +620,9 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
         permission: json!({ "bash": "allow" }),
         ..Options::default()
     };
-    let Some(oc) = RealOpencode::with(&llm, allow) else { return };
+    let Some(oc) = RealOpencode::with(&llm, allow) else {
+        return;
+    };
     let mut gk = gatekeep(
         &oc,
         &["--gate", "bash"],
@@ -509,10 +630,19 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
     );
     expect(&gk, "touch root.txt").await;
     expect(&gk, "touch sub.txt").await;
-    assert!(!oc.dir().join("root.txt").exists(), "the root's bash ran ungated");
-    assert!(!oc.dir().join("sub.txt").exists(), "the subagent's bash ran ungated");
+    assert!(
+        !oc.dir().join("root.txt").exists(),
+        "the root's bash ran ungated"
+    );
+    assert!(
+        !oc.dir().join("sub.txt").exists(),
+        "the subagent's bash ran ungated"
+    );
     let screen = gk.screen();
-    let (root, sub) = (number_of(&screen, "touch root.txt"), number_of(&screen, "touch sub.txt"));
+    let (root, sub) = (
+        number_of(&screen, "touch root.txt"),
+        number_of(&screen, "touch sub.txt"),
+    );
     gk.type_line(&format!("a {root}"));
     gk.type_line(&format!("a {sub}"));
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
@@ -527,7 +657,10 @@ fn number_of(screen: &str, command: &str) -> u32 {
         .find(&format!("command: {command}"))
         .unwrap_or_else(|| panic!("{command} not shown: {screen}"));
     let head = &screen[..at];
-    let start = head.rfind("[#").expect("a request header before the command") + 2;
+    let start = head
+        .rfind("[#")
+        .expect("a request header before the command")
+        + 2;
     let end = start + head[start..].find(']').expect("closing bracket");
     head[start..end].parse().expect("request number")
 }

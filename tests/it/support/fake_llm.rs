@@ -106,7 +106,11 @@ pub type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
 #[must_use]
 pub fn directives() -> Script {
     Arc::new(|body: &Value| {
-        if body.get("tools").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        if body
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
             return Reply::Text(TITLE.to_owned());
         }
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
@@ -141,7 +145,9 @@ pub fn parse_directives(text: &str) -> Vec<ToolCall> {
             .rfind(|c: char| !c.is_ascii_uppercase())
             .map_or(0, |i| i + 1);
         let word = &rest[word_start..open];
-        let Some(close) = rest[open..].find('>') else { break };
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
         let inner = &rest[open + 1..open + close];
         let parts: Vec<&str> = inner.split('|').collect();
         match (word, parts.as_slice()) {
@@ -253,7 +259,9 @@ impl FakeLlm {
             requests: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake LLM");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let app = Router::new()
@@ -302,7 +310,11 @@ impl FakeLlm {
     pub fn agent_requests(&self) -> Vec<Value> {
         self.requests()
             .into_iter()
-            .filter(|b| b.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()))
+            .filter(|b| {
+                b.get("tools")
+                    .and_then(Value::as_array)
+                    .is_some_and(|t| !t.is_empty())
+            })
             .collect()
     }
 
@@ -326,7 +338,11 @@ impl FakeLlm {
 
     /// Wait until some recorded request satisfies `pred`; `None` after
     /// `timeout`.
-    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let start = Instant::now();
         loop {
             if let Some(found) = self.requests().into_iter().find(|b| pred(b)) {
@@ -370,7 +386,8 @@ mod tests {
 
     #[test]
     fn directives_become_parallel_calls_in_order() {
-        let calls = parse_directives("do BASH<touch a> then WRITE</w/f|hi> EDIT</w/g|x|y> TASK<BASH[ls]>");
+        let calls =
+            parse_directives("do BASH<touch a> then WRITE</w/f|hi> EDIT</w/g|x|y> TASK<BASH[ls]>");
         let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["bash", "write", "edit", "task"]);
         assert_eq!(calls[0].arguments["command"], "touch a");

@@ -259,7 +259,13 @@ impl RealOpencode {
         use std::os::unix::process::CommandExt as _;
         let port = free_port();
         let mut child = Command::new(&self.bin)
-            .args(["serve", "--hostname", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "serve",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .current_dir(self.dir())
             .envs(&self.env)
             .env("OPENCODE_SERVER_PASSWORD", password)
@@ -290,7 +296,10 @@ impl RealOpencode {
         let line = rx
             .recv_timeout(READY_WAIT)
             .expect("opencode serve printed its listening line");
-        assert!(line.contains(&format!("127.0.0.1:{port}")), "listening on another port: {line}");
+        assert!(
+            line.contains(&format!("127.0.0.1:{port}")),
+            "listening on another port: {line}"
+        );
         serve.ready_after = serve.started.elapsed();
         serve
     }
@@ -345,9 +354,15 @@ impl Drop for Serve {
 #[must_use]
 pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
@@ -379,7 +394,9 @@ pub struct Slot(());
 /// anything runs on the test's runtime).
 #[must_use]
 pub fn slot() -> Slot {
-    let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut running = RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     while *running >= MAX_PARALLEL {
         running = FREED
             .wait(running)
@@ -391,7 +408,9 @@ pub fn slot() -> Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *running -= 1;
         FREED.notify_one();
     }
