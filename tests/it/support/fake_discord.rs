@@ -120,6 +120,8 @@ struct Inner {
     heartbeats: u32,
     /// Interaction id → when it was dispatched.
     dispatched: HashMap<u64, Instant>,
+    /// Threads created, in order.
+    threads: Vec<u64>,
     /// `@everyone`'s permissions; `None` means [`NEEDED_PERMISSIONS`].
     everyone_permissions: Option<u64>,
     /// `permission_overwrites` of every channel.
@@ -267,6 +269,17 @@ impl FakeDiscord {
 
     pub fn message(&self, id: u64) -> Option<StoredMessage> {
         self.shared.lock().messages.get(&id).cloned()
+    }
+
+    /// The threads created so far.
+    pub fn threads(&self) -> Vec<u64> {
+        self.shared.lock().threads.clone()
+    }
+
+    /// Waits for the first thread (a run's) to be created.
+    pub async fn wait_thread(&self, timeout: Duration) -> u64 {
+        self.wait_until("a thread", timeout, |f| f.threads().first().copied())
+            .await
     }
 
     pub fn identifies(&self) -> u32 {
@@ -883,6 +896,7 @@ fn answer(
         ("POST", ["channels", channel, "messages", _mid, "threads"]) => {
             inner.next_id += 1;
             let id = inner.next_id;
+            inner.threads.push(id);
             ok(json!({
                 "id": id.to_string(),
                 "type": 11,
