@@ -640,8 +640,8 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
     );
     let screen = gk.screen();
     let (root, sub) = (
-        number_of(&screen, "touch root.txt"),
-        number_of(&screen, "touch sub.txt"),
+        number_of_request(&screen, "touch root.txt"),
+        number_of_request(&screen, "touch sub.txt"),
     );
     gk.type_line(&format!("a {root}"));
     gk.type_line(&format!("a {sub}"));
@@ -652,7 +652,7 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
 }
 
 /// The request number shown for the request whose command is `command`.
-fn number_of(screen: &str, command: &str) -> u32 {
+fn number_of_request(screen: &str, command: &str) -> u32 {
     let at = screen
         .find(&format!("command: {command}"))
         .unwrap_or_else(|| panic!("{command} not shown: {screen}"));
@@ -663,4 +663,299 @@ fn number_of(screen: &str, command: &str) -> u32 {
         + 2;
     let end = start + head[start..].find(']').expect("closing bracket");
     head[start..end].parse().expect("request number")
+}
+
+#[test]
+fn request_numbers_are_read_from_the_terminal_screen() {
+    let screen = "[#1] approval needed: bash\n  command: touch a\n[#2] approval needed: bash\n  command: touch b\n";
+    assert_eq!(number_of_request(screen, "touch b"), 2);
+    assert_eq!(number_of_request(screen, "touch a"), 1);
+}
+
+// ---------------------------------------------------------------------------
+// gatekeep against the real OpenCode, approvals in the fake Discord (no
+// terminal, as in CI).
+
+mod discord {
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+    use serde_json::{json, Value};
+
+    use super::assert_no_opencode_left;
+    use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+    use crate::support::fake_llm::FakeLlm;
+    use crate::support::gatekeep::Gatekeep;
+    use crate::support::real_opencode::{slot, Options, RealOpencode};
+
+    const CHANNEL: u64 = 700;
+    const TOKEN: &str = "fake-e2e-bot-token-Qm4x";
+    const MANAGE_CHANNELS: u64 = 1 << 4;
+    /// OpenCode start-up, an LLM round trip and Discord posting included.
+    const WAIT: Duration = Duration::from_secs(45);
+
+    fn admin() -> Member {
+        Member::new(4242).permissions(MANAGE_CHANNELS)
+    }
+
+    /// gatekeep with Discord approvals, no terminal.
+    fn gatekeep(
+        oc: &RealOpencode,
+        discord: &FakeDiscord,
+        args: &[&str],
+        message: &str,
+    ) -> Gatekeep {
+        let dir = oc.dir().to_str().expect("utf-8 workspace");
+        let channel = CHANNEL.to_string();
+        let base = discord.base();
+        let mut all = vec![
+            "--dir",
+            dir,
+            "--channel",
+            &channel,
+            "--discord-api-url",
+            &base,
+        ];
+        all.extend_from_slice(args);
+        let model = RealOpencode::model();
+        let tail = ["run", "-m", model.as_str(), message];
+        let mut env = oc.env_pairs();
+        env.push(("DISCORD_TOKEN", TOKEN));
+        Gatekeep::detached(&all, oc.bin(), &tail, &env)
+    }
+
+    /// The approval message in the run's thread that mentions `needle`.
+    async fn request(discord: &FakeDiscord, needle: &str) -> StoredMessage {
+        let thread = discord.wait_thread(WAIT).await;
+        discord.wait_message(thread, needle, WAIT).await
+    }
+
+    fn button(msg: &StoredMessage, label: &str) -> String {
+        msg.payload["components"][0]["components"]
+            .as_array()
+            .expect("buttons")
+            .iter()
+            .find(|b| b["label"] == label)
+            .and_then(|b| b["custom_id"].as_str())
+            .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
+            .to_owned()
+    }
+
+    async fn click(discord: &FakeDiscord, msg: &StoredMessage, label: &str) -> Value {
+        let (id, _) = discord.click(msg.id, &button(msg, label), &admin(), msg.channel_id);
+        discord.wait_ack(id, WAIT).await.0
+    }
+
+    /// Waits until the message's buttons are gone; its final JSON.
+    async fn settled(discord: &FakeDiscord, msg: &StoredMessage) -> String {
+        discord
+            .wait_until("the final state of the request", WAIT, |f| {
+                let m = f.message(msg.id)?;
+                (m.payload["components"] == json!([])).then(|| m.payload.to_string())
+            })
+            .await
+    }
+
+    async fn exit_code(gk: &mut Gatekeep, discord: &FakeDiscord) -> i32 {
+        let code = gk.exit_code().await;
+        assert!(!gk.screen().contains(TOKEN), "the bot token was printed");
+        assert!(
+            discord
+                .requests()
+                .iter()
+                .all(|r| !r.body.to_string().contains(TOKEN)),
+            "the bot token was sent in a body"
+        );
+        code
+    }
+
+    #[tokio::test]
+    async fn approve_in_discord_runs_the_command() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(&oc, &discord, &[], "BASH<touch approved.txt>");
+        let msg = request(&discord, "touch approved.txt").await;
+        assert!(!oc.dir().join("approved.txt").exists());
+        click(&discord, &msg, "Approve").await;
+        assert!(settled(&discord, &msg)
+            .await
+            .contains("Approved by <@4242>"));
+        assert_eq!(exit_code(&mut gk, &discord).await, 0, "{}", gk.screen());
+        assert!(oc.dir().join("approved.txt").exists());
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn deny_with_reason_in_discord_reaches_the_model() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(&oc, &discord, &[], "BASH<touch denied.txt>");
+        let msg = request(&discord, "touch denied.txt").await;
+        let ack = click(&discord, &msg, "Deny with reason…").await;
+        let modal = ack["data"]["custom_id"]
+            .as_str()
+            .expect("a modal")
+            .to_owned();
+        let (id, _) = discord.submit_modal(&modal, "not on a Friday", &admin(), msg.channel_id);
+        discord.wait_ack(id, WAIT).await;
+        settled(&discord, &msg).await;
+        assert_eq!(exit_code(&mut gk, &discord).await, 0, "{}", gk.screen());
+        assert!(!oc.dir().join("denied.txt").exists());
+        assert!(
+            llm.tool_results()
+                .iter()
+                .any(|t| t.contains("not on a Friday")),
+            "reason not in the model's next request: {:?}",
+            llm.tool_results()
+        );
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn three_parallel_calls_one_denied_in_discord_none_ran() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(
+            &oc,
+            &discord,
+            &[],
+            "BASH<touch p1> BASH<touch p2> BASH<touch p3>",
+        );
+        let msgs = [
+            request(&discord, "touch p1").await,
+            request(&discord, "touch p2").await,
+            request(&discord, "touch p3").await,
+        ];
+        click(&discord, &msgs[1], "Deny").await;
+        for msg in &msgs {
+            let final_state = settled(&discord, msg).await;
+            assert!(final_state.contains("enied"), "not denied: {final_state}");
+        }
+        let code = exit_code(&mut gk, &discord).await;
+        assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+        for f in ["p1", "p2", "p3"] {
+            assert!(!oc.dir().join(f).exists(), "{f} ran");
+        }
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn subagent_request_in_discord_is_labelled() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(&oc, &discord, &[], "TASK<BASH[touch by_sub.txt]>");
+        let msg = request(&discord, "touch by_sub.txt").await;
+        let shown = msg.payload.to_string();
+        assert!(
+            shown.contains("subagent: "),
+            "not labelled as a subagent's: {shown}"
+        );
+        click(&discord, &msg, "Approve").await;
+        assert_eq!(exit_code(&mut gk, &discord).await, 0, "{}", gk.screen());
+        assert!(oc.dir().join("by_sub.txt").exists());
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn edit_request_in_discord_shows_its_diff() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let path = oc.dir().join("notes.txt");
+        std::fs::write(&path, "line one\nline two\n").expect("seed the file");
+        let message = format!("EDIT<{}|line two|line 2>", path.display());
+        let mut gk = gatekeep(&oc, &discord, &[], &message);
+        let msg = request(&discord, "notes.txt").await;
+        // The diff is in the embed, or in an attached file when long.
+        let path_part = format!("/channels/{}/messages", msg.channel_id);
+        let shown: String = discord
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains(&path_part))
+            .map(|r| {
+                let files: String = r
+                    .files
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(&f.2).into_owned())
+                    .collect();
+                format!("{}{files}", r.body)
+            })
+            .collect();
+        assert!(
+            shown.contains("+line 2") && shown.contains("-line two"),
+            "no diff: {shown}"
+        );
+        click(&discord, &msg, "Deny").await;
+        assert_eq!(exit_code(&mut gk, &discord).await, 0, "{}", gk.screen());
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("file"),
+            "line one\nline two\n"
+        );
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn gate_bash_in_discord_gates_root_and_subagent_where_config_allows() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let allow = Options {
+            permission: json!({ "bash": "allow" }),
+            ..Options::default()
+        };
+        let Some(oc) = RealOpencode::with(&llm, allow) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(
+            &oc,
+            &discord,
+            &["--gate", "bash"],
+            "BASH<touch root.txt> TASK<BASH[touch sub.txt]>",
+        );
+        let root = request(&discord, "touch root.txt").await;
+        let sub = request(&discord, "touch sub.txt").await;
+        assert!(!oc.dir().join("root.txt").exists() && !oc.dir().join("sub.txt").exists());
+        click(&discord, &root, "Approve").await;
+        click(&discord, &sub, "Approve").await;
+        assert_eq!(exit_code(&mut gk, &discord).await, 0, "{}", gk.screen());
+        assert!(oc.dir().join("root.txt").exists() && oc.dir().join("sub.txt").exists());
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
+    async fn sigterm_while_pending_in_discord_exits_143_and_nothing_ran() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(&oc, &discord, &[], "BASH<touch never.txt>");
+        let msg = request(&discord, "touch never.txt").await;
+        gk.signal(Signal::SIGTERM);
+        assert_eq!(exit_code(&mut gk, &discord).await, 143, "{}", gk.screen());
+        let final_state = settled(&discord, &msg).await;
+        assert!(final_state.contains("terminated"), "{final_state}");
+        assert!(!oc.dir().join("never.txt").exists());
+        assert_no_opencode_left(&oc).await;
+    }
 }
