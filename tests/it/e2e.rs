@@ -887,19 +887,15 @@ mod discord {
         let msg = request(&discord, "notes.txt").await;
         // The diff is in the embed, or in an attached file when long.
         let path_part = format!("/channels/{}/messages", msg.channel_id);
-        let shown: String = discord
-            .requests()
-            .iter()
-            .filter(|r| r.path.contains(&path_part))
-            .map(|r| {
-                let files: String = r
-                    .files
-                    .iter()
-                    .map(|f| String::from_utf8_lossy(&f.2).into_owned())
-                    .collect();
-                format!("{}{files}", r.body)
-            })
-            .collect();
+        let mut shown = String::new();
+        for r in discord.requests() {
+            if r.path.contains(&path_part) {
+                shown.push_str(&r.body.to_string());
+                for (_, _, content) in &r.files {
+                    shown.push_str(&String::from_utf8_lossy(content));
+                }
+            }
+        }
         assert!(
             shown.contains("+line 2") && shown.contains("-line two"),
             "no diff: {shown}"

@@ -179,7 +179,7 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
-/// The OpenAI streaming chunks (SSE body) for `reply`.
+/// The `OpenAI` streaming chunks (SSE body) for `reply`.
 #[must_use]
 pub fn sse_body(reply: &Reply) -> String {
     let chunk = |delta: Value, finish: Value| {
