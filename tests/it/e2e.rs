@@ -955,3 +955,33 @@ mod discord {
         assert_no_opencode_left(&oc).await;
     }
 }
+
+/// Where the tests look for OpenCode, and what they do when it is missing.
+#[test]
+fn opencode_lookup_skips_locally_and_fails_under_ci() {
+    use crate::support::real_opencode::{lookup, Lookup};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing/opencode");
+    let present = dir.path().join("opencode");
+    std::fs::write(&present, "").expect("a file");
+
+    assert_eq!(lookup(None, &missing, false), Lookup::Skip);
+    assert!(
+        matches!(lookup(None, &missing, true), Lookup::Fail(why) if why.contains("scripts/install-opencode"))
+    );
+    assert_eq!(lookup(None, &present, true), Lookup::Found(present.clone()));
+    assert_eq!(
+        lookup(Some(present.clone().into()), &missing, true),
+        Lookup::Found(present.clone())
+    );
+    // A wrong OPENCODE_BIN fails even outside CI rather than skipping.
+    assert!(matches!(
+        lookup(Some(missing.clone().into()), &present, false),
+        Lookup::Fail(_)
+    ));
+    // An empty one is ignored.
+    assert_eq!(
+        lookup(Some("".into()), &present, false),
+        Lookup::Found(present)
+    );
+}

@@ -63,34 +63,64 @@ const PROXIES: &[&str] = &[
 /// Panics under `CI=true`: CI must run the e2e tests, never skip them.
 #[must_use]
 pub fn opencode_bin() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "OPENCODE_BIN={} does not exist; run scripts/install-opencode",
-            bin.display()
-        );
-        return Some(bin);
-    }
     let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/opencode/bin/opencode");
-    if local.is_file() {
-        return Some(local);
+    match lookup(
+        std::env::var_os("OPENCODE_BIN"),
+        &local,
+        std::env::var("CI").as_deref() == Ok("true"),
+    ) {
+        Lookup::Found(bin) => Some(bin),
+        Lookup::Fail(why) => panic!("{why}"),
+        Lookup::Skip => {
+            eprintln!(
+                "\n\
+                 ************************************************************************\n\
+                 SKIPPED: end-to-end test against the real OpenCode {VERSION}: not installed.\n\
+                 Run `scripts/install-opencode` (or `scripts/test`, which does it), or set\n\
+                 OPENCODE_BIN to an opencode {VERSION} binary.\n\
+                 ************************************************************************\n"
+            );
+            None
+        }
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the real OpenCode {VERSION} is not installed (no OPENCODE_BIN, no {}); \
-         CI must run the end-to-end tests: run scripts/install-opencode first (scripts/test does)",
-        local.display()
-    );
-    eprintln!(
-        "\n\
-         ************************************************************************\n\
-         SKIPPED: end-to-end test against the real OpenCode {VERSION}: not installed.\n\
-         Run `scripts/install-opencode` (or `scripts/test`, which does it), or set\n\
-         OPENCODE_BIN to an opencode {VERSION} binary.\n\
-         ************************************************************************\n"
-    );
-    None
+}
+
+/// The outcome of looking for OpenCode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(PathBuf),
+    /// Not installed, not under CI: skip loudly.
+    Skip,
+    /// Misconfigured, or not installed under CI: the test fails with this.
+    Fail(String),
+}
+
+/// `OPENCODE_BIN` wins (and must exist: a typo must not turn into a skip);
+/// else `local`; else skip, or fail under CI.
+#[must_use]
+pub fn lookup(env_bin: Option<std::ffi::OsString>, local: &Path, ci: bool) -> Lookup {
+    if let Some(bin) = env_bin.filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Lookup::Found(bin)
+        } else {
+            Lookup::Fail(format!(
+                "OPENCODE_BIN={} does not exist; run scripts/install-opencode",
+                bin.display()
+            ))
+        };
+    }
+    if local.is_file() {
+        return Lookup::Found(local.to_owned());
+    }
+    if ci {
+        return Lookup::Fail(format!(
+            "the real OpenCode {VERSION} is not installed (no OPENCODE_BIN, no {}); \
+             CI must run the end-to-end tests: run scripts/install-opencode first (scripts/test does)",
+            local.display()
+        ));
+    }
+    Lookup::Skip
 }
 
 /// Options for [`RealOpencode::with`].
