@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
@@ -54,6 +54,9 @@ struct Inner {
     verbosity: Verbosity,
     live: bool,
     color: bool,
+    /// When gatekeep started: the live line shows the time since, also
+    /// after it was taken down and put back.
+    started: Instant,
     /// Only short synchronous sections hold it (never across `.await`); the
     /// status line is redrawn under it so lines from different tasks never
     /// interleave with a redraw.
@@ -108,6 +111,7 @@ impl Console {
                 verbosity,
                 live,
                 color,
+                started: Instant::now(),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -337,8 +341,9 @@ impl Console {
             };
             let style = ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
-            let bar =
-                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+                .with_style(style)
+                .with_elapsed(self.inner.started.elapsed());
             bar.enable_steady_tick(TICK);
             bar
         });

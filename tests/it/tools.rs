@@ -248,7 +248,8 @@ async fn an_unwritable_summary_is_reported_and_keeps_the_exit_code() {
     .await;
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
-    assert!(gk.screen().contains("--summary-json"), "{}", gk.screen());
+    // Printed just before exiting: wait for the terminal to show it.
+    gk.expect("--summary-json").await;
 }
 
 #[tokio::test]
@@ -266,7 +267,8 @@ async fn an_unwritable_audit_log_refuses_the_run_before_anything_starts() {
         &[],
     );
     assert_eq!(gk.exit_code().await, 2, "{}", gk.screen());
-    assert!(gk.screen().contains("--audit-log"), "{}", gk.screen());
+    // Printed just before exiting: wait for the terminal to show it.
+    gk.expect("--audit-log").await;
     assert!(fake.script_pid().is_none(), "OpenCode was started");
 }
 
@@ -527,4 +529,100 @@ async fn doctor_checks_the_bot_token_gateway_channel_and_permissions() {
     let (code, out) = doctor(&args, &[("DISCORD_TOKEN", token)], home).await;
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("gateway lookup failed"), "{out}");
+}
+
+/// OpenCode reports a tool call of `session` as running.
+fn tool_running(fake: &FakeOpenCode, session: &str, part: &str, tool: &str) {
+    fake.emit(
+        json!({ "type": "message.part.updated", "properties": { "sessionID": session,
+        "part": { "id": part, "messageID": "msg_fake0002", "sessionID": session, "type": "tool",
+                  "tool": tool, "callID": format!("call_{part}"),
+                  "state": { "status": "running", "input": {} } } } }),
+    );
+}
+
+#[tokio::test]
+async fn the_live_status_line_steps_aside_while_a_question_waits_at_the_terminal() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = at_terminal(&fake, &[]).await;
+    tool_running(&fake, &root, "prt_live1", "glob");
+    gk.expect("→ glob").await;
+    fake.ask_permission(&root, "bash", "make deploy");
+    gk.expect("answer [a]pprove").await;
+    // Events that would redraw the status line arrive while the question
+    // waits; the agent's text (stdout) proves they were handled.
+    tool_running(&fake, &root, "prt_live2", "grep");
+    fake.agent_text(&root, "still thinking");
+    let start = std::time::Instant::now();
+    while !gk.stdout().contains("still thinking") {
+        assert!(
+            start.elapsed() < crate::support::gatekeep::WAIT,
+            "no agent text"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gk.type_line("a");
+    gk.expect("approved by").await;
+    let screen = gk.screen();
+    let asked = screen.rfind("answer [a]pprove").expect("the question");
+    let answered = asked + screen[asked..].find("approved by").expect("the answer");
+    let between = &screen[asked..answered];
+    assert!(
+        !between.contains('\u{1b}'),
+        "the status line was drawn over the waiting question: {between:?}"
+    );
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn without_a_terminal_status_is_plain_timestamped_lines() {
+    use crate::support::fake_discord::FakeDiscord;
+    let fake = FakeOpenCode::start();
+    let discord = FakeDiscord::start().await;
+    let base = discord.base();
+    let mut gk = Gatekeep::detached(
+        &[
+            "--dir",
+            fake.workspace().to_str().expect("utf-8"),
+            "--channel",
+            "4242",
+            "--discord-api-url",
+            &base,
+            "--approval-timeout",
+            "1s",
+        ],
+        fake.program(),
+        TAIL,
+        &[("DISCORD_TOKEN", "fake-token-for-plain-output")],
+    );
+    let root = fake.wait_for_prompt().await.session_id;
+    tool_running(&fake, &root, "prt_plain1", "glob");
+    fake.ask_permission(&root, "bash", "make deploy");
+    // Denied at its one-second deadline.
+    fake.wait_for_replies(1).await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    let screen = gk.screen();
+    assert!(
+        !screen.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters without a terminal: {screen:?}"
+    );
+    let stamped = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ").expect("regex");
+    let status: Vec<&str> = screen
+        .lines()
+        .filter(|l| stamped.is_match(l))
+        .map(|l| l.split_once(' ').map_or("", |(_, rest)| rest))
+        .collect();
+    for expected in [
+        "gatekeep: connecting to Discord",
+        "gatekeep: waiting for approval: 1 pending",
+        "gatekeep: no request waits for approval",
+    ] {
+        assert!(
+            status.iter().any(|l| l.starts_with(expected)),
+            "no timestamped {expected:?} in:\n{screen}"
+        );
+    }
+    assert!(status.iter().any(|l| l.contains("→ glob")), "{screen}");
 }
