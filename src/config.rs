@@ -61,7 +61,10 @@ pub enum ConfigError {
     BadId { option: &'static str, value: String },
     #[error("invalid --gate `{0}`: expected a permission kind such as bash, edit, webfetch or external_directory")]
     BadGate(String),
-    #[error("workspace `{path}` is not a directory: {detail}")]
+    #[error(
+        "workspace `{path}` is not a directory ({detail}): pass the repository to work on \
+         with --dir <PATH> (or GATEKEEP_DIR), or run gatekeep from inside it"
+    )]
     BadWorkspace { path: PathBuf, detail: String },
     #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
     DirConflict(PathBuf, PathBuf),
