@@ -626,3 +626,81 @@ async fn without_a_terminal_status_is_plain_timestamped_lines() {
     }
     assert!(status.iter().any(|l| l.contains("→ glob")), "{screen}");
 }
+
+#[tokio::test]
+async fn discord_decisions_and_refused_clicks_reach_the_audit_log_and_summary() {
+    use crate::support::fake_discord::{FakeDiscord, Member};
+    let fake = FakeOpenCode::start();
+    let discord = FakeDiscord::start().await;
+    let files = Files::new();
+    let (summary, audit) = (files.arg("s.json"), files.arg("a.jsonl"));
+    let base = discord.base();
+    let mut gk = Gatekeep::detached(
+        &[
+            "--dir",
+            fake.workspace().to_str().expect("utf-8"),
+            "--channel",
+            "4242",
+            "--approver",
+            "7",
+            "--discord-api-url",
+            &base,
+            "--summary-json",
+            &summary,
+            "--audit-log",
+            &audit,
+        ],
+        fake.program(),
+        TAIL,
+        &[("DISCORD_TOKEN", "fake-token-for-the-audit-test")],
+    );
+    let root = fake.wait_for_prompt().await.session_id;
+    let wait = std::time::Duration::from_secs(20);
+    let thread = discord.wait_thread(wait).await;
+    fake.ask_permission(&root, "bash", "make deploy");
+    let msg = discord.wait_message(thread, "make deploy", wait).await;
+    let approve = msg.payload["components"][0]["components"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["label"] == "Approve"))
+        .and_then(|b| b["custom_id"].as_str())
+        .expect("an Approve button")
+        .to_owned();
+    // Not an approver: refused, recorded.
+    let (id, _) = discord.click(msg.id, &approve, &Member::new(8), thread);
+    discord.wait_ack(id, wait).await;
+    let (id, _) = discord.click(msg.id, &approve, &Member::new(7), thread);
+    discord.wait_ack(id, wait).await;
+    assert_eq!(fake.wait_for_replies(1).await[0].reply(), "once");
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+
+    let lines = audit_lines(&files.path("a.jsonl"));
+    let refused = lines
+        .iter()
+        .find(|l| l["event"] == "refused")
+        .unwrap_or_else(|| panic!("no refused click in {lines:#?}"));
+    assert_eq!(
+        (
+            &refused["by"]["id"],
+            &refused["by"]["channel"],
+            &refused["number"]
+        ),
+        (&json!("8"), &json!("discord"), &json!(1))
+    );
+    let decision = lines
+        .iter()
+        .find(|l| l["event"] == "decision")
+        .expect("the decision");
+    assert_eq!(
+        (&decision["decision"], &decision["by"]["id"]),
+        (&json!("approved"), &json!("7"))
+    );
+    let s = read_json(&files.path("s.json"));
+    assert_eq!(s["channel"], "discord");
+    assert_eq!(s["requests"][0]["channel"], "discord");
+    assert_eq!(s["requests"][0]["by"]["id"], "7");
+    gatekeep_cmd()
+        .args(["audit", "verify", &audit])
+        .assert()
+        .success();
+}
