@@ -848,6 +848,42 @@ async fn gateway_drop_resumes_and_clicks_still_arrive() {
 }
 
 #[tokio::test]
+async fn gateway_lost_for_good_denies_open_and_new_requests() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    h.message_of(n).await;
+    h.fake.close_gateway_with(4004);
+    let settled = |number: u32| {
+        move |notice: &Notice| match notice {
+            Notice::Settled {
+                number: x,
+                settlement,
+                ..
+            } if *x == number => Some(settlement.clone()),
+            _ => None,
+        }
+    };
+    let first = h.wait_notice("the open request denied", settled(n)).await;
+    assert!(
+        matches!(&first, Settlement::ChannelFailed { detail } if detail.contains("gateway")),
+        "{first:?}"
+    );
+    assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
+    let (id2, n2) = h.ask("ls -la").await;
+    let second = h.wait_notice("the new request denied", settled(n2)).await;
+    assert!(
+        matches!(second, Settlement::ChannelFailed { .. }),
+        "{second:?}"
+    );
+    assert!(matches!(
+        &h.replies.for_id(&id2)[..],
+        [Reply::Reject { .. }]
+    ));
+    assert!(h.final_state(n2).await.contains("channel failed"));
+    h.end().await;
+}
+
+#[tokio::test]
 async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     let fake = FakeDiscord::start().await;
     fake.fail_gateway_lookup(503);

@@ -18,7 +18,7 @@ use serenity::all::{
     ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction, Ready,
     ShardManager,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{rest, Error};
@@ -33,6 +33,10 @@ pub struct Gateway {
     /// click handler filters by nonce). The sender is held by the event
     /// handler inside serenity.
     pub interactions: mpsc::UnboundedReceiver<Interaction>,
+    /// Becomes `Some(why)` when serenity gives up on the connection for
+    /// good (transient drops are resumed inside serenity and never show
+    /// here). The sender is held by the gateway task.
+    pub ended: watch::Receiver<Option<String>>,
     shard_manager: Arc<ShardManager>,
     task: JoinHandle<()>,
 }
@@ -97,10 +101,13 @@ pub async fn start(
         .map_err(|e| Error::Gateway(e.to_string()))?;
     *client.ws_url.lock().await = ws_url;
     let shard_manager = Arc::clone(&client.shard_manager);
-    let (done_tx, done_rx) = oneshot::channel();
+    let (ended_tx, mut ended_rx) = watch::channel(None);
     let task = tokio::spawn(async move {
-        let result = client.start().await;
-        let _ = done_tx.send(result.map_err(|e| e.to_string()));
+        let why = match client.start().await {
+            Ok(()) => "the gateway connection was closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let _ = ended_tx.send(Some(why));
     });
     let gateway_failed = |gw: Gateway, err: Error| async move {
         gw.shutdown().await;
@@ -109,6 +116,7 @@ pub async fn start(
     let mut gw = Gateway {
         application_id: 0,
         interactions,
+        ended: ended_rx.clone(),
         shard_manager,
         task,
     };
@@ -120,11 +128,11 @@ pub async fn start(
             }
             Err(_) => gateway_failed(gw, Error::Gateway("the gateway handler stopped before READY".into())).await,
         },
-        done = done_rx => {
-            let detail = match done {
-                Ok(Err(e)) => e,
-                _ => "the gateway connection ended before READY".into(),
-            };
+        _ = ended_rx.changed() => {
+            let detail = ended_rx
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "the gateway connection ended before READY".into());
             gateway_failed(gw, Error::Gateway(detail)).await
         }
         () = tokio::time::sleep(ready_within) => gateway_failed(gw, Error::ReadyTimeout(ready_within)).await,

@@ -21,7 +21,7 @@ mod outbox;
 pub mod render;
 pub mod rest;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -287,31 +287,28 @@ impl Discord {
         };
         let outbox = tokio::spawn(outbox.run(jobs_rx));
 
-        let mut report = None;
-        while let Some(notice) = notices.recv().await {
-            match notice {
-                Notice::Show(request) => {
-                    let _ = jobs.send(Job::Show(request));
-                }
-                Notice::Settled {
-                    number, settlement, ..
-                } => {
-                    clicks.mark_settled(number, &settlement);
-                    let _ = jobs.send(Job::Settled {
-                        number,
-                        settlement,
-                        at: SystemTime::now(),
-                    });
-                }
-                Notice::Refused { .. } => {}
-                Notice::RunEnded(r) => {
-                    report = Some(r);
-                    break;
+        let mut state = ServeState {
+            jobs: jobs.clone(),
+            clicks: Arc::clone(&clicks),
+            open: HashSet::new(),
+            gateway_lost: None,
+        };
+        let mut ended = gateway.ended.clone();
+        let report = loop {
+            tokio::select! {
+                notice = notices.recv() => match notice {
+                    Some(Notice::RunEnded(report)) => break Some(report),
+                    Some(notice) => state.on_notice(notice).await,
+                    None => break None,
+                },
+                _ = ended.changed(), if state.gateway_lost.is_none() => {
+                    let why = ended.borrow().clone();
+                    state.on_gateway_lost(why).await;
                 }
             }
-        }
+        };
         let _ = jobs.send(Job::Finish(report));
-        drop(jobs);
+        drop((jobs, state));
         if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
             eprintln!(
                 "gatekeep: discord: gave up updating messages after {}",
@@ -321,6 +318,69 @@ impl Discord {
         dispatcher.abort();
         gateway.shutdown().await;
         Ok(())
+    }
+}
+
+/// What `serve` tracks between notices.
+struct ServeState {
+    /// To the outbox task.
+    jobs: mpsc::UnboundedSender<Job>,
+    clicks: Arc<ClickContext>,
+    /// Shown and not yet settled.
+    open: HashSet<u32>,
+    /// Why the gateway is gone for good, once it is: no click can arrive
+    /// any more, so nothing may wait for one.
+    gateway_lost: Option<String>,
+}
+
+impl ServeState {
+    async fn on_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Show(request) => {
+                let number = request.number;
+                let _ = self.jobs.send(Job::Show(request));
+                match &self.gateway_lost {
+                    Some(why) => {
+                        self.clicks
+                            .decider
+                            .channel_failed(number, why.clone())
+                            .await;
+                    }
+                    None => {
+                        self.open.insert(number);
+                    }
+                }
+            }
+            Notice::Settled {
+                number, settlement, ..
+            } => {
+                self.open.remove(&number);
+                self.clicks.mark_settled(number, &settlement);
+                let _ = self.jobs.send(Job::Settled {
+                    number,
+                    settlement,
+                    at: SystemTime::now(),
+                });
+            }
+            Notice::Refused { .. } | Notice::RunEnded(_) => {}
+        }
+    }
+
+    /// Fail closed: every open request is denied as a channel failure
+    /// rather than left to wait for a click that cannot come.
+    async fn on_gateway_lost(&mut self, why: Option<String>) {
+        let why = format!(
+            "the Discord gateway connection ended: {}",
+            why.unwrap_or_else(|| "the gateway task stopped".into())
+        );
+        eprintln!("gatekeep: discord: {why}; open requests are denied");
+        for number in std::mem::take(&mut self.open) {
+            self.clicks
+                .decider
+                .channel_failed(number, why.clone())
+                .await;
+        }
+        self.gateway_lost = Some(why);
     }
 }
 
@@ -467,14 +527,18 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         "/interactions/{}/{}/callback",
         click.interaction_id, click.token
     );
+    // Interaction callbacks are not limited per bot: one bucket each, so a
+    // 429 on one click never delays another's acknowledgement.
+    let bucket = format!("interaction:{}", click.interaction_id);
     let ack = |payload: serde_json::Value| {
         let ctx = Arc::clone(&ctx);
         let callback = callback.clone();
+        let bucket = bucket.clone();
         async move {
             ctx.rest
                 .send(
                     "acknowledge a click",
-                    "interaction",
+                    &bucket,
                     Method::POST,
                     &callback,
                     Body::Json(&payload),
@@ -531,7 +595,7 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
     if is_group {
         report_ack(ack(render::deferred_ephemeral()).await);
         let text = decide_group(&ctx, &click, verdict).await;
-        followup(&ctx, &click.token, &text).await;
+        followup(&ctx, &click, &text).await;
         return;
     }
     if let Some(settlement) = ctx.settlement_of(click.number) {
@@ -548,20 +612,23 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
     if let DecideOutcome::Accepted(settlement) = &outcome {
         ctx.mark_settled(click.number, settlement);
     }
-    followup(&ctx, &click.token, &outcome_text(&outcome)).await;
+    followup(&ctx, &click, &outcome_text(&outcome)).await;
 }
 
 /// Replaces the deferred private answer with `text`.
-async fn followup(ctx: &ClickContext, token: &str, text: &str) {
+async fn followup(ctx: &ClickContext, click: &Click, text: &str) {
     let path = format!(
-        "/webhooks/{}/{token}/messages/@original",
-        ctx.application_id
+        "/webhooks/{}/{}/messages/@original",
+        ctx.application_id, click.token
     );
+    // Webhook limits are per interaction token; the bucket is named by the
+    // interaction id so no token is kept around.
+    let bucket = format!("webhook:{}", click.interaction_id);
     if let Err(e) = ctx
         .rest
         .send(
             "answer a click",
-            "webhook",
+            &bucket,
             Method::PATCH,
             &path,
             Body::Json(&render::followup_edit(text)),

@@ -292,10 +292,16 @@ impl FakeDiscord {
 
     /// Closes the gateway connection with a resumable close code.
     pub fn close_gateway(&self) {
+        self.close_gateway_with(4000);
+    }
+
+    /// Closes the gateway connection with close `code` (4004: authentication
+    /// failed, which no client may resume).
+    pub fn close_gateway_with(&self, code: u16) {
         let mut inner = self.shared.lock();
         if let Some(tx) = inner.gateway.take() {
             let _ = tx.send(Message::Close(Some(CloseFrame {
-                code: 4000,
+                code,
                 reason: "fake: closed by test".into(),
             })));
         }
