@@ -255,6 +255,25 @@ async fn server_asks_for_bash_and_a_deny_reason_reaches_the_model() {
     );
     // Title generation answered too (the fake saw a request without tools).
     assert!(llm.requests().len() > llm.agent_requests().len());
+    assert_no_npm_install(&oc);
+}
+
+/// OpenCode did not try to `npm install @opencode-ai/plugin` into its
+/// config directory (the seed in `real_opencode` keeps it from the
+/// registry): no npm cache appeared, `node_modules` is still empty.
+fn assert_no_npm_install(oc: &RealOpencode) {
+    assert!(
+        !oc.home().join(".npm").exists(),
+        "OpenCode ran npm (it would reach registry.npmjs.org): see docs/opencode-facts.md"
+    );
+    let modules = oc.home().join(".config/opencode/node_modules");
+    let installed: Vec<_> = std::fs::read_dir(&modules)
+        .expect("seeded node_modules")
+        .collect();
+    assert!(
+        installed.is_empty(),
+        "OpenCode installed packages: {installed:?}"
+    );
 }
 
 /// The per-session ruleset does not reach subagents (the `task` tool keeps
