@@ -29,7 +29,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use tokio::sync::mpsc;
 
 use crate::config::Verbosity;
@@ -343,7 +343,10 @@ impl Console {
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
                 .with_style(style)
-                .with_elapsed(self.inner.started.elapsed());
+                .with_elapsed(self.inner.started.elapsed())
+                // Dropped on an early way out: gone, not left half-drawn
+                // under the final summary.
+                .with_finish(ProgressFinish::AndClear);
             bar.enable_steady_tick(TICK);
             bar
         });
