@@ -238,6 +238,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     .await;
     let mut outcome = finish(end, ledger, started, None);
     outcome.usage = std::mem::take(&mut run.usage);
+    outcome.usage.session_id.clone_from(&run.sessions.root);
     outcome.redactor = redactor;
     transport_notifier.send(&Notice::RunEnded(RunReport {
         outcome: describe(&outcome),
