@@ -74,6 +74,7 @@ fn run(args: RunArgs) -> Code {
     let code = match &ended {
         Ended::Run(outcome) => outcome.code,
         Ended::NotStarted { code, .. } => *code,
+        Ended::Crashed { .. } => Code::RunFailed,
     };
     if let Some(path) = summary_path {
         let ending = match &ended {
@@ -89,6 +90,7 @@ fn run(args: RunArgs) -> Code {
                 code: *code,
                 detail,
             },
+            Ended::Crashed { detail } => summary::Ending::Crashed { detail },
         };
         let report = summary::RunSummary::new(&ending, &context, started, SystemTime::now());
         if let Err(err) = report.write(&path) {
@@ -104,6 +106,8 @@ enum Ended {
     Run(Box<supervisor::Outcome>),
     /// gatekeep stopped before the supervisor ran; the error was printed.
     NotStarted { code: Code, detail: String },
+    /// The supervisor panicked (a bug); exit 1.
+    Crashed { detail: String },
 }
 
 fn not_started(code: Code, detail: String) -> Ended {
@@ -181,18 +185,28 @@ fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
         }
     };
     let quiet = config.verbosity == Verbosity::Quiet;
-    let outcome = runtime.block_on(async {
-        // Installed before anything starts, so no signal is lost.
-        let signals = Signals::install()
-            .map_err(|err| format!("could not install signal handlers: {err}"))?;
-        Ok::<_, String>(supervisor::run(config, message, signals).await)
-    });
+    // A panic is a bug, but the summary is still owed: OpenCode dies with
+    // gatekeep (its process group and parent-death signal), and the run is
+    // reported as an internal error.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            // Installed before anything starts, so no signal is lost.
+            let signals = Signals::install()
+                .map_err(|err| format!("could not install signal handlers: {err}"))?;
+            Ok::<_, String>(supervisor::run(config, message, signals).await)
+        })
+    }));
     // The stdin reader thread may be blocked in a read that cannot be
     // cancelled; do not wait for it.
     runtime.shutdown_background();
     let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(detail) => return not_started(Code::RunFailed, detail),
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(detail)) => return not_started(Code::RunFailed, detail),
+        Err(_) => {
+            let detail = "gatekeep stopped on an internal error (this is a bug)".to_owned();
+            eprintln!("gatekeep: error: {detail}");
+            return Ended::Crashed { detail };
+        }
     };
     eprintln!(
         "gatekeep: run {} after {} — {} approved, {} denied (exit {})",

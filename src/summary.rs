@@ -84,6 +84,8 @@ pub enum Ending<'a> {
     },
     /// gatekeep stopped before the supervisor ran (bad input, no runtime).
     NotStarted { code: Code, detail: &'a str },
+    /// The supervisor stopped on a bug (a panic): an internal error, exit 1.
+    Crashed { detail: &'a str },
 }
 
 /// The JSON document of `--summary-json`.
@@ -185,6 +187,11 @@ impl RunSummary {
         match ending {
             Ending::NotStarted { code, detail } => {
                 summary.exit_code = code.as_i32();
+                summary.detail = Some((*detail).to_owned());
+            }
+            Ending::Crashed { detail } => {
+                summary.outcome = outcome_name(EndReason::InternalError);
+                summary.exit_code = Code::RunFailed.as_i32();
                 summary.detail = Some((*detail).to_owned());
             }
             Ending::Run {
