@@ -347,6 +347,68 @@ async fn server_gate_reaches_subagents_only_through_opencode_permission() {
     assert!(oc.dir().join("by_sub.txt").exists());
 }
 
+/// A workspace's agent-level permission beats `OPENCODE_PERMISSION` (it is
+/// merged into the top-level `permission` only), but an agent-level rule in
+/// `OPENCODE_CONFIG_CONTENT` beats the workspace's: that is what `--gate`
+/// needs for subagents whose agent config allows.
+#[tokio::test]
+async fn server_agent_config_beats_opencode_permission_but_not_config_content() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let options = Options {
+        permission: json!({ "bash": "allow" }),
+        agent: Some(json!({
+            "general": { "permission": { "bash": "allow" } },
+            "explore": { "permission": { "bash": "allow" } },
+        })),
+        env: vec![
+            (
+                "OPENCODE_PERMISSION".to_owned(),
+                json!({ "bash": "ask" }).to_string(),
+            ),
+            (
+                "OPENCODE_CONFIG_CONTENT".to_owned(),
+                json!({ "agent": { "explore": { "permission": { "bash": "ask" } } } }).to_string(),
+            ),
+        ],
+    };
+    let Some(oc) = RealOpencode::with(&llm, options) else {
+        return;
+    };
+    let (_serve, client, mut events) = connect(&oc).await;
+    // GET /agent shows each agent's merged ruleset: what a gate check reads.
+    let agents = client.get("/agent").await;
+    let last_bash_rule = |name: &str| {
+        agents
+            .as_array()
+            .expect("agent list")
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["permission"].as_array())
+            .and_then(|rules| {
+                rules
+                    .iter()
+                    .rev()
+                    .find(|r| r["permission"] == "bash" || r["permission"] == "*")
+            })
+            .map(|r| r["action"].clone())
+    };
+    assert_eq!(last_bash_rule("general"), Some(json!("allow")), "{agents}");
+    assert_eq!(last_bash_rule("explore"), Some(json!("ask")), "{agents}");
+    assert_eq!(last_bash_rule("build"), Some(json!("ask")), "{agents}");
+
+    let root = client.create_session(&json!({})).await;
+    client
+        .prompt(&root, "TASK<BASH[touch by_general.txt]>")
+        .await;
+    events.idle(&root).await;
+    assert!(
+        events.all("permission.asked").is_empty(),
+        "OPENCODE_PERMISSION now beats agent-level config"
+    );
+    assert!(oc.dir().join("by_general.txt").exists());
+}
+
 /// A reject with a message still rejects the session's other pending
 /// requests, and then the agent loop stops: the model is not called again.
 #[tokio::test]
