@@ -367,7 +367,11 @@ fn settled_line<'a>(
     redactor: &Redactor,
 ) -> Line<'a> {
     let event = match settlement {
-        Settlement::Approved { .. } | Settlement::Denied { .. } => "decision",
+        Settlement::Approved { .. }
+        | Settlement::ApprovedAndTrusted { .. }
+        | Settlement::Denied { .. } => "decision",
+        Settlement::ApprovedByRule { .. } => "trust_rule_approval",
+        Settlement::DeniedByRule { .. } => "deny_rule_denial",
         Settlement::RepliedElsewhere { .. } => "external_reply",
         Settlement::Expired
         | Settlement::DeniedWithRelated { .. }
@@ -383,7 +387,13 @@ fn settled_line<'a>(
     line.summary = request.map(|r| shorten(&redactor.redact(r.subject()), MAX_TEXT));
     line.decision = Some(decision_name(settlement));
     match settlement {
-        Settlement::Approved { by } => line.by = Some(Who::of(by)),
+        Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
+            line.by = Some(Who::of(by));
+        }
+        Settlement::ApprovedByRule { by, .. } => {
+            line.by = Some(Who::of(by));
+            line.reason = Some(shorten(&redactor.redact(&settlement.to_string()), MAX_TEXT));
+        }
         Settlement::Denied { by, reason } => {
             line.by = Some(Who::of(by));
             line.reason = reason

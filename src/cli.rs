@@ -146,6 +146,12 @@ pub struct RunArgs {
     )]
     pub gates: Vec<String>,
 
+    /// Deny requests matching KIND:GLOB at once, without asking anyone, e.g.
+    /// `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over
+    /// any approval rule.
+    #[arg(long = "deny", env = "GATEKEEP_DENY", value_name = "KIND:GLOB")]
+    pub deny: Vec<String>,
+
     /// Discord API base URL (for testing against a local fake).
     #[arg(
         long,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::approval::registry::{DenyRule, DenyRuleError};
 use crate::cli::RunArgs;
 use crate::tail::{self, RunSpec, TailError};
 
@@ -43,6 +44,8 @@ pub struct RunConfig {
     pub approval_timeout: Duration,
     /// Permission kinds forced to `ask`.
     pub gates: Vec<String>,
+    /// `--deny` rules: matching requests are denied without asking.
+    pub deny: Vec<DenyRule>,
     pub approval: ApprovalChannel,
     pub verbosity: Verbosity,
     /// `--summary-json`: where the run summary goes.
@@ -55,6 +58,8 @@ pub struct RunConfig {
 pub enum ConfigError {
     #[error(transparent)]
     Tail(#[from] TailError),
+    #[error(transparent)]
+    Deny(#[from] DenyRuleError),
     #[error(
         "invalid {option} `{value}`: expected a Discord id (a number such as 123456789012345678)"
     )]
@@ -110,6 +115,11 @@ impl RunConfig {
             .iter()
             .map(|g| valid_gate(g))
             .collect::<Result<Vec<_>, _>>()?;
+        let deny = args
+            .deny
+            .iter()
+            .map(|d| DenyRule::parse(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let approvers = ids("--approver", &args.approvers)?;
         let approver_roles = ids("--approver-role", &args.approver_roles)?;
 
@@ -150,6 +160,7 @@ impl RunConfig {
             timeout: args.timeout,
             approval_timeout: args.approval_timeout,
             gates,
+            deny,
             approval,
             verbosity,
             summary_json: args.summary_json,

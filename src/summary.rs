@@ -256,7 +256,15 @@ impl RunSummary {
 fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
     let request = &entry.request;
     let (by, channel, reason) = match &entry.settlement {
-        Settlement::Approved { by } => (Some(by), Some(by.channel.to_string()), None),
+        Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
+            (Some(by), Some(by.channel.to_string()), None)
+        }
+        // Approved without asking, on the strength of `by`'s earlier trust.
+        Settlement::ApprovedByRule { by, .. } => (
+            Some(by),
+            Some(by.channel.to_string()),
+            Some(entry.settlement.to_string()),
+        ),
         Settlement::Denied { by, reason } => {
             (Some(by), Some(by.channel.to_string()), reason.clone())
         }
@@ -290,6 +298,9 @@ fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
 pub fn decision_name(settlement: &Settlement) -> &'static str {
     match settlement {
         Settlement::Approved { .. } => "approved",
+        Settlement::ApprovedAndTrusted { .. } => "approved_and_trusted",
+        Settlement::ApprovedByRule { .. } => "approved_by_trust_rule",
+        Settlement::DeniedByRule { .. } => "denied_by_rule",
         Settlement::Denied { .. } => "denied",
         Settlement::Expired => "expired",
         Settlement::DeniedWithRelated { .. } => "denied_with_related",

@@ -8,6 +8,12 @@
 //! Start-up order matters (DESIGN §1): the event stream is open and has
 //! delivered `server.connected` before the session is prompted, and the
 //! approval channel is ready before anything reaches the agent.
+//!
+//! The server is private to this run (fresh random password), so every
+//! permission request on it was caused by this run. Requests of sessions
+//! outside the run's session tree are therefore never left waiting: the tree
+//! is refreshed from `GET /session`, and what still does not belong to it is
+//! denied.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -26,13 +32,16 @@ use crate::audit;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
-use crate::opencode::api::{self, Api, ApiError, ModelRef, Prompt, PromptPart, Rule};
-use crate::opencode::events::{self, EventStream};
+use crate::opencode::api::{self, Api, ApiError, Command, ModelRef, Prompt, PromptPart, Rule};
+use crate::opencode::events::{self, EventStream, EventsError};
 use crate::opencode::server::{Server, ServerOptions};
-use crate::opencode::wire::{Event, Part, PermissionRequest, ReplyKind, SessionStatus, ToolStatus};
+use crate::opencode::wire::{
+    Event, Part, PermissionRequest, ReplyKind, SessionInfo, SessionStatus, ToolStatus,
+};
 use crate::redact::Redactor;
 use crate::signals::Signals;
 use crate::summary::Usage;
+use crate::tail::RunSpec;
 use crate::transport::{discord, terminal, Decider, Notice, RunReport};
 
 /// How long `opencode serve` may take to print its listening line.
@@ -53,6 +62,8 @@ const TRANSPORT_DRAIN: Duration = Duration::from_secs(25);
 /// After the event stream ends, how long to wait for the server's exit to
 /// tell "OpenCode died" from "the stream ended early".
 const DEATH_GRACE: Duration = Duration::from_millis(750);
+/// Reconnection attempts after the event stream broke while OpenCode lives.
+const RECONNECT_ATTEMPTS: u32 = 5;
 /// How long the audit log may take to write its last lines after the run.
 const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 
@@ -64,6 +75,9 @@ pub struct Outcome {
     pub detail: Option<String>,
     pub ledger: Ledger,
     pub duration: Duration,
+    pub started_at: SystemTime,
+    /// The root OpenCode session, once there was one.
+    pub session_id: Option<String>,
     /// Model, tokens and cost of the root session, as OpenCode reported them.
     pub usage: Usage,
     /// Knows this run's secrets, for reports written after it (the summary).
@@ -84,68 +98,31 @@ impl End {
             detail: detail.into(),
         }
     }
+
+    fn opencode(what: &str, err: &dyn std::fmt::Display) -> Self {
+        End::new(EndReason::OpenCodeDied, format!("{what}: {err}"))
+    }
+}
+
+/// One line saying how the run ended.
+#[must_use]
+pub fn describe(outcome: &Outcome) -> String {
+    match &outcome.detail {
+        Some(detail) => format!("{}: {detail}", outcome.reason.phrase()),
+        None => outcome.reason.phrase().to_owned(),
+    }
 }
 
 /// Run one supervised OpenCode run. `message` is the full prompt (words and
-/// stdin). Never panics on bad input; every path ends in [`teardown`].
+/// stdin). Every path after OpenCode started ends in [`teardown`].
 pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Outcome {
     let console = Console::new(config.verbosity);
-    let started = Instant::now();
-    let run_deadline = started + config.timeout;
-    let early = |code: Code, reason: EndReason, detail: String| Outcome {
-        code,
-        reason,
-        detail: Some(detail),
-        ledger: Ledger::default(),
-        duration: started.elapsed(),
-        usage: Usage::default(),
-        redactor: Redactor::default(),
-    };
+    let clock = Clock::start(config.timeout);
 
-    // Start OpenCode and the approval channel at once: their start-ups
-    // overlap, and neither waits for the other.
-    console.status(&format!(
-        "starting OpenCode in {}",
-        config.workspace.display()
-    ));
-    let server_options = ServerOptions {
-        program: config.spec.opencode.clone(),
-        workspace: config.workspace.clone(),
-        env: server_env(&config.gates),
-        ready_timeout: READY_TIMEOUT,
+    let (mut server, channel) = match start_up(&config, &console, &mut signals, &clock).await {
+        Ok(started) => started,
+        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
     };
-    let startup = async {
-        tokio::join!(
-            Server::start(server_options),
-            connect_channel(&config, &console)
-        )
-    };
-    let (server, channel) = tokio::select! {
-        both = startup => both,
-        reason = signals.recv() => return early(Code::for_end(reason), reason, "stopped during start-up".to_owned()),
-        () = sleep_until(run_deadline) => {
-            return early(Code::TimedOut, EndReason::TimedOut, "timed out during start-up".to_owned());
-        }
-    };
-    let mut server = match server {
-        Ok(server) => server,
-        Err(err) => {
-            return early(
-                Code::OpenCodeFailed,
-                EndReason::OpenCodeDied,
-                format!("OpenCode failed to start: {err}"),
-            )
-        }
-    };
-    let channel = match channel {
-        Ok(channel) => channel,
-        Err(detail) => {
-            server.stop(STOP_GRACE).await;
-            return early(Code::ChannelUnavailable, EndReason::Failed, detail);
-        }
-    };
-    console.detail(&format!("OpenCode is listening on {}", server.base_url()));
-
     let api = match Api::new(
         server.base_url(),
         &config.workspace,
@@ -155,92 +132,80 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         Ok(api) => api,
         Err(err) => {
             server.stop(STOP_GRACE).await;
-            return early(
-                Code::OpenCodeFailed,
-                EndReason::OpenCodeDied,
-                err.to_string(),
-            );
+            let end = End::opencode("could not talk to OpenCode", &err);
+            return clock.outcome(end, Ledger::default(), None, None);
         }
     };
-    // The password must never reach a channel, even if the agent echoes it.
-    let redactor = Redactor::new(vec![server.password().expose_secret().to_owned()]);
 
-    // Subscribe first, then create and prompt: a permission asked before the
-    // stream is open would otherwise be missed.
     let begun = tokio::select! {
-        begun = begin(&api, &config, &message) => begun,
+        begun = begin(&api, &config.spec, &config.gates, &config.workspace, &message, config.timeout) => begun,
         reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned())),
-        () = sleep_until(run_deadline) => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned())),
+        () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned())),
     };
     let (stream, root) = match begun {
         Ok(begun) => begun,
         Err(end) => {
-            // Nothing reached the agent, or its session is aborted below.
-            let sessions = Sessions::default();
-            let ledger = teardown(&end, None, &api, &sessions, server, &console).await;
-            return finish(end, ledger, started, None);
+            let ledger = teardown(&end, None, &api, &Sessions::default(), server, &console).await;
+            return clock.outcome(end, ledger, None, None);
         }
     };
     console.status("run started; waiting for the agent");
 
-    // The approval task and the channel's task.
+    // The approval task, and the channel's task reading its notices.
     let mut notifier = Notifier::default();
     let notices = notifier.subscribe();
     let audit_notices = config.audit_log.as_ref().map(|_| notifier.subscribe());
     let status_notices = notifier.subscribe();
-    let transport_notifier = notifier.clone();
-    let (inputs_tx, inputs_rx) = mpsc::channel(256);
+    let report_to = notifier.clone();
+    let (inputs, inputs_rx) = mpsc::channel(256);
     let deadlines = Deadlines {
         approval_timeout: config.approval_timeout,
-        run_deadline,
+        run_deadline: clock.deadline,
         teardown_margin: TEARDOWN_MARGIN.min(config.timeout / 4),
     };
     let approvals = tokio::spawn(
-        ApprovalTask::new(OpenCodeReplier(api.clone()), notifier, deadlines).run(inputs_rx),
+        ApprovalTask::new(OpenCodeReplier(api.clone()), notifier, deadlines)
+            .with_deny_rules(config.deny.clone())
+            .run(inputs_rx),
     );
+    // The password must never reach a channel, even if the agent echoes it.
+    let redactor = Redactor::new(vec![server.password().expose_secret().to_owned()]);
     let transport = spawn_transport(
         channel,
         notices,
-        Decider::new(inputs_tx.clone()),
+        Decider::new(inputs.clone()),
         redactor.clone(),
         &console,
     );
-    let audit = config.audit_log.clone().zip(audit_notices).map(|(path, notices)| {
-        tokio::spawn(audit::record(path, notices, redactor.clone(), console.clone()))
-    });
+    let audit = config
+        .audit_log
+        .clone()
+        .zip(audit_notices)
+        .map(|(path, notices)| {
+            tokio::spawn(audit::record(
+                path,
+                notices,
+                redactor.clone(),
+                console.clone(),
+            ))
+        });
     let status = console.follow(status_notices);
 
-    let mut run = Run {
-        console: console.clone(),
-        usage: Usage::default(),
-        api: api.clone(),
-        sessions: Sessions::new(root),
-        approvals: inputs_tx.clone(),
-        printed_parts: HashSet::new(),
-        tool_states: HashMap::new(),
-        user_messages: HashSet::new(),
-    };
+    let mut run = Run::new(console.clone(), api.clone(), root, inputs.clone());
     let end = run
-        .until_end(stream, &mut server, &mut signals, run_deadline)
+        .until_end(stream, &mut server, &mut signals, &clock)
         .await;
 
-    let ledger = teardown(
-        &end,
-        Some(Approvals {
-            inputs: inputs_tx,
-            task: approvals,
-        }),
-        &api,
-        &run.sessions,
-        server,
-        &console,
-    )
-    .await;
-    let mut outcome = finish(end, ledger, started, None);
+    let approvals = Approvals {
+        inputs,
+        task: approvals,
+    };
+    let ledger = teardown(&end, Some(approvals), &api, &run.sessions, server, &console).await;
+    let mut outcome = clock.outcome(end, ledger, run.sessions.root.clone(), None);
     outcome.usage = std::mem::take(&mut run.usage);
     outcome.usage.session_id.clone_from(&run.sessions.root);
     outcome.redactor = redactor;
-    transport_notifier.send(&Notice::RunEnded(RunReport {
+    report_to.send(&Notice::RunEnded(RunReport {
         outcome: describe(&outcome),
         exit_code: outcome.code.as_i32(),
         duration: outcome.duration,
@@ -264,29 +229,96 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     outcome
 }
 
-fn finish(end: End, ledger: Ledger, started: Instant, code: Option<Code>) -> Outcome {
-    Outcome {
-        code: code.unwrap_or_else(|| Code::for_end(end.reason)),
-        reason: end.reason,
-        detail: end.detail,
-        ledger,
-        duration: started.elapsed(),
-        usage: Usage::default(),
-        redactor: Redactor::default(),
+/// The run's time: when it started and when it must end.
+struct Clock {
+    started: Instant,
+    started_at: SystemTime,
+    deadline: Instant,
+}
+
+impl Clock {
+    fn start(timeout: Duration) -> Self {
+        let started = Instant::now();
+        Self {
+            started,
+            started_at: SystemTime::now(),
+            deadline: started + timeout,
+        }
+    }
+
+    async fn expired(&self) {
+        tokio::time::sleep_until(self.deadline.into()).await;
+    }
+
+    fn outcome(
+        &self,
+        end: End,
+        ledger: Ledger,
+        session_id: Option<String>,
+        code: Option<Code>,
+    ) -> Outcome {
+        Outcome {
+            code: code.unwrap_or_else(|| Code::for_end(end.reason)),
+            reason: end.reason,
+            detail: end.detail,
+            ledger,
+            duration: self.started.elapsed(),
+            started_at: self.started_at,
+            session_id,
+            usage: Usage::default(),
+            redactor: Redactor::default(),
+        }
     }
 }
 
-/// One line saying how the run ended.
-#[must_use]
-pub fn describe(outcome: &Outcome) -> String {
-    match &outcome.detail {
-        Some(detail) => format!("{}: {detail}", outcome.reason.phrase()),
-        None => outcome.reason.phrase().to_owned(),
+/// Start OpenCode and the approval channel at once, so their start-ups
+/// overlap. Nothing has reached the agent if this fails.
+async fn start_up(
+    config: &RunConfig,
+    console: &Console,
+    signals: &mut Signals,
+    clock: &Clock,
+) -> Result<(Server, ConnectedChannel), (Code, End)> {
+    console.status(&format!(
+        "starting OpenCode in {}",
+        config.workspace.display()
+    ));
+    let options = ServerOptions {
+        program: config.spec.opencode.clone(),
+        workspace: config.workspace.clone(),
+        env: server_env(&config.gates),
+        ready_timeout: READY_TIMEOUT,
+    };
+    let both = async { tokio::join!(Server::start(options), connect_channel(config, console)) };
+    let (server, channel) = tokio::select! {
+        both = both => both,
+        reason = signals.recv() => return Err((Code::for_end(reason), End::new(reason, "stopped during start-up".to_owned()))),
+        () = clock.expired() => return Err((Code::TimedOut, End::new(EndReason::TimedOut, "timed out during start-up".to_owned()))),
+    };
+    let server = server.map_err(|e| {
+        (
+            Code::OpenCodeFailed,
+            End::opencode("OpenCode failed to start", &e),
+        )
+    })?;
+    match channel {
+        Ok(channel) => {
+            console.detail(&format!("OpenCode is listening on {}", server.base_url()));
+            Ok((server, channel))
+        }
+        Err(detail) => {
+            server.stop(STOP_GRACE).await;
+            Err((
+                Code::ChannelUnavailable,
+                End::new(EndReason::Failed, detail),
+            ))
+        }
     }
 }
 
 /// Environment for `opencode serve`: `--gate` kinds forced to `ask` for
-/// every session of the server, child sessions included.
+/// every session of the server, child sessions included (the per-session
+/// ruleset of `POST /session` covers only the root).
 fn server_env(gates: &[String]) -> Vec<(OsString, OsString)> {
     if gates.is_empty() {
         return Vec::new();
@@ -331,6 +363,7 @@ async fn connect_channel(
     }
 }
 
+/// What the Discord run-start message says about the run.
 fn run_info(config: &RunConfig) -> discord::RunInfo {
     let spec = &config.spec;
     let title = spec.title.clone().unwrap_or_else(|| {
@@ -340,12 +373,12 @@ fn run_info(config: &RunConfig) -> discord::RunInfo {
         }
         t
     });
-    let ci = match (
-        std::env::var("GITHUB_SERVER_URL"),
-        std::env::var("GITHUB_REPOSITORY"),
-        std::env::var("GITHUB_RUN_ID"),
-    ) {
-        (Ok(server), Ok(repo), Ok(run)) => Some(format!("{server}/{repo}/actions/runs/{run}")),
+    let github =
+        ["GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"].map(|k| std::env::var(k).ok());
+    let ci = match github {
+        [Some(server), Some(repo), Some(run)] => {
+            Some(format!("{server}/{repo}/actions/runs/{run}"))
+        }
         _ => std::env::var("CI_JOB_URL").ok(),
     };
     discord::RunInfo {
@@ -388,31 +421,46 @@ fn spawn_transport(
     }
 }
 
-/// Subscribe, create (or pick) the session, prompt. Returns the open stream
-/// and the root session id.
-async fn begin(api: &Api, config: &RunConfig, message: &str) -> Result<(EventStream, String), End> {
-    let opencode_failed = |what: &str, e: &dyn std::fmt::Display| {
-        End::new(EndReason::OpenCodeDied, format!("{what}: {e}"))
-    };
+/// Subscribe, pick the session (new, given, most recent, or a fork), then
+/// prompt. Returns the open stream and the root session id.
+async fn begin(
+    api: &Api,
+    spec: &RunSpec,
+    gates: &[String],
+    workspace: &std::path::Path,
+    message: &str,
+    run_time: Duration,
+) -> Result<(EventStream, String), End> {
     let stream = events::subscribe_within(api, SUBSCRIBE_TIMEOUT)
         .await
-        .map_err(|e| opencode_failed("could not open OpenCode's event stream", &e))?;
-    let spec = &config.spec;
-    let root = if let Some(session) = &spec.session {
-        session.clone()
-    } else {
-        let rules: Vec<Rule> = config.gates.iter().map(Rule::ask).collect();
-        api.create_session(spec.title.as_deref(), &rules)
-            .await
-            .map_err(|e| opencode_failed("could not create the session", &e))?
-            .id
-    };
+        .map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
+    let root = pick_session(api, spec, gates).await?;
+    let files: Vec<PromptPart> = spec
+        .files
+        .iter()
+        .map(|f| PromptPart::file(&workspace.join(f)))
+        .collect();
+
+    if let Some(command) = &spec.command {
+        // The command call only returns when the turn is over; the run is
+        // followed on the event stream, so it runs on its own.
+        let command = Command {
+            command: command.clone(),
+            arguments: message.to_owned(),
+            model: spec.model.as_ref().map(ToString::to_string),
+            agent: spec.agent.clone(),
+            variant: spec.variant.clone(),
+            parts: files,
+        };
+        let (api, session) = (api.clone(), root.clone());
+        tokio::spawn(async move { api.command(&session, &command, run_time).await });
+        return Ok((stream, root));
+    }
+
     let mut parts = vec![PromptPart::Text {
         text: message.to_owned(),
     }];
-    for file in &spec.files {
-        parts.push(PromptPart::file(&config.workspace.join(file)));
-    }
+    parts.extend(files);
     let prompt = Prompt {
         parts,
         model: spec.model.as_ref().map(|m| ModelRef {
@@ -424,8 +472,54 @@ async fn begin(api: &Api, config: &RunConfig, message: &str) -> Result<(EventStr
     };
     api.prompt_async(&root, &prompt)
         .await
-        .map_err(|e| opencode_failed("could not send the prompt", &e))?;
+        .map_err(|e| End::opencode("could not send the prompt", &e))?;
     Ok((stream, root))
+}
+
+/// The root session: `--session`, the most recent root for `--continue`
+/// (either forked with `--fork`), or a new one with the `--gate` ruleset.
+async fn pick_session(api: &Api, spec: &RunSpec, gates: &[String]) -> Result<String, End> {
+    let existing = if let Some(id) = &spec.session {
+        Some(id.clone())
+    } else if spec.continue_last {
+        let sessions = api
+            .list_sessions()
+            .await
+            .map_err(|e| End::opencode("could not list sessions", &e))?;
+        let latest = sessions
+            .into_iter()
+            .filter(|s| s.parent_id.is_none())
+            .max_by(|a, b| updated(a).total_cmp(&updated(b)))
+            .ok_or_else(|| {
+                End::new(
+                    EndReason::Failed,
+                    "--continue: there is no session to continue".to_owned(),
+                )
+            })?;
+        Some(latest.id)
+    } else {
+        None
+    };
+    match existing {
+        Some(id) if spec.fork => Ok(api
+            .fork_session(&id)
+            .await
+            .map_err(|e| End::opencode("could not fork the session", &e))?
+            .id),
+        Some(id) => Ok(id),
+        None => {
+            let rules: Vec<Rule> = gates.iter().map(Rule::ask).collect();
+            Ok(api
+                .create_session(spec.title.as_deref(), &rules)
+                .await
+                .map_err(|e| End::opencode("could not create the session", &e))?
+                .id)
+        }
+    }
+}
+
+fn updated(s: &SessionInfo) -> f64 {
+    s.time.and_then(|t| t.updated.or(t.created)).unwrap_or(0.0)
 }
 
 /// The sessions of this run: the root and every child (subagent) session,
@@ -433,18 +527,11 @@ async fn begin(api: &Api, config: &RunConfig, message: &str) -> Result<(EventStr
 #[derive(Debug, Default)]
 struct Sessions {
     root: Option<String>,
-    /// Child session id → label (title or agent).
+    /// Child session id → label (agent or title).
     children: HashMap<String, String>,
 }
 
 impl Sessions {
-    fn new(root: String) -> Self {
-        Self {
-            root: Some(root),
-            children: HashMap::new(),
-        }
-    }
-
     fn is_root(&self, id: &str) -> bool {
         self.root.as_deref() == Some(id)
     }
@@ -456,6 +543,28 @@ impl Sessions {
     /// `None` for the root session, the child's label otherwise.
     fn label(&self, id: &str) -> Option<String> {
         self.children.get(id).cloned()
+    }
+
+    /// Learn a session if its parent is ours. Returns whether it is new.
+    fn learn(&mut self, info: &SessionInfo) -> bool {
+        let Some(parent) = &info.parent_id else {
+            return false;
+        };
+        if !self.contains(parent) || self.is_root(&info.id) {
+            return false;
+        }
+        let label = info
+            .agent
+            .clone()
+            .or_else(|| info.title.clone())
+            .unwrap_or_else(|| "subagent".to_owned());
+        self.children.insert(info.id.clone(), label).is_none()
+    }
+
+    /// Learn every descendant of the root from a full session list (parents
+    /// may be listed after their children).
+    fn learn_all(&mut self, all: &[SessionInfo]) {
+        while all.iter().fold(false, |grew, s| self.learn(s) || grew) {}
     }
 }
 
@@ -477,30 +586,50 @@ struct Run {
 }
 
 impl Run {
+    fn new(console: Console, api: Api, root: String, approvals: mpsc::Sender<Input>) -> Self {
+        Self {
+            console,
+            api,
+            sessions: Sessions {
+                root: Some(root),
+                children: HashMap::new(),
+            },
+            approvals,
+            printed_parts: HashSet::new(),
+            tool_states: HashMap::new(),
+            user_messages: HashSet::new(),
+            usage: Usage::default(),
+        }
+    }
+
     /// Read events until something ends the run.
     async fn until_end(
         &mut self,
         mut stream: EventStream,
         server: &mut Server,
         signals: &mut Signals,
-        run_deadline: Instant,
+        clock: &Clock,
     ) -> End {
         loop {
-            let event = tokio::select! {
+            let next = tokio::select! {
                 event = stream.next() => event,
                 reason = signals.recv() => return End::new(reason, None),
-                () = sleep_until(run_deadline) => return End::new(EndReason::TimedOut, None),
+                () = clock.expired() => return End::new(EndReason::TimedOut, None),
                 status = server.exited() => {
                     return End::new(EndReason::OpenCodeDied, format!("OpenCode exited during the run ({status})"));
                 }
             };
-            let end = match event {
+            let end = match next {
                 Some(Ok(event)) => self.on_event(event).await,
-                Some(Err(err)) => Some(
-                    stream_ended(server, format!("OpenCode's event stream failed: {err}")).await,
-                ),
+                Some(Err(err)) => match self.reconnect(server, err).await {
+                    Ok(fresh) => {
+                        stream = fresh;
+                        None
+                    }
+                    Err(end) => Some(end),
+                },
                 None => Some(
-                    stream_ended(
+                    stream_lost(
                         server,
                         "OpenCode's event stream ended before the run finished".to_owned(),
                     )
@@ -513,142 +642,226 @@ impl Run {
         }
     }
 
+    /// The stream broke while OpenCode may still live: subscribe again, then
+    /// catch up with what happened during the gap.
+    async fn reconnect(
+        &mut self,
+        server: &mut Server,
+        err: EventsError,
+    ) -> Result<EventStream, End> {
+        if server.has_exited() {
+            return Err(
+                stream_lost(server, format!("OpenCode's event stream failed: {err}")).await,
+            );
+        }
+        self.console
+            .status(&format!("event stream lost ({err}); reconnecting"));
+        let mut last = err.to_string();
+        for attempt in 0..RECONNECT_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+            match events::subscribe_within(&self.api, SUBSCRIBE_TIMEOUT).await {
+                Ok(stream) => {
+                    self.resync().await?;
+                    self.console.status("event stream back");
+                    return Ok(stream);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if server.has_exited() {
+                break;
+            }
+        }
+        Err(stream_lost(
+            server,
+            format!("could not reconnect to OpenCode's event stream: {last}"),
+        )
+        .await)
+    }
+
+    /// After a gap: learn child sessions created meanwhile, then hand the
+    /// approval task everything OpenCode waits on now.
+    async fn resync(&mut self) -> Result<(), End> {
+        if let Ok(all) = self.api.list_sessions().await {
+            self.sessions.learn_all(&all);
+        }
+        let pending = self
+            .api
+            .list_permissions()
+            .await
+            .map_err(|e| End::opencode("could not list pending permissions", &e))?;
+        let mut ours = Vec::new();
+        for request in pending {
+            if self.sessions.contains(&request.session_id) {
+                ours.push(self.request_of(request));
+            } else {
+                self.deny_stranger(&request.id).await;
+            }
+        }
+        self.send(Input::Resync(ours)).await
+    }
+
+    async fn send(&self, input: Input) -> Result<(), End> {
+        // The task only ends after close, which happens after this loop.
+        self.approvals.send(input).await.map_err(|_| {
+            End::new(
+                EndReason::InternalError,
+                "the approval task stopped (this is a bug)".to_owned(),
+            )
+        })
+    }
+
     async fn on_event(&mut self, event: Event) -> Option<End> {
-        match event {
+        let result = match event {
             Event::SessionCreated(info) | Event::SessionUpdated(info) => {
                 if self.sessions.is_root(&info.id) {
                     self.usage.update(&info);
                 }
-                if let Some(parent) = &info.parent_id {
-                    if self.sessions.contains(parent) && !self.sessions.is_root(&info.id) {
-                        let label = info
-                            .agent
-                            .clone()
-                            .or(info.title.clone())
-                            .unwrap_or_else(|| "subagent".to_owned());
-                        if !self.sessions.children.contains_key(&info.id) {
-                            self.console
-                                .detail(&format!("subagent session started: {label}"));
-                        }
-                        self.sessions.children.insert(info.id.clone(), label);
-                    }
+                if self.sessions.learn(&info) {
+                    self.console.detail(&format!(
+                        "subagent session started: {}",
+                        self.sessions.label(&info.id).unwrap_or_default()
+                    ));
                 }
+                Ok(())
             }
-            Event::PermissionAsked(request) => {
-                if self.sessions.contains(&request.session_id) {
-                    let request = self.request_of(request);
-                    // The task only ends after close, which happens after
-                    // this loop; a send error means it died: end the run.
-                    if self.approvals.send(Input::Asked(request)).await.is_err() {
-                        return Some(End::new(
-                            EndReason::InternalError,
-                            "the approval task stopped (this is a bug)".to_owned(),
-                        ));
-                    }
-                }
-            }
+            Event::PermissionAsked(request) => self.on_permission(request).await,
             Event::PermissionMalformed(bad) => {
                 // Fail closed: OpenCode waits on it, so deny it by id.
-                let ours = bad
-                    .session_id
-                    .as_deref()
-                    .is_none_or(|s| self.sessions.contains(s));
-                if let (Some(id), true) = (&bad.request_id, ours) {
+                if let Some(id) = &bad.request_id {
                     self.console.error(&format!(
                         "denying a malformed permission request: {}",
                         bad.reason
                     ));
-                    let reply = api::Reply::Reject {
-                        message: Some(
-                            "denied by gatekeep: the request could not be read".to_owned(),
-                        ),
-                    };
-                    let _ = self.api.reply_permission(id, &reply).await;
+                    self.reject(id, "denied by gatekeep: the request could not be read")
+                        .await;
                 }
+                Ok(())
             }
             Event::PermissionReplied {
                 session_id,
                 request_id,
                 reply,
             } => {
-                if self.sessions.contains(&session_id) {
-                    let reply = match reply {
-                        ReplyKind::Once => "once".to_owned(),
-                        ReplyKind::Always => "always".to_owned(),
-                        ReplyKind::Reject => "reject".to_owned(),
-                        ReplyKind::Unknown(other) => other,
-                    };
-                    let _ = self
-                        .approvals
-                        .send(Input::Replied {
-                            session_id,
-                            request_id,
-                            reply,
-                        })
-                        .await;
-                }
+                let reply = match reply {
+                    ReplyKind::Once => "once".to_owned(),
+                    ReplyKind::Always => "always".to_owned(),
+                    ReplyKind::Reject => "reject".to_owned(),
+                    ReplyKind::Unknown(other) => other,
+                };
+                self.send(Input::Replied {
+                    session_id,
+                    request_id,
+                    reply,
+                })
+                .await
             }
-            Event::QuestionAsked { id, session_id, .. } => {
-                // Questions wait forever; until they can be relayed, deny them.
-                if let Some(id) = id {
-                    if session_id
-                        .as_deref()
-                        .is_none_or(|s| self.sessions.contains(s))
-                    {
-                        self.console.status(
-                            "the agent asked a question; denying it (questions are not relayed)",
-                        );
-                        let _ = self.api.reject_question(&id).await;
-                    }
-                }
+            Event::QuestionAsked { id: Some(id), .. } => {
+                // Questions wait forever and are not relayed yet: deny them.
+                self.console
+                    .status("the agent asked a question; denying it (questions are not relayed)");
+                let _ = self.api.reject_question(&id).await;
+                Ok(())
             }
             Event::SessionIdle { session_id } if self.sessions.is_root(&session_id) => {
                 return Some(End::new(EndReason::Finished, None));
             }
-            Event::SessionStatus { session_id, status } => match status {
-                SessionStatus::Idle if self.sessions.is_root(&session_id) => {
-                    return Some(End::new(EndReason::Finished, None));
-                }
-                SessionStatus::Retry { message, .. } if self.sessions.contains(&session_id) => {
-                    self.console.status(&format!(
-                        "OpenCode is retrying the model call: {}",
-                        message.unwrap_or_default()
-                    ));
-                }
-                _ => {}
-            },
+            Event::SessionStatus { session_id, status } => {
+                return self.on_status(&session_id, status)
+            }
             Event::SessionError {
                 session_id,
                 name,
                 message,
             } => {
-                let detail = match message {
-                    Some(m) => format!("{name}: {m}"),
-                    None => name,
-                };
-                match session_id.as_deref() {
-                    Some(id) if self.sessions.is_root(id) => {
-                        return Some(End::new(EndReason::Failed, detail));
-                    }
-                    Some(id) if self.sessions.contains(id) => {
-                        self.console.status(&format!("subagent error: {detail}"));
-                    }
-                    _ => self.console.detail(&format!("OpenCode error: {detail}")),
-                }
+                return self.on_error(session_id.as_deref(), name, message);
             }
             Event::MessageUpdated {
                 message_id, role, ..
             } if role == "user" => {
                 self.user_messages.insert(message_id);
+                Ok(())
             }
-            Event::PartUpdated(part) => self.on_part(part),
-            Event::InstanceDisposed { .. } => {
-                return Some(End::new(
-                    EndReason::Failed,
-                    "OpenCode shut its instance down before the run finished".to_owned(),
+            Event::PartUpdated(part) => {
+                self.on_part(part);
+                Ok(())
+            }
+            Event::InstanceDisposed { .. } => Err(End::new(
+                EndReason::Failed,
+                "OpenCode shut its instance down before the run finished".to_owned(),
+            )),
+            _ => Ok(()),
+        };
+        result.err()
+    }
+
+    /// A permission request: ours goes to the approval task; one of a session
+    /// outside the run's tree is looked up once more, then denied.
+    async fn on_permission(&mut self, request: PermissionRequest) -> Result<(), End> {
+        if !self.sessions.contains(&request.session_id) {
+            if let Ok(all) = self.api.list_sessions().await {
+                self.sessions.learn_all(&all);
+            }
+        }
+        if self.sessions.contains(&request.session_id) {
+            let request = self.request_of(request);
+            return self.send(Input::Asked(request)).await;
+        }
+        self.deny_stranger(&request.id).await;
+        Ok(())
+    }
+
+    async fn deny_stranger(&self, request_id: &str) {
+        self.console.detail(&format!(
+            "denying {request_id}: its session is not part of this run"
+        ));
+        self.reject(
+            request_id,
+            "denied by gatekeep: not part of the supervised run",
+        )
+        .await;
+    }
+
+    async fn reject(&self, request_id: &str, message: &str) {
+        let reply = api::Reply::Reject {
+            message: Some(message.to_owned()),
+        };
+        let _ = self.api.reply_permission(request_id, &reply).await;
+    }
+
+    fn on_status(&self, session_id: &str, status: SessionStatus) -> Option<End> {
+        match status {
+            SessionStatus::Idle if self.sessions.is_root(session_id) => {
+                Some(End::new(EndReason::Finished, None))
+            }
+            SessionStatus::Retry { message, .. } if self.sessions.contains(session_id) => {
+                self.console.status(&format!(
+                    "OpenCode is retrying the model call: {}",
+                    message.unwrap_or_default()
                 ));
+                None
             }
-            _ => {}
+            _ => None,
+        }
+    }
+
+    fn on_error(
+        &self,
+        session_id: Option<&str>,
+        name: String,
+        message: Option<String>,
+    ) -> Option<End> {
+        let detail = match message {
+            Some(m) => format!("{name}: {m}"),
+            None => name,
+        };
+        match session_id {
+            Some(id) if self.sessions.is_root(id) => {
+                return Some(End::new(EndReason::Failed, detail))
+            }
+            Some(id) if self.sessions.contains(id) => {
+                self.console.status(&format!("subagent error: {detail}"))
+            }
+            _ => self.console.detail(&format!("OpenCode error: {detail}")),
         }
         None
     }
@@ -691,14 +904,12 @@ impl Run {
                     .unwrap_or_default();
                 match &status {
                     ToolStatus::Running => self.console.tool(&format!("{who}→ {tool}")),
-                    ToolStatus::Completed => {
-                        self.console
-                            .tool(&format!("{who}✓ {tool}: {}", title.unwrap_or_default()));
-                    }
-                    ToolStatus::Error => {
-                        self.console
-                            .tool(&format!("{who}✗ {tool}: {}", error.unwrap_or_default()));
-                    }
+                    ToolStatus::Completed => self
+                        .console
+                        .tool(&format!("{who}✓ {tool}: {}", title.unwrap_or_default())),
+                    ToolStatus::Error => self
+                        .console
+                        .tool(&format!("{who}✗ {tool}: {}", error.unwrap_or_default())),
                     ToolStatus::Pending | ToolStatus::Unknown(_) => {}
                 }
                 self.tool_states.insert(part_id, status);
@@ -725,8 +936,8 @@ impl Run {
     }
 }
 
-/// The event stream ended or failed: if the server died too, say so.
-async fn stream_ended(server: &mut Server, detail: String) -> End {
+/// The event stream is gone for good: if the server died too, say so.
+async fn stream_lost(server: &mut Server, detail: String) -> End {
     match tokio::time::timeout(DEATH_GRACE, server.exited()).await {
         Ok(status) => End::new(
             EndReason::OpenCodeDied,
@@ -745,13 +956,13 @@ struct Approvals {
 /// The one shutdown sequence, every step bounded (DESIGN §3):
 /// 1. close the registry: every request it knows is denied and nothing more
 ///    is forwarded;
-/// 2. `GET /permission`: reject every request of our sessions still pending
-///    (also ones the registry never saw);
-/// 3. reject pending questions of our sessions;
-/// 4. abort the root session, then sweep once more (a request asked while
+/// 2. `GET /permission`: reject everything still pending on the server (it
+///    is private to this run), also requests the registry never saw, and
+///    reject pending questions;
+/// 3. abort the root session, then sweep once more (a request asked while
 ///    the first sweep ran);
-/// 5. dispose the instance;
-/// 6. stop the server's process group (SIGTERM, then SIGKILL).
+/// 4. dispose the instance;
+/// 5. stop the server's process group (SIGTERM, then SIGKILL).
 async fn teardown(
     end: &End,
     approvals: Option<Approvals>,
@@ -767,53 +978,56 @@ async fn teardown(
             reason.phrase()
         ));
     }
-
     // 1.
-    let mut ledger = Ledger::default();
-    if let Some(approvals) = approvals {
-        let (done, ledger_rx) = oneshot::channel();
-        let closed = approvals
-            .inputs
-            .send(Input::Close { reason, done })
-            .await
-            .is_ok();
-        if closed {
-            match tokio::time::timeout(STEP_TIMEOUT * 2, ledger_rx).await {
-                Ok(Ok(l)) => ledger = l,
-                _ => console
-                    .error("the approval task did not close in time; sweeping OpenCode directly"),
-            }
-        }
-        drop(approvals.inputs);
-        approvals.task.abort();
-    }
-
+    let ledger = match approvals {
+        Some(approvals) => close_approvals(approvals, reason, console).await,
+        None => Ledger::default(),
+    };
     if !server.has_exited() {
-        // 2. and 3.
-        sweep(api, sessions, reason).await;
-        // 4.
+        // 2.
+        sweep(api, reason).await;
+        // 3.
         if let Some(root) = &sessions.root {
             if reason != EndReason::Finished {
                 let _ = tokio::time::timeout(STEP_TIMEOUT, api.abort(root)).await;
             }
-            sweep(api, sessions, reason).await;
+            sweep(api, reason).await;
         }
-        // 5.
+        // 4.
         let _ = tokio::time::timeout(STEP_TIMEOUT, api.dispose()).await;
     }
-    // 6.
-    let stopped = server.stop(STOP_GRACE).await;
-    if stopped.killed {
+    // 5.
+    if server.stop(STOP_GRACE).await.killed {
         console.detail("OpenCode did not stop on SIGTERM; killed its process group");
     }
     ledger
 }
 
-/// Reject every pending permission and question of our sessions.
-async fn sweep(api: &Api, sessions: &Sessions, reason: EndReason) {
-    let ours = |s: &str| sessions.contains(s) || sessions.root.is_none();
+/// Close the registry and collect the ledger. Bounded: if the task does not
+/// answer, the sweep that follows still denies everything on the server.
+async fn close_approvals(approvals: Approvals, reason: EndReason, console: &Console) -> Ledger {
+    let (done, ledger) = oneshot::channel();
+    let mut result = Ledger::default();
+    if approvals
+        .inputs
+        .send(Input::Close { reason, done })
+        .await
+        .is_ok()
+    {
+        match tokio::time::timeout(STEP_TIMEOUT * 2, ledger).await {
+            Ok(Ok(ledger)) => result = ledger,
+            _ => console
+                .error("the approval task did not close in time; denying on the server directly"),
+        }
+    }
+    approvals.task.abort();
+    result
+}
+
+/// Reject every pending permission and question on the server.
+async fn sweep(api: &Api, reason: EndReason) {
     if let Ok(Ok(pending)) = tokio::time::timeout(STEP_TIMEOUT, api.list_permissions()).await {
-        for request in pending.into_iter().filter(|r| ours(&r.session_id)) {
+        for request in pending {
             let reply = api::Reply::Reject {
                 message: Some(reason.deny_message().to_owned()),
             };
@@ -822,7 +1036,7 @@ async fn sweep(api: &Api, sessions: &Sessions, reason: EndReason) {
         }
     }
     if let Ok(Ok(questions)) = tokio::time::timeout(STEP_TIMEOUT, api.list_questions()).await {
-        for question in questions.into_iter().filter(|q| ours(&q.session_id)) {
+        for question in questions {
             let _ = tokio::time::timeout(STEP_TIMEOUT, api.reject_question(&question.id)).await;
         }
     }
@@ -847,8 +1061,4 @@ impl Replier for OpenCodeReplier {
                 other => ReplyError::Failed(other.to_string()),
             })
     }
-}
-
-async fn sleep_until(deadline: Instant) {
-    tokio::time::sleep_until(deadline.into()).await;
 }

@@ -85,7 +85,13 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Approve,
-    Deny { reason: Option<String> },
+    /// Approve, and approve the same exact request (same permission kind,
+    /// same command or path) again for the rest of this run. Never sent to
+    /// OpenCode as `always`: the rule lives and dies with the run.
+    ApproveAndTrust,
+    Deny {
+        reason: Option<String>,
+    },
 }
 
 /// Why the run is ending; every request still pending is denied with it.
@@ -141,6 +147,19 @@ pub enum Settlement {
     Approved {
         by: Actor,
     },
+    /// Approved, and a run-scoped trust rule was made from it.
+    ApprovedAndTrusted {
+        by: Actor,
+    },
+    /// Approved without asking by the trust rule made on request `rule_of`.
+    ApprovedByRule {
+        rule_of: u32,
+        by: Actor,
+    },
+    /// Denied without asking by a `--deny` rule.
+    DeniedByRule {
+        rule: String,
+    },
     Denied {
         by: Actor,
         reason: Option<String>,
@@ -170,7 +189,12 @@ pub enum Settlement {
 impl Settlement {
     #[must_use]
     pub fn is_approved(&self) -> bool {
-        matches!(self, Settlement::Approved { .. })
+        matches!(
+            self,
+            Settlement::Approved { .. }
+                | Settlement::ApprovedAndTrusted { .. }
+                | Settlement::ApprovedByRule { .. }
+        )
     }
 
     /// The reject message to send OpenCode when gatekeep itself must deny,
@@ -187,10 +211,15 @@ impl Settlement {
                 Some("denied by gatekeep: no answer before the approval deadline".to_owned())
             }
             Settlement::RunEnded(r) => Some(r.deny_message().to_owned()),
+            Settlement::DeniedByRule { rule } => Some(format!(
+                "denied by gatekeep: matches the --deny rule `{rule}`"
+            )),
             Settlement::ChannelFailed { .. } => {
                 Some("denied by gatekeep: the approval channel failed".to_owned())
             }
             Settlement::Approved { .. }
+            | Settlement::ApprovedAndTrusted { .. }
+            | Settlement::ApprovedByRule { .. }
             | Settlement::DeniedWithRelated { .. }
             | Settlement::Superseded { .. }
             | Settlement::RepliedElsewhere { .. } => None,
@@ -202,6 +231,19 @@ impl fmt::Display for Settlement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Settlement::Approved { by } => write!(f, "approved by {} ({})", by.name, by.channel),
+            Settlement::ApprovedAndTrusted { by } => write!(
+                f,
+                "approved by {} ({}), and trusted again for the rest of this run",
+                by.name, by.channel
+            ),
+            Settlement::ApprovedByRule { rule_of, by } => {
+                write!(
+                    f,
+                    "approved by the trust rule {} made on request #{rule_of}",
+                    by.name
+                )
+            }
+            Settlement::DeniedByRule { rule } => write!(f, "denied by the --deny rule `{rule}`"),
             Settlement::Denied { by, reason: None } => {
                 write!(f, "denied by {} ({})", by.name, by.channel)
             }

@@ -41,15 +41,16 @@ pub enum Reply {
 }
 
 /// A request reached its final state.
-#[must_use = "a settlement may carry a reject that OpenCode must receive"]
+#[must_use = "a settlement may carry a reply that OpenCode must receive"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     pub number: u32,
     pub request_id: String,
     pub session_id: String,
     pub settlement: Settlement,
-    /// The reject gatekeep must send, when OpenCode does not already know.
-    pub reject: Option<String>,
+    /// The reply gatekeep must send, when OpenCode does not already know:
+    /// a reject for every automatic denial, `once` for a trust rule.
+    pub reply: Option<Reply>,
 }
 
 /// The result of registering a request.
@@ -62,7 +63,8 @@ pub enum Asked {
         /// A previous entry with the same OpenCode id that this one replaced.
         superseded: Option<Settled>,
     },
-    /// The run is closing: the request was denied at once.
+    /// Decided at once without asking anyone: the run is closing, or a
+    /// `--deny` or trust rule matched.
     Refused(Settled),
 }
 
@@ -98,6 +100,74 @@ pub enum ClaimFailed {
     AlreadySettled,
 }
 
+/// A `--deny KIND:GLOB` rule: matching requests are denied without asking.
+#[derive(Debug, Clone)]
+pub struct DenyRule {
+    kind: String,
+    glob: globset::GlobMatcher,
+    /// As the user wrote it, for messages.
+    text: String,
+}
+
+/// Why a `--deny` rule could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DenyRuleError {
+    #[error("invalid --deny `{0}`: expected KIND:GLOB, e.g. `bash:rm -rf *`")]
+    Shape(String),
+    #[error("invalid --deny `{rule}`: {reason}")]
+    Glob { rule: String, reason: String },
+}
+
+impl DenyRule {
+    pub fn parse(text: &str) -> Result<Self, DenyRuleError> {
+        let (kind, glob) = text
+            .split_once(':')
+            .filter(|(k, g)| !k.trim().is_empty() && !g.is_empty())
+            .ok_or_else(|| DenyRuleError::Shape(text.to_owned()))?;
+        // `*` must also match `/`: commands and paths are matched whole.
+        let glob = globset::GlobBuilder::new(glob)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| DenyRuleError::Glob {
+                rule: text.to_owned(),
+                reason: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        Ok(Self {
+            kind: kind.trim().to_owned(),
+            glob,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Matches the request's kind and its command, path or any pattern.
+    fn matches(&self, request: &Request) -> bool {
+        (self.kind == request.kind || self.kind == "*")
+            && request
+                .command
+                .iter()
+                .chain(request.path.iter())
+                .chain(request.patterns.iter())
+                .any(|s| self.glob.is_match(s))
+    }
+}
+
+/// A run-scoped trust rule: made from one pending request by a human, it
+/// approves the same exact request (kind and command or path) again.
+#[derive(Debug, Clone)]
+struct TrustRule {
+    made_on: u32,
+    kind: String,
+    subject: String,
+    by: Actor,
+}
+
+impl TrustRule {
+    fn matches(&self, request: &Request) -> bool {
+        self.kind == request.kind && !self.subject.is_empty() && request.subject() == self.subject
+    }
+}
+
 /// All requests of one run, keyed by their short number.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -106,12 +176,24 @@ pub struct Registry {
     by_id: HashMap<String, u32>,
     last_number: u32,
     closed: Option<EndReason>,
+    /// `--deny` rules; they win over trust rules.
+    deny_rules: Vec<DenyRule>,
+    trust_rules: Vec<TrustRule>,
 }
 
 impl Registry {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry that denies requests matching any of `rules` at once.
+    #[must_use]
+    pub fn with_deny_rules(rules: Vec<DenyRule>) -> Self {
+        Self {
+            deny_rules: rules,
+            ..Self::default()
+        }
     }
 
     /// Register a request before anyone is shown it, so that a fast click
@@ -121,23 +203,36 @@ impl Registry {
         let number = self.last_number;
         request.number = number;
 
-        if let Some(reason) = self.closed {
-            let settlement = Settlement::RunEnded(reason);
-            let settled = Settled {
-                number,
-                request_id: request.id.clone(),
-                session_id: request.session_id.clone(),
-                reject: settlement.deny_message(),
-                settlement: settlement.clone(),
-            };
+        // Decided without asking anyone: the run is closing, a --deny rule
+        // matches (it always wins), or a trust rule does.
+        let automatic = if let Some(reason) = self.closed {
+            Some(Settlement::RunEnded(reason))
+        } else if let Some(rule) = self.deny_rules.iter().find(|r| r.matches(&request)) {
+            Some(Settlement::DeniedByRule {
+                rule: rule.text.clone(),
+            })
+        } else {
+            self.trust_rules
+                .iter()
+                .find(|r| r.matches(&request))
+                .map(|r| Settlement::ApprovedByRule {
+                    rule_of: r.made_on,
+                    by: r.by.clone(),
+                })
+        };
+        if let Some(settlement) = automatic {
+            self.by_id.insert(request.id.clone(), number);
             self.entries.insert(
                 number,
                 Entry {
                     request,
                     deadline,
-                    state: State::Settled(settlement),
+                    state: State::Open,
                 },
             );
+            let settled = self
+                .settle(number, settlement, true)
+                .expect("a fresh entry is open");
             return Asked::Refused(settled);
         }
 
@@ -185,7 +280,7 @@ impl Registry {
             State::Open => {}
         }
         let reply = match &verdict {
-            Verdict::Approve => Reply::Once,
+            Verdict::Approve | Verdict::ApproveAndTrust => Reply::Once,
             Verdict::Deny { reason } => Reply::Reject {
                 message: reason
                     .clone()
@@ -206,6 +301,14 @@ impl Registry {
         let State::Claimed { verdict, by } = &entry.state else {
             return None;
         };
+        if *verdict == Verdict::ApproveAndTrust {
+            self.trust_rules.push(TrustRule {
+                made_on: number,
+                kind: entry.request.kind.clone(),
+                subject: entry.request.subject().to_owned(),
+                by: by.clone(),
+            });
+        }
         let settlement = settlement_of(verdict.clone(), by.clone());
         self.settle(number, settlement, false)
     }
@@ -381,32 +484,29 @@ impl Registry {
 
     /// The one transition into `Settled`. Returns `None` if the entry was
     /// already settled (or does not exist), so nothing is settled twice.
-    fn settle(
-        &mut self,
-        number: u32,
-        settlement: Settlement,
-        send_reject: bool,
-    ) -> Option<Settled> {
+    fn settle(&mut self, number: u32, settlement: Settlement, send_reply: bool) -> Option<Settled> {
         let entry = self.entries.get_mut(&number)?;
         if matches!(entry.state, State::Settled(_)) {
             return None;
         }
         entry.state = State::Settled(settlement.clone());
-        let reject = if send_reject {
-            Some(
-                settlement
-                    .deny_message()
-                    .unwrap_or_else(|| "denied by gatekeep".to_owned()),
-            )
-        } else {
-            None
-        };
+        let reply = send_reply.then(|| {
+            if settlement.is_approved() {
+                Reply::Once
+            } else {
+                Reply::Reject {
+                    message: settlement
+                        .deny_message()
+                        .unwrap_or_else(|| "denied by gatekeep".to_owned()),
+                }
+            }
+        });
         Some(Settled {
             number,
             request_id: entry.request.id.clone(),
             session_id: entry.request.session_id.clone(),
             settlement,
-            reject,
+            reply,
         })
     }
 }
@@ -414,13 +514,14 @@ impl Registry {
 fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
     match verdict {
         Verdict::Approve => Settlement::Approved { by },
+        Verdict::ApproveAndTrust => Settlement::ApprovedAndTrusted { by },
         Verdict::Deny { reason } => Settlement::Denied { by, reason },
     }
 }
 
 fn reply_matches(verdict: &Verdict, reply: &str) -> bool {
     match verdict {
-        Verdict::Approve => reply == "once",
+        Verdict::Approve | Verdict::ApproveAndTrust => reply == "once",
         Verdict::Deny { .. } => reply == "reject",
     }
 }
@@ -486,7 +587,7 @@ mod tests {
         assert_eq!(claim.reply, Reply::Once);
         let settled = reg.claim_succeeded(n).expect("settles");
         assert_eq!(settled.settlement, Settlement::Approved { by: alice() });
-        assert_eq!(settled.reject, None);
+        assert_eq!(settled.reply, None);
         // The echo of our own reply changes nothing.
         assert!(reg.replied("ses_1", "per_a", "once").is_empty());
     }
@@ -523,10 +624,7 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].number, a);
         assert_eq!(expired[0].settlement, Settlement::Expired);
-        assert!(
-            expired[0].reject.is_some(),
-            "an expired request is rejected"
-        );
+        assert!(expired[0].reply.is_some(), "an expired request is rejected");
         assert_eq!(reg.next_deadline(), None);
         // The claim still wins after the deadline.
         assert!(reg
@@ -559,7 +657,7 @@ mod tests {
         match reg.claim_failed(n, deadline) {
             ClaimFailed::Denied(s) => {
                 assert_eq!(s.settlement, Settlement::Expired);
-                assert!(s.reject.is_some());
+                assert!(matches!(s.reply, Some(Reply::Reject { .. })));
             }
             other => panic!("expected a denial, got {other:?}"),
         }
@@ -630,7 +728,7 @@ mod tests {
                 by_number: request.number
             }
         );
-        assert_eq!(old.reject, None);
+        assert_eq!(old.reply, None);
         assert!(matches!(
             reg.claim(first, Verdict::Approve, alice(), now),
             Err(Refusal::AlreadyDecided(Settlement::Superseded { .. }))
@@ -653,9 +751,10 @@ mod tests {
             closed.iter().map(|s| s.number).collect::<Vec<_>>(),
             vec![a, b]
         );
-        assert!(closed
-            .iter()
-            .all(|s| s.reject.as_deref() == Some("denied by gatekeep: run timed out")));
+        assert!(closed.iter().all(|s| s.reply
+            == Some(Reply::Reject {
+                message: "denied by gatekeep: run timed out".to_owned()
+            })));
         // A claim that completes after close must not turn into an approval.
         assert!(reg.claim_succeeded(b).is_none());
         assert_eq!(
@@ -665,7 +764,7 @@ mod tests {
             )))
         );
         match reg.ask(request("per_late", "ses_1"), later) {
-            Asked::Refused(s) => assert!(s.reject.is_some()),
+            Asked::Refused(s) => assert!(matches!(s.reply, Some(Reply::Reject { .. }))),
             Asked::Open { .. } => panic!("a request after close must be denied"),
         }
         assert!(reg.close(EndReason::Interrupted).is_empty());
@@ -678,7 +777,7 @@ mod tests {
         let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
         let settled = reg.replied("ses_1", "per_a", "once");
         assert_eq!(settled[0].number, n);
-        assert_eq!(settled[0].reject, None);
+        assert_eq!(settled[0].reply, None);
         assert!(reg.pending().is_empty());
     }
 
@@ -695,11 +794,108 @@ mod tests {
             settled.iter().map(|s| s.number).collect::<Vec<_>>(),
             vec![a]
         );
-        assert_eq!(settled[0].reject, None);
+        assert_eq!(settled[0].reply, None);
         assert_eq!(
             reg.pending().iter().map(|r| r.number).collect::<Vec<_>>(),
             vec![b]
         );
+    }
+
+    fn request_for(id: &str, kind: &str, command: &str) -> Request {
+        Request {
+            kind: kind.to_owned(),
+            command: Some(command.to_owned()),
+            ..request(id, "ses_1")
+        }
+    }
+
+    #[test]
+    fn a_trust_rule_approves_the_same_exact_request_again_and_nothing_else() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let Asked::Open { request: first, .. } =
+            reg.ask(request_for("per_a", "bash", "cargo test"), later)
+        else {
+            panic!("refused")
+        };
+        let _c = reg
+            .claim(first.number, Verdict::ApproveAndTrust, alice(), now)
+            .expect("claim");
+        let s = reg.claim_succeeded(first.number).expect("settled");
+        assert_eq!(s.settlement, Settlement::ApprovedAndTrusted { by: alice() });
+
+        match reg.ask(request_for("per_b", "bash", "cargo test"), later) {
+            Asked::Refused(s) => {
+                assert_eq!(
+                    s.settlement,
+                    Settlement::ApprovedByRule {
+                        rule_of: first.number,
+                        by: alice()
+                    }
+                );
+                assert_eq!(s.reply, Some(Reply::Once));
+            }
+            Asked::Open { .. } => panic!("the trust rule should approve the same request"),
+        }
+        // A different command, or the same text under another kind, is asked.
+        assert!(matches!(
+            reg.ask(request_for("per_c", "bash", "cargo test --release"), later),
+            Asked::Open { .. }
+        ));
+        assert!(matches!(
+            reg.ask(request_for("per_d", "edit", "cargo test"), later),
+            Asked::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn a_deny_rule_wins_over_a_trust_rule() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let rule = DenyRule::parse("bash:rm -rf *").expect("valid rule");
+        let mut reg = Registry::with_deny_rules(vec![rule]);
+        let Asked::Open { request: first, .. } =
+            reg.ask(request_for("per_a", "bash", "rm -rf"), later)
+        else {
+            panic!("`rm -rf` alone does not match `rm -rf *`")
+        };
+        let _c = reg
+            .claim(first.number, Verdict::ApproveAndTrust, alice(), now)
+            .expect("claim");
+        let _s = reg.claim_succeeded(first.number);
+        match reg.ask(request_for("per_b", "bash", "rm -rf /"), later) {
+            Asked::Refused(s) => {
+                assert_eq!(
+                    s.settlement,
+                    Settlement::DeniedByRule {
+                        rule: "bash:rm -rf *".to_owned()
+                    }
+                );
+                assert!(
+                    matches!(s.reply, Some(Reply::Reject { message }) if message.contains("bash:rm -rf *"))
+                );
+            }
+            Asked::Open { .. } => panic!("--deny must deny at once"),
+        }
+    }
+
+    #[test]
+    fn deny_rules_are_checked_when_read() {
+        assert!(matches!(
+            DenyRule::parse("rm -rf *"),
+            Err(DenyRuleError::Shape(_))
+        ));
+        assert!(matches!(
+            DenyRule::parse("bash:"),
+            Err(DenyRuleError::Shape(_))
+        ));
+        assert!(matches!(
+            DenyRule::parse("bash:[unclosed"),
+            Err(DenyRuleError::Glob { .. })
+        ));
+        let any_kind = DenyRule::parse("*:*secret*").expect("valid");
+        assert!(any_kind.matches(&request_for("per_x", "read", "cat secret.txt")));
     }
 
     #[test]
@@ -708,7 +904,7 @@ mod tests {
         let mut reg = Registry::new();
         let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
         let s = reg.channel_failed(n, "429".to_owned()).expect("denied");
-        assert!(s.reject.is_some());
+        assert!(matches!(s.reply, Some(Reply::Reject { .. })));
         assert!(reg.channel_failed(n, "again".to_owned()).is_none());
     }
 }

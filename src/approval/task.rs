@@ -179,6 +179,13 @@ impl<R: Replier> ApprovalTask<R> {
         }
     }
 
+    /// Deny requests matching any of `rules` at once (`--deny`).
+    #[must_use]
+    pub fn with_deny_rules(mut self, rules: Vec<super::registry::DenyRule>) -> Self {
+        self.registry = Registry::with_deny_rules(rules);
+        self
+    }
+
     /// Run until `Close` (or until every sender is gone, which is treated as
     /// an internal error and closes the same way). Returns the ledger.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Ledger {
@@ -346,21 +353,17 @@ impl<R: Replier> ApprovalTask<R> {
         self.settled_all(settled).await;
     }
 
-    /// Send each settlement's reject (if OpenCode must be told), record it,
+    /// Send each settlement's reply (if OpenCode must be told), record it,
     /// and tell the transports.
     async fn settled_all(&mut self, settled: impl IntoIterator<Item = Settled>) {
         for s in settled {
-            if let Some(message) = &s.reject {
-                let reply = Reply::Reject {
-                    message: message.clone(),
-                };
-                // NotFound means OpenCode already let go of it: the deny
-                // holds either way. Other failures are swept up by the
-                // teardown's `GET /permission` pass.
-                if let Err(ReplyError::Failed(err)) =
-                    self.replier.reply(&s.request_id, &reply).await
+            if let Some(reply) = &s.reply {
+                // NotFound means OpenCode already let go of it: a deny holds
+                // either way. Other failures are swept up by the teardown's
+                // `GET /permission` pass.
+                if let Err(ReplyError::Failed(err)) = self.replier.reply(&s.request_id, reply).await
                 {
-                    eprintln!("gatekeep: could not deny request #{}: {err}", s.number);
+                    eprintln!("gatekeep: could not answer request #{}: {err}", s.number);
                 }
             }
             self.record(&s);

@@ -1,7 +1,8 @@
 //! The terminal approval channel: for a person running gatekeep by hand.
 //!
 //! Requests are shown on stderr; answers are read line by line from stdin:
-//! `a` approve, `d` deny, `r` deny with a reason (asked for on the next line,
+//! `a` approve, `t` approve and trust the same exact request for the rest of
+//! the run, `d` deny, `r` deny with a reason (asked for on the next line,
 //! or given inline: `r not in prod`). With several requests waiting, the
 //! answer goes to the oldest one unless a number is given (`2 a`, `a 2`).
 //!
@@ -59,6 +60,8 @@ pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
     Approve(Option<u32>),
+    /// Approve, and the same exact request again for the rest of the run.
+    Trust(Option<u32>),
     Deny(Option<u32>),
     DenyWithReason(Option<u32>, Option<String>),
     Unclear,
@@ -89,6 +92,7 @@ fn parse_answer(line: &str) -> Answer {
     }
     match verb.to_ascii_lowercase().as_str() {
         "a" | "y" | "yes" | "approve" if rest.is_empty() => Answer::Approve(number),
+        "t" | "trust" if rest.is_empty() => Answer::Trust(number),
         "d" | "n" | "no" | "deny" if rest.is_empty() => Answer::Deny(number),
         "r" | "reason" => {
             let reason = rest.join(" ");
@@ -139,7 +143,7 @@ pub fn render(request: &Request, redactor: &Redactor) -> String {
     );
     let _ = write!(
         out,
-        "  answer [a]pprove, [d]eny, [r]eason (deny with a reason){}: ",
+        "  answer [a]pprove, [t]rust (approve this exact request for the rest of the run), [d]eny, [r]eason (deny with a reason){}: ",
         if request.number > 1 {
             format!(" — prefix the number to pick, e.g. `{} a`", request.number)
         } else {
@@ -230,6 +234,7 @@ fn interpret(
             return None;
         }
         Answer::Approve(n) => (target(n), Verdict::Approve),
+        Answer::Trust(n) => (target(n), Verdict::ApproveAndTrust),
         Answer::Deny(n) => (target(n), Verdict::Deny { reason: None }),
         Answer::DenyWithReason(n, Some(reason)) => (
             target(n),
@@ -280,6 +285,7 @@ mod tests {
     #[test]
     fn answers_accept_numbers_before_or_after_the_verb() {
         assert_eq!(parse_answer("a"), Answer::Approve(None));
+        assert_eq!(parse_answer("t 3"), Answer::Trust(Some(3)));
         assert_eq!(parse_answer("2 a"), Answer::Approve(Some(2)));
         assert_eq!(parse_answer("deny #3"), Answer::Deny(Some(3)));
         assert_eq!(

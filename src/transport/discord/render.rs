@@ -31,6 +31,13 @@ const INLINE_SUBJECT: usize = 1500;
 const INLINE_DIFF: usize = 2000;
 /// Embed field value limit.
 const FIELD: usize = 1024;
+/// Embed field name limit.
+const FIELD_NAME: usize = 256;
+/// Embed description limit.
+const DESCRIPTION: usize = 4096;
+/// Discord's limit on all the text of one embed together (title,
+/// description, field names and values).
+const EMBED_TOTAL: usize = 6000;
 /// Upper bound of what is kept from any single agent text at all (the
 /// attachment included): a runaway diff must not become a huge upload.
 const MAX_TEXT_BYTES: usize = 512 * 1024;
@@ -102,16 +109,27 @@ fn truncate(text: &str, max: usize) -> (String, bool) {
     }
 }
 
-/// `text` escaped and bounded for an embed field.
+/// `text` escaped and bounded for an embed field. Stripped first: besides
+/// agent text, it shows reasons typed by people and error details.
 fn field_text(text: &str) -> String {
-    let (cut, _) = truncate(text, 900);
+    let (cut, _) = truncate(&terminal_safe_bounded(text, 4 * FIELD), 900);
     let escaped = escape_markdown(&cut);
     truncate(&escaped, FIELD - 1).0
 }
 
+/// An embed field within Discord's limits: a name of 1–256 and a value of
+/// 1–1024 characters (Discord refuses the whole message otherwise, and a
+/// request that cannot be posted is denied). Text that cleaned up to
+/// nothing is shown as such.
 fn field(name: &str, value: String, inline: bool) -> Value {
+    let name = if name.trim().is_empty() { "\u{2014}" } else { name };
+    let value = if value.trim().is_empty() {
+        "*(empty)*".to_owned()
+    } else {
+        truncate(&value, FIELD - 1).0
+    };
     let mut map = serde_json::Map::new();
-    map.insert("name".into(), Value::from(name));
+    map.insert("name".into(), Value::from(truncate(name, FIELD_NAME - 1).0));
     map.insert("value".into(), Value::String(value));
     map.insert("inline".into(), Value::Bool(inline));
     Value::Object(map)
@@ -123,11 +141,23 @@ fn field(name: &str, value: String, inline: bool) -> Value {
 pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
     let who = |by: &crate::approval::Actor| match by.channel {
         Channel::Discord if by.id.parse::<u64>().is_ok() => format!("<@{}>", by.id),
-        _ => format!("{} ({})", escape_markdown(&by.name), by.channel),
+        _ => format!("{} ({})", field_text(&by.name), by.channel),
     };
     let when = format!("<t:{}:f>", unix(at));
     match settlement {
         Settlement::Approved { by } => format!("✅ Approved by {} at {when}", who(by)),
+        Settlement::ApprovedAndTrusted { by } => format!(
+            "✅ Approved by {} at {when}, and trusted for the rest of this run",
+            who(by)
+        ),
+        Settlement::ApprovedByRule { rule_of, by } => format!(
+            "✅ Approved at {when} by the trust rule {} made on request #{rule_of}",
+            who(by)
+        ),
+        Settlement::DeniedByRule { rule } => format!(
+            "⛔ Denied at {when} by the --deny rule `{}`",
+            field_text(rule).replace('`', "'")
+        ),
         Settlement::Denied { by, reason: None } => format!("⛔ Denied by {} at {when}", who(by)),
         Settlement::Denied {
             by,
@@ -164,7 +194,7 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
 
 fn settlement_colour(settlement: &Settlement) -> u32 {
     match settlement {
-        Settlement::Approved { .. } => APPROVED,
+        s if s.is_approved() => APPROVED,
         Settlement::Superseded { .. } | Settlement::RepliedElsewhere { .. } => NEUTRAL,
         _ => DENIED,
     }
@@ -183,54 +213,88 @@ fn buttons(nonce: &Nonce, number: u32) -> Value {
 }
 
 /// The description (what would run, in code blocks) and the attachments
-/// for whatever does not fit inline.
-fn describe(request: &Request, redactor: &Redactor) -> (String, Vec<Attachment>) {
+/// for whatever does not fit inline, in at most `budget` characters (what
+/// the embed's other text leaves of Discord's limits).
+fn describe(request: &Request, redactor: &Redactor, budget: usize) -> (String, Vec<Attachment>) {
     let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
     let diff = request
         .diff
         .as_deref()
         .map(|d| clean(redactor, d, MAX_TEXT_BYTES));
+    let texts = (subject.as_str(), diff.as_deref());
+    let shown = describe_within(request, texts, (INLINE_SUBJECT, INLINE_DIFF), (400, 800));
+    if shown.0.chars().count() <= budget {
+        return shown;
+    }
+    // Hostile or huge text beside long fields: attach everything and show
+    // previews small enough to fit (escaping may double them).
+    let preview = budget.saturating_sub(300) / 4;
+    describe_within(request, texts, (0, 0), (preview, preview))
+}
+
+/// [`describe`] of the cleaned `(subject, diff)`, with the largest text
+/// shown whole (`inline`, measured after escaping) and the previews of
+/// attached text (`preview`).
+fn describe_within(
+    request: &Request,
+    (subject, diff): (&str, Option<&str>),
+    inline: (usize, usize),
+    preview: (usize, usize),
+) -> (String, Vec<Attachment>) {
     let mut files = Vec::new();
     let mut description = String::new();
 
     let subject_chars = subject.chars().count();
-    if subject_chars <= INLINE_SUBJECT {
+    if subject.is_empty() || fence_safe(&subject).chars().count() <= inline.0 {
         description.push_str(&code_block(
             if request.command.is_some() { "sh" } else { "" },
-            &subject,
+            subject,
         ));
     } else {
-        let (preview, _) = truncate(&subject, 400);
-        description.push_str(&code_block("", &preview));
+        let (shown, _) = truncate(subject, preview.0);
+        description.push_str(&code_block("", &shown));
         let _ = write!(
             description,
             "\n*{subject_chars} characters: the whole text is attached.*"
         );
         files.push(Attachment {
             filename: format!("request-{}.txt", request.number),
-            content: subject.clone().into_bytes(),
+            content: subject.as_bytes().to_vec(),
         });
     }
-    if let Some(diff) = &diff {
+    if let Some(diff) = diff {
         let diff_chars = diff.chars().count();
-        if diff_chars <= INLINE_DIFF {
+        if fence_safe(diff).chars().count() <= inline.1 {
             description.push('\n');
             description.push_str(&code_block("diff", diff));
         } else {
-            let (preview, _) = truncate(diff, 800);
+            let (shown, _) = truncate(diff, preview.1);
             description.push('\n');
-            description.push_str(&code_block("diff", &preview));
+            description.push_str(&code_block("diff", &shown));
             let _ = write!(
                 description,
                 "\n*Diff of {diff_chars} characters: the whole diff is attached.*"
             );
             files.push(Attachment {
                 filename: format!("request-{}.diff", request.number),
-                content: diff.clone().into_bytes(),
+                content: diff.as_bytes().to_vec(),
             });
         }
     }
     (description, files)
+}
+
+/// Characters of an embed's fields, as Discord counts them for its total.
+fn fields_chars(fields: &[Value]) -> usize {
+    fields
+        .iter()
+        .map(|f| {
+            ["name", "value"]
+                .iter()
+                .map(|k| f[*k].as_str().map_or(0, |s| s.chars().count()))
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// The message for one request: open (with buttons) when `settled` is
@@ -244,7 +308,6 @@ pub fn request_message(
     nonce: &Nonce,
     settled: Option<(&Settlement, SystemTime)>,
 ) -> Rendered {
-    let (description, files) = describe(request, redactor);
 
     let agent = request.agent.as_deref().map_or_else(
         || "main agent".to_owned(),
@@ -292,6 +355,10 @@ pub fn request_message(
         250,
     )
     .0;
+    let budget = EMBED_TOTAL
+        .saturating_sub(title.chars().count() + fields_chars(&fields))
+        .min(DESCRIPTION);
+    let (description, files) = describe(request, redactor, budget);
 
     let mut payload = json!({
         "embeds": [{
@@ -350,28 +417,13 @@ pub fn group_message(
     let mut fields = Vec::new();
     let mut file = String::new();
     let mut open = Vec::new();
+    // Discord counts every field against one 6000-character total: each
+    // request gets an equal share (title and description take < 500), and
+    // its preview shrinks to fit; the attached file has everything.
+    let share = (EMBED_TOTAL - 500) / requests.len().max(1);
+    let note = "\n*Full text in the attached file.*";
     for request in requests {
         let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
-        let (shown, cut) = truncate(&subject, GROUP_SUBJECT);
-        let mut value = code_block(if request.command.is_some() { "sh" } else { "" }, &shown);
-        if cut || request.diff.is_some() {
-            value.push_str("\n*Full text in the attached file.*");
-        }
-        let _ = write!(file, "#{} {}\n{subject}\n", request.number, request.kind);
-        if let Some(description) = &request.description {
-            let _ = writeln!(file, "({})", clean(redactor, description, 4096));
-        }
-        if let Some(diff) = &request.diff {
-            let _ = writeln!(file, "{}", clean(redactor, diff, MAX_TEXT_BYTES));
-        }
-        file.push('\n');
-        match states.get(&request.number) {
-            Some((settlement, at)) => {
-                value.push('\n');
-                value.push_str(&settlement_text(settlement, *at));
-            }
-            None => open.push(request),
-        }
         let agent = request.agent.as_deref().map_or_else(
             || "main agent".to_owned(),
             |a| format!("subagent {}", escape_markdown(&clean(redactor, a, 200))),
@@ -381,11 +433,42 @@ pub fn group_message(
             request.number,
             escape_markdown(&clean(redactor, &request.kind, 64))
         );
-        fields.push(field(
-            &truncate(&name, 250).0,
-            truncate(&value, 1000).0,
-            false,
-        ));
+        let name = truncate(&name, 120).0;
+        let room = share
+            .saturating_sub(name.chars().count())
+            .min(FIELD - 1);
+        let decision = states
+            .get(&request.number)
+            .map(|(settlement, at)| truncate(&settlement_text(settlement, *at), room / 3).0);
+        let fixed = 12 + note.chars().count() + decision.as_ref().map_or(0, |d| d.chars().count() + 1);
+        // Escaping can double the preview.
+        let preview = GROUP_SUBJECT.min(room.saturating_sub(fixed) / 2);
+        let (shown, cut) = truncate(&subject, preview);
+        let mut value = code_block(if request.command.is_some() { "sh" } else { "" }, &shown);
+        if cut || request.diff.is_some() {
+            value.push_str(note);
+        }
+        let _ = write!(
+            file,
+            "#{} {}\n{subject}\n",
+            request.number,
+            clean(redactor, &request.kind, 64)
+        );
+        if let Some(description) = &request.description {
+            let _ = writeln!(file, "({})", clean(redactor, description, 4096));
+        }
+        if let Some(diff) = &request.diff {
+            let _ = writeln!(file, "{}", clean(redactor, diff, MAX_TEXT_BYTES));
+        }
+        file.push('\n');
+        match decision {
+            Some(decision) => {
+                value.push('\n');
+                value.push_str(&decision);
+            }
+            None => open.push(request),
+        }
+        fields.push(field(&name, value, false));
     }
     let deadline = requests
         .iter()
@@ -825,5 +908,255 @@ mod tests {
         );
         assert_eq!(ephemeral("x")["data"]["allowed_mentions"], no_mentions());
         assert_eq!(followup_edit("x")["allowed_mentions"], no_mentions());
+    }
+}
+
+/// Hostile agent text: whatever a request carries (mentions, markdown and
+/// fence breakout, ANSI, zero-width and bidi characters, megabytes), every
+/// payload stays within Discord's limits, pings nobody, carries none of the
+/// disguising characters, and still shows the whole subject (inline or
+/// attached).
+#[cfg(test)]
+mod prop_tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::approval::{Actor, EndReason};
+
+    const TITLE: usize = 256;
+    const DESCRIPTION: usize = 4096;
+    const FIELDS: usize = 25;
+    const FIELD_NAME: usize = 256;
+    const TOTAL: usize = 6000;
+
+    /// Pieces of hostile text.
+    const PIECES: &[&str] = &[
+        "@everyone",
+        "@here",
+        "<@123456789012345678>",
+        "<@&987654321098765432>",
+        "<#111>",
+        "```",
+        "`",
+        "**",
+        "__",
+        "~~",
+        "||",
+        "> ",
+        "# ",
+        "[approved](https://evil.example)",
+        "\\",
+        "\u{1b}[31m",
+        "\u{1b}]8;;https://evil.example\u{7}",
+        "\u{1b}[2J",
+        "\u{9b}1m",
+        "\u{200b}",
+        "\u{200d}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{feff}",
+        "\r",
+        "\n",
+        "\t",
+        "\u{7}",
+        "a",
+        "é",
+        "😀",
+        "rm -rf / ",
+        "✅ Approved by <@1>",
+    ];
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => prop::collection::vec(prop::sample::select(PIECES), 0..40).prop_map(|p| p.concat()),
+            2 => (prop::sample::select(PIECES), 1usize..400).prop_map(|(p, n)| p.repeat(n)),
+        ]
+    }
+
+    fn actor() -> impl Strategy<Value = Actor> {
+        (any::<bool>(), hostile()).prop_map(|(discord, name)| Actor {
+            channel: if discord {
+                Channel::Discord
+            } else {
+                Channel::Terminal
+            },
+            id: if discord { "4242".into() } else { name.clone() },
+            name,
+        })
+    }
+
+    fn settlement() -> impl Strategy<Value = Settlement> {
+        prop_oneof![
+            actor().prop_map(|by| Settlement::Approved { by }),
+            // A human's reason: the modal allows 1000 characters.
+            (
+                actor(),
+                prop::option::of(hostile().prop_map(|r| r.chars().take(1000).collect()))
+            )
+                .prop_map(|(by, reason)| Settlement::Denied { by, reason }),
+            Just(Settlement::Expired),
+            any::<u32>().prop_map(|related| Settlement::DeniedWithRelated { related }),
+            any::<u32>().prop_map(|by_number| Settlement::Superseded { by_number }),
+            Just(Settlement::RunEnded(EndReason::OpenCodeDied)),
+            hostile().prop_map(|detail| Settlement::ChannelFailed { detail }),
+            hostile().prop_map(|reply| Settlement::RepliedElsewhere { reply }),
+        ]
+    }
+
+    prop_compose! {
+        fn request()(
+            number in 1u32..1_000_000,
+            kind in prop_oneof![Just("bash".to_owned()), hostile()],
+            agent in prop::option::of(hostile()),
+            command in prop::option::of(hostile()),
+            path in prop::option::of(hostile()),
+            diff in prop::option::of(hostile()),
+            description in prop::option::of(hostile()),
+            patterns in prop::collection::vec(hostile(), 0..4),
+        ) -> Request {
+            Request {
+                id: "per_1".into(),
+                number,
+                session_id: "ses_1".into(),
+                agent,
+                kind,
+                patterns,
+                command,
+                path,
+                diff,
+                description,
+                deadline_wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                time_left: Duration::from_secs(600),
+            }
+        }
+    }
+
+    fn chars(v: &Value) -> usize {
+        v.as_str().map_or(0, |s| s.chars().count())
+    }
+
+    /// Discord's limits and gatekeep's own rules for one message payload.
+    fn check_payload(payload: &Value) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&payload["allowed_mentions"], &no_mentions());
+        let text = payload.to_string();
+        for c in [
+            '\u{1b}', '\u{9b}', '\u{202e}', '\u{2066}', '\u{200d}', '\u{feff}', '\u{7}', '\r',
+        ] {
+            prop_assert!(!text.contains(c), "{c:?} reached Discord");
+        }
+        for embed in payload["embeds"].as_array().into_iter().flatten() {
+            let title = chars(&embed["title"]);
+            let description = chars(&embed["description"]);
+            prop_assert!(title <= TITLE, "title of {title}");
+            prop_assert!(description <= DESCRIPTION, "description of {description}");
+            let fields = embed["fields"].as_array().cloned().unwrap_or_default();
+            prop_assert!(fields.len() <= FIELDS);
+            let mut total = title + description;
+            for f in &fields {
+                let (name, value) = (chars(&f["name"]), chars(&f["value"]));
+                prop_assert!((1..=FIELD_NAME).contains(&name), "field name of {name}");
+                prop_assert!(
+                    (1..=FIELD).contains(&value),
+                    "field {} of {value}",
+                    f["name"]
+                );
+                total += name + value;
+            }
+            prop_assert!(total <= TOTAL, "embed of {total} characters");
+        }
+        for row in payload["components"].as_array().into_iter().flatten() {
+            for c in row["components"].as_array().into_iter().flatten() {
+                prop_assert!((1..=100).contains(&chars(&c["custom_id"])));
+                for o in c["options"].as_array().into_iter().flatten() {
+                    prop_assert!(
+                        (1..=100).contains(&chars(&o["label"])),
+                        "option {}",
+                        o["label"]
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn a_request_message_fits_and_shows_the_whole_subject(request in request()) {
+            let red = Redactor::default();
+            let nonce = Nonce::fixed("00112233aabbccdd");
+            let rendered = request_message(&request, &red, &nonce, None);
+            check_payload(&rendered.payload)?;
+            let subject = clean(&red, request.subject(), MAX_TEXT_BYTES);
+            let description = rendered.payload["embeds"][0]["description"].as_str().unwrap_or("");
+            let inline = description.contains(&fence_safe(&subject));
+            let attached = rendered.files.iter().any(|f| f.content == subject.as_bytes());
+            prop_assert!(inline || attached, "the subject is neither shown nor attached");
+        }
+
+        #[test]
+        fn every_final_state_fits(request in request(), settlement in settlement()) {
+            let red = Redactor::default();
+            let nonce = Nonce::fixed("00112233aabbccdd");
+            let at = UNIX_EPOCH + Duration::from_secs(1_800_000_100);
+            check_payload(&request_final_edit(&request, &red, &nonce, &settlement, at))?;
+        }
+
+        #[test]
+        fn a_group_message_fits(
+            requests in prop::collection::vec(request(), 4..=10),
+            settled in prop::collection::vec(prop::option::of(settlement()), 10),
+        ) {
+            let red = Redactor::default();
+            let nonce = Nonce::fixed("00112233aabbccdd");
+            let requests: Vec<Request> = requests
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut r)| {
+                    r.number = 7 + u32::try_from(i).unwrap_or(0);
+                    r
+                })
+                .collect();
+            let at = UNIX_EPOCH + Duration::from_secs(1_800_000_100);
+            let states: BTreeMap<u32, (Settlement, SystemTime)> = requests
+                .iter()
+                .zip(settled)
+                .filter_map(|(r, s)| Some((r.number, (s?, at))))
+                .collect();
+            check_payload(&group_message(7, &requests, &BTreeMap::new(), &red, &nonce).payload)?;
+            check_payload(&group_edit(7, &requests, &states, &red, &nonce))?;
+        }
+    }
+
+    /// A megabyte of hostile command: shown as a preview, attached (cut
+    /// to the bound, with a marker), and within every limit.
+    #[test]
+    fn a_one_megabyte_command_is_attached_and_fits() {
+        let command = "`@everyone\u{202e}\u{1b}[0m rm -rf / ".repeat(1 << 16);
+        assert!(command.len() > 1 << 20);
+        let request = Request {
+            id: "per_1".into(),
+            number: 1,
+            session_id: "ses_1".into(),
+            agent: Some("@here".repeat(500)),
+            kind: "bash".into(),
+            patterns: vec![command.clone()],
+            command: Some(command),
+            path: None,
+            diff: Some("```\n".repeat(3000)),
+            description: Some("**".repeat(3000)),
+            deadline_wall: UNIX_EPOCH,
+            time_left: Duration::from_secs(600),
+        };
+        let nonce = Nonce::fixed("00112233aabbccdd");
+        let rendered = request_message(&request, &Redactor::default(), &nonce, None);
+        check_payload(&rendered.payload).expect("within Discord's limits");
+        assert_eq!(rendered.files.len(), 2, "command and diff attached");
+        let file = String::from_utf8(rendered.files[0].content.clone()).expect("utf-8");
+        assert!(file.len() <= MAX_TEXT_BYTES + 64 && file.ends_with("more bytes)"));
+        assert!(!file.contains('\u{202e}') && !file.contains('\u{1b}'));
     }
 }
