@@ -30,25 +30,25 @@ static TOKEN_FORMATS: LazyLock<Regex> = LazyLock::new(|| {
         // Private key blocks, also when the end marker was cut off.
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*)",
         // JWTs (header and payload are base64url JSON objects).
-        r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
         // Discord bot tokens: base64 user id, timestamp, HMAC.
-        r"\b[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,40}\b",
+        r"(?-u:\b)[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,40}(?-u:\b)",
         // GitHub personal, OAuth, app and refresh tokens; fine-grained PATs.
-        r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,255}\b",
-        r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b",
+        r"(?-u:\b)(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,255}(?-u:\b)",
+        r"(?-u:\b)github_pat_[A-Za-z0-9_]{22,255}(?-u:\b)",
         // Slack tokens.
-        r"\bxox[abposer]-[A-Za-z0-9-]{10,}",
+        r"(?-u:\b)xox[abposer]-[A-Za-z0-9-]{10,}",
         // AWS access key ids.
-        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b",
+        r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}(?-u:\b)",
         // OpenAI (sk-, sk-proj-) and Anthropic (sk-ant-) keys.
-        r"\bsk-[A-Za-z0-9_-]{20,}",
+        r"(?-u:\b)sk-[A-Za-z0-9_-]{20,}",
     ];
     Regex::new(&patterns.join("|")).expect("the token patterns are valid regexes")
 });
 
 /// HTTP bearer credentials; the scheme word is kept.
 static BEARER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*")
+    Regex::new(r"(?i)(?-u:\b)(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*")
         .expect("the bearer pattern is a valid regex")
 });
 
@@ -56,7 +56,7 @@ static BEARER: LazyLock<Regex> = LazyLock::new(|| {
 /// (it tells the reader what was there), the value is replaced.
 static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)\b([A-Z0-9_.-]*(?:PASSWORD|PASSWD|TOKEN|SECRET|API[_-]?KEY|ACCESS[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIALS?)[A-Z0-9_]*)(\s*[=:]\s*)("[^"\n]*"|'[^'\n]*'|[^\s"'&;,]+)"#,
+        r#"(?i)(?-u:\b)([A-Z0-9_.-]*(?:PASSWORD|PASSWD|TOKEN|SECRET|API[_-]?KEY|ACCESS[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIALS?)[A-Z0-9_]*)(\s*[=:]\s*)("[^"\n]*"|'[^'\n]*'|[^\s"'&;,]+)"#,
     )
     .expect("the assignment pattern is a valid regex")
 });

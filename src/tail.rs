@@ -149,12 +149,20 @@ pub fn parse(words: &[String]) -> Result<RunSpec, TailError> {
         let mut value = || -> Result<String, TailError> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => words
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| TailError::MissingValue {
+                None => {
+                    let next = words.next().ok_or_else(|| TailError::MissingValue {
                         flag: flag.to_owned(),
-                    }),
+                    })?;
+                    // `--title --yolo` is a title to us but yolo mode to
+                    // OpenCode's own parser: refuse rather than guess.
+                    let name = next.split_once('=').map_or(next.as_str(), |(f, _)| f);
+                    if BYPASS.contains(&name) {
+                        return Err(TailError::Bypass {
+                            flag: name.to_owned(),
+                        });
+                    }
+                    Ok(next.clone())
+                }
             }
         };
         match flag {
@@ -319,5 +327,113 @@ mod tests {
             parse(&words("opencode run --continue=yes hi")),
             Err(TailError::UnexpectedValue { .. })
         ));
+    }
+}
+
+/// Hostile tails: whatever words follow `--`, parsing never panics, and a
+/// flag that would bypass approvals is refused wherever it stands.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Words a tail is made of: every known flag (with and without an
+    /// inline value), values, message words and arbitrary text.
+    fn word() -> impl Strategy<Value = String> {
+        const FLAGS: &[&str] = &[
+            "-m",
+            "--model",
+            "--agent",
+            "-f",
+            "--file",
+            "--title",
+            "--variant",
+            "-c",
+            "--continue",
+            "-s",
+            "--session",
+            "--fork",
+            "--command",
+            "--dir",
+            "--attach",
+            "--port",
+            "--format",
+            "-i",
+            "--interactive",
+            "--",
+            "-",
+            "--auto",
+            "--yolo",
+            "--dangerously-skip-permissions",
+        ];
+        prop_oneof![
+            3 => prop::sample::select(FLAGS).prop_map(str::to_owned),
+            1 => (prop::sample::select(FLAGS), ".{0,8}").prop_map(|(f, v)| format!("{f}={v}")),
+            2 => "[a-z/]{1,8}",
+            1 => ".{0,12}",
+        ]
+    }
+
+    /// `opencode run` followed by `words`.
+    fn tail(words: &[String]) -> Vec<String> {
+        let mut all = vec!["opencode".to_owned(), "run".to_owned()];
+        all.extend_from_slice(words);
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_tail_parses_or_is_refused(words in prop::collection::vec(word(), 0..12)) {
+            let _ = parse(&tail(&words));
+            let _ = parse(&words);
+        }
+
+        /// A bypass flag placed anywhere before a `--` that ends the flags
+        /// (also as the would-be value of another flag, and in its
+        /// `--flag=value` form) is always refused.
+        #[test]
+        fn a_bypass_flag_is_always_refused(
+            before in prop::collection::vec(word(), 0..8),
+            after in prop::collection::vec(word(), 0..8),
+            bypass in prop::sample::select(BYPASS),
+            inline in prop_oneof![Just(String::new()), "=.{0,6}"],
+        ) {
+            prop_assume!(!before.iter().any(|w| w == "--"));
+            let mut words = before;
+            words.push(format!("{bypass}{inline}"));
+            words.extend(after);
+            let parsed = parse(&tail(&words));
+            prop_assert!(parsed.is_err(), "accepted {words:?} as {parsed:?}");
+        }
+
+        /// After a `--` every word is message text, bypass flags included
+        /// (`explain what --yolo does`): they reach nobody as flags.
+        #[test]
+        fn words_after_a_double_dash_are_the_message(
+            words in prop::collection::vec(word(), 0..8),
+        ) {
+            let mut all = vec!["--".to_owned()];
+            all.extend(words.iter().cloned());
+            let spec = parse(&tail(&all)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(spec.message, words.join(" "));
+        }
+    }
+
+    /// Regression: `--title --yolo` used to read `--yolo` as the title.
+    #[test]
+    fn a_bypass_flag_in_a_flags_value_position_is_refused() {
+        let words: Vec<String> = "opencode run --title --yolo fix it"
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            parse(&words),
+            Err(TailError::Bypass {
+                flag: "--yolo".into()
+            })
+        );
     }
 }

@@ -321,3 +321,153 @@ mod tests {
         assert_eq!(d.decode(b"\xE2\x82\xAC"), "€");
     }
 }
+
+/// Hostile input on the wire: any bytes, split anywhere, never panic or
+/// stall the stream, and the events in them come out whole and in order.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cut `bytes` at the given points (taken modulo its length).
+    fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for p in points {
+            out.push(bytes[from..p].to_vec());
+            from = p;
+        }
+        out.push(bytes[from..].to_vec());
+        out
+    }
+
+    fn stream_of(chunks: Vec<Vec<u8>>) -> Vec<Result<Event, EventsError>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a test runtime");
+        runtime.block_on(async {
+            let mut stream = EventStream::from_bytes(futures_util::stream::iter(
+                chunks.into_iter().map(Ok::<_, reqwest::Error>),
+            ));
+            let mut out = Vec::new();
+            while let Some(event) = stream.next().await {
+                out.push(event);
+            }
+            out
+        })
+    }
+
+    /// Lines that carry no event: comments (also with invalid UTF-8),
+    /// `retry:`, `id:`, `event:` and unknown fields.
+    fn noise() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            ".{0,30}".prop_map(|s| format!(": {s}\n").into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..20).prop_map(|b| {
+                let mut line = b":".to_vec();
+                line.extend(b.into_iter().filter(|c| *c != b'\n' && *c != b'\r'));
+                line.push(b'\n');
+                line
+            }),
+            (0u32..100_000).prop_map(|n| format!("retry: {n}\n").into_bytes()),
+            Just(b"retry: soon\n".to_vec()),
+            "[a-z0-9]{0,10}".prop_map(|s| format!("id: {s}\n").into_bytes()),
+            Just(b"event: message\n".to_vec()),
+            Just(b"x-unknown: 1\n".to_vec()),
+        ]
+    }
+
+    /// One event as text of a `message.part.delta`, its frame (with LF or
+    /// CRLF line ends, data split over lines or not) and the event expected.
+    fn event() -> impl Strategy<Value = (Vec<u8>, Event)> {
+        ("[a-zA-Z0-9 é€😀]{0,40}", any::<bool>(), any::<bool>()).prop_map(|(delta, crlf, split)| {
+            let json = serde_json::json!({ "type": "message.part.delta", "properties": {
+                "sessionID": "ses_1", "messageID": "msg_1", "partID": "prt_1",
+                "field": "text", "delta": delta } })
+            .to_string();
+            let eol = if crlf { "\r\n" } else { "\n" };
+            // SSE joins multi-line data with "\n": split between JSON tokens.
+            let data = if split {
+                json.replacen(",", &format!(",{eol}data: "), 1)
+            } else {
+                json
+            };
+            let frame = format!("data: {data}{eol}{eol}").into_bytes();
+            let expected = Event::PartDelta {
+                session_id: "ses_1".into(),
+                message_id: "msg_1".into(),
+                part_id: "prt_1".into(),
+                field: "text".into(),
+                delta,
+            };
+            (frame, expected)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The decoder over any chunking gives exactly what decoding the
+        /// whole at once would: nothing lost, nothing stuck in the carry.
+        #[test]
+        fn lossy_decoding_does_not_depend_on_chunking(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            cuts in prop::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let mut decoder = LossyUtf8::default();
+            let mut text = String::new();
+            for chunk in chunks(&bytes, &cuts) {
+                text.push_str(&decoder.decode(&chunk));
+            }
+            text.push_str(&decoder.finish());
+            prop_assert_eq!(text, String::from_utf8_lossy(&bytes));
+        }
+
+        /// Events between comments, `retry:` and other fields, in any
+        /// chunking, come out whole and in order.
+        #[test]
+        fn events_survive_noise_and_any_chunking(
+            items in prop::collection::vec((prop::collection::vec(noise(), 0..3), event()), 1..6),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for (noise, (frame, event)) in items {
+                for line in noise {
+                    bytes.extend(line);
+                }
+                // Noise lines form their own (empty) frame.
+                bytes.push(b'\n');
+                bytes.extend(frame);
+                expected.push(event);
+            }
+            let got: Vec<Event> = stream_of(chunks(&bytes, &cuts))
+                .into_iter()
+                .map(|e| e.map_err(|e| TestCaseError::fail(e.to_string())))
+                .collect::<Result<_, _>>()?;
+            prop_assert_eq!(got, expected);
+        }
+
+        /// Any bytes at all: the stream ends, without a panic, and every
+        /// bad frame is a skippable error (never a fatal one that would end
+        /// a live run).
+        #[test]
+        fn arbitrary_bytes_never_panic_or_end_the_stream_early(
+            bytes in prop::collection::vec(prop_oneof![
+                4 => any::<u8>(),
+                1 => Just(b'\n'),
+                1 => prop::sample::select(b"data: {}:\"".to_vec()),
+            ], 0..400),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            for event in stream_of(chunks(&bytes, &cuts)) {
+                if let Err(e) = event {
+                    prop_assert!(!e.is_fatal(), "{e}");
+                }
+            }
+        }
+    }
+}

@@ -107,7 +107,15 @@ pub fn decode(nonce: &Nonce, custom_id: &str) -> Option<(u32, Action)> {
     if parts.next()? != PREFIX || parts.next()? != nonce.0 {
         return None;
     }
-    let number = parts.next()?.parse().ok()?;
+    let digits = parts.next()?;
+    // Exactly the spelling `encode` produces: `u32::from_str` also takes
+    // `+7` and `007`, and a forged id must not have spellings of its own.
+    let canonical =
+        digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    let number = digits.parse().ok()?;
     let action = Action::from_code(parts.next()?)?;
     if parts.next().is_some() {
         return None;
@@ -258,5 +266,82 @@ mod tests {
             channel_id: 1,
         };
         assert_eq!(authorize(&approvers, 1, &dm), Err(Refusal::NotApprover));
+    }
+}
+
+/// Forged `custom_id`s: whatever a click carries, decoding never panics,
+/// never accepts another run's nonce, and this run's ids round-trip.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ACTIONS: &[Action] = &[
+        Action::Approve,
+        Action::Deny,
+        Action::DenyWithReason,
+        Action::ReasonSubmitted,
+        Action::ApproveSelected,
+        Action::DenySelected,
+        Action::ApproveAll,
+        Action::DenyAll,
+    ];
+
+    fn nonce() -> impl Strategy<Value = Nonce> {
+        "[0-9a-f]{16}".prop_map(|s| Nonce::fixed(&s))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn own_ids_round_trip_and_fit_discord(
+            nonce in nonce(),
+            number in any::<u32>(),
+            action in prop::sample::select(ACTIONS),
+        ) {
+            let id = encode(&nonce, number, action);
+            prop_assert!(!id.is_empty() && id.chars().count() <= 100, "{id}");
+            prop_assert_eq!(decode(&nonce, &id), Some((number, action)));
+        }
+
+        /// Another run's ids (any other nonce, however similar) are never
+        /// ours, with any suffix or prefix an attacker adds.
+        #[test]
+        fn another_runs_nonce_is_never_accepted(
+            ours in nonce(),
+            theirs in prop_oneof!["[0-9a-f]{16}", "[0-9a-fA-F]{0,20}", ".{0,20}"],
+            number in any::<u32>(),
+            action in prop::sample::select(ACTIONS),
+            suffix in prop_oneof![Just(String::new()), ".{0,8}"],
+        ) {
+            prop_assume!(theirs != ours.as_str());
+            let forged = format!("{}{suffix}", encode(&Nonce::fixed(&theirs), number, action));
+            prop_assert_eq!(decode(&ours, &forged), None);
+        }
+
+        /// Any text at all: no panic, and whatever is accepted carries
+        /// exactly this run's prefix and nonce and re-encodes to itself
+        /// (no alternative spellings: `+1`, `01`, spaces, extra parts).
+        #[test]
+        fn any_text_is_rejected_or_canonical(
+            nonce in nonce(),
+            tail in prop_oneof![
+                ".{0,30}",
+                "[0-9+:-]{0,12}:[a-zA-Z]{0,2}",
+                ("[+0 -]{0,2}", any::<u32>(), "[adrmADYN ]{1,2}").prop_map(|(p, n, c)| format!("{p}{n}:{c}")),
+            ],
+            with_prefix in any::<bool>(),
+        ) {
+            let text = if with_prefix {
+                format!("gk1:{}:{tail}", nonce.as_str())
+            } else {
+                tail
+            };
+            if let Some((number, action)) = decode(&nonce, &text) {
+                prop_assert_eq!(encode(&nonce, number, action), text);
+            }
+        }
     }
 }

@@ -122,7 +122,11 @@ fn field_text(text: &str) -> String {
 /// request that cannot be posted is denied). Text that cleaned up to
 /// nothing is shown as such.
 fn field(name: &str, value: String, inline: bool) -> Value {
-    let name = if name.trim().is_empty() { "\u{2014}" } else { name };
+    let name = if name.trim().is_empty() {
+        "\u{2014}"
+    } else {
+        name
+    };
     let value = if value.trim().is_empty() {
         "*(empty)*".to_owned()
     } else {
@@ -308,7 +312,6 @@ pub fn request_message(
     nonce: &Nonce,
     settled: Option<(&Settlement, SystemTime)>,
 ) -> Rendered {
-
     let agent = request.agent.as_deref().map_or_else(
         || "main agent".to_owned(),
         |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
@@ -434,13 +437,12 @@ pub fn group_message(
             escape_markdown(&clean(redactor, &request.kind, 64))
         );
         let name = truncate(&name, 120).0;
-        let room = share
-            .saturating_sub(name.chars().count())
-            .min(FIELD - 1);
+        let room = share.saturating_sub(name.chars().count()).min(FIELD - 1);
         let decision = states
             .get(&request.number)
             .map(|(settlement, at)| truncate(&settlement_text(settlement, *at), room / 3).0);
-        let fixed = 12 + note.chars().count() + decision.as_ref().map_or(0, |d| d.chars().count() + 1);
+        let fixed =
+            12 + note.chars().count() + decision.as_ref().map_or(0, |d| d.chars().count() + 1);
         // Escaping can double the preview.
         let preview = GROUP_SUBJECT.min(room.saturating_sub(fixed) / 2);
         let (shown, cut) = truncate(&subject, preview);
