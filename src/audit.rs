@@ -267,7 +267,11 @@ fn last_line(path: &Path) -> Result<Option<Tail>, AuditError> {
     file.seek(SeekFrom::Start(len.saturating_sub(TAIL_WINDOW)))
         .map_err(read_err)?;
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf).map_err(read_err)?;
+    // Bounded: a device (`/dev/full`, `/dev/zero`) reports length 0 and
+    // never ends, which would read until memory ran out.
+    file.take(TAIL_WINDOW)
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
     let complete = buf.last() == Some(&b'\n');
     let body = if complete {
         &buf[..buf.len() - 1]

@@ -8,5 +8,6 @@ mod support;
 mod cli;
 mod discord;
 mod e2e;
+mod faults;
 mod run;
 mod tools;

@@ -113,6 +113,10 @@ struct Inner {
     faults: VecDeque<Fault>,
     rate_limit: Option<RateLimit>,
     gateway_lookup_status: Option<u16>,
+    /// Injected slowness: (requests left, delay, path substring).
+    delays: VecDeque<(u32, Duration, String)>,
+    /// The gateway is gone for good: upgrades are refused.
+    gateway_refused: bool,
     gateway: Option<mpsc::UnboundedSender<Message>>,
     seq: u64,
     identifies: u32,
@@ -288,6 +292,22 @@ impl FakeDiscord {
 
     pub fn resumes(&self) -> u32 {
         self.shared.lock().resumes
+    }
+
+    /// The next `count` REST requests whose path contains `path_contains`
+    /// are answered only after `delay` (a slow Discord).
+    pub fn delay_next(&self, count: u32, delay: Duration, path_contains: &str) {
+        self.shared
+            .lock()
+            .delays
+            .push_back((count, delay, path_contains.to_owned()));
+    }
+
+    /// The gateway goes away for good: the connection is closed and every
+    /// reconnection attempt is refused (HTTP 503).
+    pub fn kill_gateway(&self) {
+        self.shared.lock().gateway_refused = true;
+        self.close_gateway();
     }
 
     /// Closes the gateway connection with a resumable close code.
@@ -581,6 +601,9 @@ fn ready_payload(addr: SocketAddr) -> Value {
 }
 
 async fn gateway_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if shared.lock().gateway_refused {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     ws.on_upgrade(move |socket| gateway_session(shared, socket))
 }
 
@@ -707,6 +730,21 @@ async fn rest(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    let delay = {
+        let mut inner = shared.lock();
+        let pos = inner
+            .delays
+            .iter()
+            .position(|(left, _, p)| *left > 0 && path.contains(p.as_str()));
+        pos.map(|i| {
+            let entry = &mut inner.delays[i];
+            entry.0 -= 1;
+            entry.1
+        })
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

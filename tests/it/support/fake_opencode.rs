@@ -465,6 +465,20 @@ impl FakeOpenCode {
         id
     }
 
+    /// Raise a `permission.asked` with exactly these properties (malformed
+    /// ones included); it is pending under `props.id` like any other.
+    pub fn ask_raw(&self, props: Value) {
+        let mut st = self.shared.lock();
+        st.pending.retain(|p| p["id"] != props["id"]);
+        st.pending.push(props.clone());
+        Shared::emit_locked(
+            &mut st,
+            json!({ "type": "permission.asked", "properties": props }),
+        );
+        drop(st);
+        self.shared.bump();
+    }
+
     /// Raise a `question.asked`; returns its id.
     pub fn ask_question(&self, session: &str, question: &str) -> String {
         let mut st = self.shared.lock();

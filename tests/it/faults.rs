@@ -1,0 +1,347 @@
+//! Faults: the real `gatekeep` binary against the fake OpenCode and the
+//! fake Discord while something breaks — OpenCode dies, Discord's REST
+//! fails, is rate limited or slow, the gateway drops or is gone for good,
+//! gatekeep itself is killed, a report file cannot be written. In every
+//! case nothing is approved without a click and nothing pending is lost.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+use crate::support::fake_opencode::{process_alive, FakeOpenCode, FakeOptions};
+use crate::support::gatekeep::Gatekeep;
+
+/// The approval channel; the run's thread is created under it.
+pub const CHANNEL: u64 = 500;
+/// The bot token gatekeep is given; it must never show anywhere.
+pub const TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDA0.GkTest.fault-token-Zk2p9-never-shown";
+/// Bound on every wait.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// Discord's window for acknowledging a click.
+pub const ACK_LIMIT: Duration = Duration::from_secs(3);
+const MANAGE_CHANNELS: u64 = 1 << 4;
+const TAIL: &[&str] = &["run", "-m", "fake/model", "fix", "the", "test"];
+
+/// Someone allowed to decide (Manage Channels, no approver lists).
+pub fn admin() -> Member {
+    Member::new(4242).permissions(MANAGE_CHANNELS)
+}
+
+/// One supervised run with Discord approvals: the real binary, detached
+/// from any terminal, against both fakes.
+pub struct DiscordRun {
+    pub opencode: FakeOpenCode,
+    pub discord: FakeDiscord,
+    pub gk: Gatekeep,
+    /// The root session gatekeep created and prompted.
+    pub root: String,
+}
+
+impl DiscordRun {
+    pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with(FakeOpenCode::start(), FakeDiscord::start().await, extra).await
+    }
+
+    pub async fn start_with(opencode: FakeOpenCode, discord: FakeDiscord, extra: &[&str]) -> Self {
+        let mut run = Self::launch(opencode, discord, extra);
+        run.root = run.opencode.wait_for_prompt().await.session_id;
+        run
+    }
+
+    /// Starts gatekeep without waiting for anything.
+    pub fn launch(opencode: FakeOpenCode, discord: FakeDiscord, extra: &[&str]) -> Self {
+        let base = discord.base();
+        let channel = CHANNEL.to_string();
+        let workspace = opencode.workspace().to_str().expect("utf-8").to_owned();
+        let mut args = vec![
+            "--channel",
+            &channel,
+            "--discord-api-url",
+            &base,
+            "--dir",
+            &workspace,
+        ];
+        args.extend_from_slice(extra);
+        let gk = Gatekeep::detached(&args, opencode.program(), TAIL, &[("DISCORD_TOKEN", TOKEN)]);
+        Self {
+            opencode,
+            discord,
+            gk,
+            root: String::new(),
+        }
+    }
+
+    /// The run's thread: where request messages are posted.
+    pub fn thread(&self) -> Option<u64> {
+        self.discord.requests().iter().find_map(|r| {
+            let rest = r.path.strip_prefix("/api/v10/channels/")?;
+            let (channel, tail) = rest.split_once('/')?;
+            let channel: u64 = channel.parse().ok()?;
+            (r.method == "POST" && tail == "messages" && channel != CHANNEL).then_some(channel)
+        })
+    }
+
+    /// The message of the request whose subject contains `needle`, once
+    /// it is posted.
+    pub async fn message(&self, needle: &str) -> StoredMessage {
+        self.discord
+            .wait_until(&format!("a request message with {needle:?}"), WAIT, |d| {
+                let thread = self.thread()?;
+                d.messages_in(thread)
+                    .into_iter()
+                    .find(|m| m.payload.to_string().contains(needle))
+            })
+            .await
+    }
+
+    /// Clicks `label` on `msg` as `member` in the run's thread; returns
+    /// (interaction id, token).
+    pub fn click(&self, msg: &StoredMessage, label: &str, member: &Member) -> (u64, String) {
+        let custom_id = button(msg, label);
+        self.discord
+            .click(msg.id, &custom_id, member, msg.channel_id)
+    }
+
+    /// Waits until `msg` shows a final state (buttons gone); its Decision.
+    pub async fn final_state(&self, msg: &StoredMessage) -> String {
+        self.discord
+            .wait_until("the final state of a request", WAIT, |d| {
+                let m = d.message(msg.id)?;
+                (m.payload["components"] == json!([])).then(|| decision(&m.payload))
+            })
+            .await
+    }
+
+    /// No `once` was ever sent to OpenCode.
+    pub fn assert_nothing_approved(&self) {
+        let approved: Vec<_> = self
+            .opencode
+            .replies()
+            .into_iter()
+            .filter(|r| r.reply() != "reject")
+            .map(|r| (r.request_id, r.body))
+            .collect();
+        assert!(
+            approved.is_empty(),
+            "approved without a click: {approved:?}"
+        );
+    }
+
+    /// After gatekeep exited: the OpenCode server is gone too.
+    pub async fn assert_server_gone(&self) {
+        self.opencode.wait_for_script_exit().await;
+    }
+}
+
+/// The `custom_id` of the button labelled `label`.
+pub fn button(msg: &StoredMessage, label: &str) -> String {
+    msg.payload["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["label"] == label)
+        .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
+}
+
+/// The Decision field of a request message.
+pub fn decision(payload: &Value) -> String {
+    payload["embeds"][0]["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "Decision"))
+        .and_then(|f| f["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn opencode_killed_while_a_request_is_pending_exits_4_and_discord_says_so() {
+    let mut run = DiscordRun::start(&[]).await;
+    run.opencode
+        .ask_permission(&run.root, "bash", "make release");
+    let msg = run.message("make release").await;
+    run.opencode.kill_server_process();
+    assert_eq!(run.gk.exit_code().await, 4, "{}", run.gk.screen());
+    let state = run.final_state(&msg).await;
+    assert!(state.contains("OpenCode died"), "{state}");
+    let start = &run.discord.messages_in(CHANNEL)[0];
+    assert!(
+        start.payload.to_string().contains("OpenCode died"),
+        "the run-start message does not say how the run ended: {}",
+        start.payload
+    );
+    run.assert_nothing_approved();
+}
+
+#[tokio::test]
+async fn rest_5xx_and_429_bursts_delay_a_request_but_it_is_shown_and_answered() {
+    let run = DiscordRun::start(&[]).await;
+    // Fewer failures than the delivery retries allow.
+    run.discord.fail_next(2, 502, None, "/messages");
+    run.discord.fail_next(2, 429, Some(0.3), "/messages");
+    let id = run
+        .opencode
+        .ask_permission(&run.root, "bash", "cargo test --workspace");
+    let msg = run.message("cargo test --workspace").await;
+    assert!(
+        run.discord
+            .requests()
+            .iter()
+            .filter(|r| r.status >= 429)
+            .count()
+            >= 4,
+        "the faults were not hit"
+    );
+    run.assert_nothing_approved();
+    let (interaction, _) = run.click(&msg, "Approve", &admin());
+    let (_, took) = run.discord.wait_ack(interaction, WAIT).await;
+    assert!(took < ACK_LIMIT, "acknowledged after {took:?}");
+    let replies = run.opencode.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "once")
+    );
+    assert!(run.final_state(&msg).await.contains("Approved"));
+}
+
+#[tokio::test]
+async fn a_request_discord_keeps_refusing_is_denied_as_a_channel_failure() {
+    let mut run = DiscordRun::start(&[]).await;
+    // More 5xx than the delivery retries allow, on the thread only.
+    run.discord.fail_next(50, 503, None, "/messages");
+    let id = run
+        .opencode
+        .ask_permission(&run.root, "bash", "terraform apply");
+    let replies = run.opencode.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "reject")
+    );
+    assert!(
+        replies[0]
+            .message()
+            .is_some_and(|m| m.contains("approval channel failed")),
+        "{:?}",
+        replies[0].message()
+    );
+    run.opencode.finish_session(&run.root);
+    assert_eq!(run.gk.exit_code().await, 0, "{}", run.gk.screen());
+    run.assert_nothing_approved();
+}
+
+#[tokio::test]
+async fn a_slow_discord_does_not_delay_the_acknowledgement_of_a_click() {
+    let run = DiscordRun::start(&[]).await;
+    run.opencode.ask_permission(&run.root, "bash", "npm ci");
+    let msg = run.message("npm ci").await;
+    // From now on every message post and edit takes 10 s.
+    run.discord
+        .delay_next(100, Duration::from_secs(10), "/channels/");
+    let (interaction, _) = run.click(&msg, "Approve", &admin());
+    let (_, took) = run.discord.wait_ack(interaction, WAIT).await;
+    assert!(took < ACK_LIMIT, "acknowledged after {took:?}");
+    let replies = run.opencode.wait_for_replies(1).await;
+    assert_eq!(replies[0].reply(), "once");
+}
+
+#[tokio::test]
+async fn a_gateway_closed_by_discord_resumes_and_clicks_still_count() {
+    let run = DiscordRun::start(&[]).await;
+    run.opencode.ask_permission(&run.root, "bash", "make docs");
+    let msg = run.message("make docs").await;
+    run.discord.close_gateway();
+    run.discord
+        .wait_until("a resumed gateway", WAIT, |d| {
+            (d.resumes() >= 1).then_some(())
+        })
+        .await;
+    run.discord.wait_gateway(WAIT).await;
+    let (interaction, _) = run.click(&msg, "Deny", &admin());
+    run.discord.wait_ack(interaction, WAIT).await;
+    let replies = run.opencode.wait_for_replies(1).await;
+    assert_eq!(replies[0].reply(), "reject");
+    assert!(run.final_state(&msg).await.contains("Denied"));
+}
+
+#[tokio::test]
+async fn with_the_gateway_gone_for_good_requests_expire_denied() {
+    let mut run = DiscordRun::start(&["--approval-timeout", "2s"]).await;
+    run.discord.kill_gateway();
+    let id = run
+        .opencode
+        .ask_permission(&run.root, "bash", "kubectl delete ns prod");
+    let msg = run.message("kubectl delete ns prod").await;
+    let replies = run.opencode.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "reject")
+    );
+    assert!(run.final_state(&msg).await.contains("Expired"));
+    run.opencode.finish_session(&run.root);
+    assert_eq!(run.gk.exit_code().await, 0, "{}", run.gk.screen());
+    run.assert_nothing_approved();
+    run.assert_server_gone().await;
+}
+
+#[tokio::test]
+async fn sigkill_of_gatekeep_on_the_discord_path_takes_opencode_down_within_2s() {
+    let run = DiscordRun::start(&[]).await;
+    run.opencode.ask_permission(&run.root, "bash", "sleep 1000");
+    run.message("sleep 1000").await;
+    let pid = run.opencode.script_pid().expect("server started");
+    run.gk.signal(Signal::SIGKILL);
+    let start = Instant::now();
+    while process_alive(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "OpenCode outlived a SIGKILLed gatekeep"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.assert_nothing_approved();
+}
+
+/// `POST /permission/{id}/reply` as another client of the same server.
+async fn reply_as_another_client(opencode: &FakeOpenCode, id: &str, reply: &str) {
+    let password = opencode.recorded_password().expect("password recorded");
+    let status = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+        .post(format!("{}/permission/{id}/reply", opencode.url()))
+        .query(&[("directory", opencode.workspace().to_str().expect("utf-8"))])
+        .basic_auth("opencode", Some(password))
+        .json(&json!({ "reply": reply }))
+        .send()
+        .await
+        .expect("reply sent")
+        .status();
+    assert!(status.is_success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_request_answered_while_the_event_stream_was_down_is_shown_settled() {
+    let opencode = FakeOpenCode::start_with(FakeOptions {
+        hold_connected: true,
+        ..FakeOptions::default()
+    });
+    let mut run = DiscordRun::launch(opencode, FakeDiscord::start().await, &[]);
+    run.opencode.wait_for_streams(1).await;
+    run.opencode.release_connected();
+    run.root = run.opencode.wait_for_prompt().await.session_id;
+    let opencode = &run.opencode;
+    let id = opencode.ask_permission(&run.root, "bash", "git push");
+    let msg = run.message("git push").await;
+    opencode.break_stream();
+    // gatekeep reconnects; the new stream is held, so the gap lasts.
+    opencode.wait_for_streams(2).await;
+    reply_as_another_client(opencode, &id, "reject").await;
+    opencode.release_connected();
+    let state = run.final_state(&msg).await;
+    assert!(state.contains("outside gatekeep"), "{state}");
+    opencode.finish_session(&run.root);
+    assert_eq!(run.gk.exit_code().await, 0, "{}", run.gk.screen());
+}
