@@ -40,6 +40,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--approval-timeout', '--approval-timeout', [CompletionResultType]::ParameterName, 'Time limit for each approval request; unanswered requests are denied')
             [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'Workspace directory (default: the current directory)')
             [CompletionResult]::new('--gate', '--gate', [CompletionResultType]::ParameterName, 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)')
+            [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule')
             [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
             [CompletionResult]::new('--summary-json', '--summary-json', [CompletionResultType]::ParameterName, 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)')
             [CompletionResult]::new('--audit-log', '--audit-log', [CompletionResultType]::ParameterName, 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`')

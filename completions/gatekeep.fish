@@ -38,6 +38,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l timeout -d 'Ti
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approval-timeout -d 'Time limit for each approval request; unanswered requests are denied' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Workspace directory (default: the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l deny -d 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F

@@ -222,6 +222,10 @@ struct Rule {
 struct Permissions {
     /// Kind → rule; `*` for "every kind".
     kinds: BTreeMap<String, Rule>,
+    /// (agent, kind) → rule, from `agent.<name>.permission`. These beat the
+    /// top-level `permission` and `OPENCODE_PERMISSION` for that agent
+    /// (docs/opencode-facts.md), so they can undo `--gate`.
+    agents: BTreeMap<(String, String), Rule>,
     notes: Vec<String>,
 }
 
@@ -270,6 +274,24 @@ impl Permissions {
             _ => self.notes.push(format!(
                 "{source}: `permission` is neither a string nor an object"
             )),
+        }
+    }
+
+    /// Merge the `agent.<name>.permission` rules of a config from `source`.
+    fn merge_agents(&mut self, config: &Value, source: &str) {
+        let Some(agents) = config.get("agent").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, agent) in agents {
+            let Some(permission) = agent.get("permission") else {
+                continue;
+            };
+            let mut one = Permissions::default();
+            one.merge(permission, source);
+            self.notes.append(&mut one.notes);
+            for (kind, rule) in one.kinds {
+                self.agents.insert((name.clone(), kind), rule);
+            }
         }
     }
 
@@ -338,6 +360,7 @@ fn read_config(path: &Path, layers: &mut Permissions, report: &mut Report) {
             if let Some(permission) = config.get("permission") {
                 layers.merge(permission, &shown);
             }
+            layers.merge_agents(&config, &shown);
         }
         Err(err) => report.fail(
             &format!("{shown} is not valid JSON: {err}"),
@@ -346,7 +369,10 @@ fn read_config(path: &Path, layers: &mut Permissions, report: &mut Report) {
     }
 }
 
-fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
+/// Every configuration layer OpenCode reads, in its order: global and
+/// workspace config files, then `OPENCODE_CONFIG_CONTENT` and
+/// `OPENCODE_PERMISSION`.
+fn load_layers(workspace: &Path, report: &mut Report) -> Permissions {
     let mut layers = Permissions::default();
     let global = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
@@ -372,6 +398,7 @@ fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
                 if let Some(permission) = value.get("permission") {
                     layers.merge(permission, var);
                 }
+                layers.merge_agents(&value, var);
             }
             Err(err) => report.fail(
                 &format!("{var} is not valid JSON: {err}"),
@@ -382,6 +409,11 @@ fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
     for note in std::mem::take(&mut layers.notes) {
         report.warn(&note, "see https://opencode.ai/docs/permissions");
     }
+    layers
+}
+
+fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
+    let layers = load_layers(workspace, report);
 
     let mut asks: Vec<String> = Vec::new();
     let mut allowed: Vec<String> = Vec::new();
@@ -428,6 +460,7 @@ fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
     if !allowed.is_empty() {
         println!("     runs without asking: {}", allowed.join(", "));
     }
+    check_agent_rules(&layers, gates, report);
     let everything_allowed =
         layers.kinds.get("*").is_some_and(|r| r.action == "allow") && gates.is_empty();
     let dangerous_gated = DANGEROUS_KINDS.iter().any(|k| {
@@ -447,6 +480,37 @@ fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
             "nothing dangerous is gated: bash, edit and webfetch run without asking",
             "run with --gate bash --gate edit, or set \"permission\": {\"bash\": \"ask\"} in opencode.json",
         );
+    }
+}
+
+/// Agent-level rules beat the top-level `permission`, `OPENCODE_PERMISSION`
+/// and so `--gate` for that agent's calls: an agent that allows a gated or
+/// dangerous kind runs it unasked.
+fn check_agent_rules(layers: &Permissions, gates: &[String], report: &mut Report) {
+    for ((agent, kind), rule) in &layers.agents {
+        let asked_for = gates.iter().any(|g| g == kind || kind == "*")
+            || layers
+                .action(kind)
+                .is_some_and(|r| r.action.starts_with("ask"));
+        let dangerous = kind == "*" || DANGEROUS_KINDS.contains(&kind.as_str());
+        if rule.action.starts_with("ask") || rule.action == "deny" {
+            println!(
+                "     agent `{agent}`: {kind} is {} ({})",
+                rule.action, rule.source
+            );
+        } else if asked_for || dangerous {
+            report.warn(
+                &format!(
+                    "agent `{agent}` allows {kind} ({}): agent rules beat `permission`, \
+                     OPENCODE_PERMISSION and --gate, so `{agent}` runs {kind} without asking",
+                    rule.source
+                ),
+                &format!(
+                    "set agent.{agent}.permission.{kind} to \"ask\" or remove it (or override it in \
+                     OPENCODE_CONFIG_CONTENT: {{\"agent\":{{\"{agent}\":{{\"permission\":{{\"{kind}\":\"ask\"}}}}}}}})"
+                ),
+            );
+        }
     }
 }
 
@@ -811,6 +875,24 @@ mod tests {
         let value: Value = serde_json::from_str(&strip_jsonc(text)).expect("parses");
         assert_eq!(value["permission"]["bash"], "ask");
         assert_eq!(value["url"], "http://a//b");
+    }
+
+    #[test]
+    fn agent_rules_are_kept_per_agent() {
+        let mut p = Permissions::default();
+        p.merge_agents(
+            &json!({"agent": {"general": {"permission": {"bash": "allow"}}, "plan": {}}}),
+            "opencode.json",
+        );
+        let rule = p
+            .agents
+            .get(&("general".to_owned(), "bash".to_owned()))
+            .expect("the general agent's rule");
+        assert_eq!(
+            (rule.action.as_str(), rule.source.as_str()),
+            ("allow", "opencode.json")
+        );
+        assert_eq!(p.agents.len(), 1);
     }
 
     #[test]

@@ -448,6 +448,21 @@ async fn doctor_reads_what_the_workspace_gates_and_checks_opencode() {
     let (code, out) = doctor(&["--dir", ws_arg, "--", oc], &[], files.dir.path()).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing dangerous is gated"), "{out}");
+
+    // An agent-level rule beats --gate for that agent (docs/opencode-facts.md).
+    std::fs::write(
+        ws.join("opencode.json"),
+        r#"{"agent": {"general": {"permission": {"bash": "allow"}}}}"#,
+    )
+    .expect("write config");
+    let (code, out) = doctor(
+        &["--dir", ws_arg, "--gate", "bash", "--", oc],
+        &[],
+        files.dir.path(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("agent `general` allows bash"), "{out}");
 }
 
 #[tokio::test]
