@@ -739,6 +739,25 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
     assert_no_opencode_left(&oc).await;
 }
 
+/// An agent's question is never left waiting (OpenCode would wait
+/// forever): gatekeep rejects it and the run ends.
+#[tokio::test]
+async fn gatekeep_a_question_does_not_hang_the_run() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let mut gk = gatekeep(&oc, &[], "QUESTION<Shall I delete the tests?>");
+    expect(&gk, "asked a question").await;
+    let code = gk.exit_code().await;
+    assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+    // Like a plain reject, a rejected question stops the agent loop: the
+    // model is not called again.
+    assert_eq!(llm.agent_requests().len(), 1, "{}", gk.screen());
+    assert_no_opencode_left(&oc).await;
+}
+
 /// The request number shown for the request whose command is `command`.
 fn number_of_request(screen: &str, command: &str) -> u32 {
     let at = screen

@@ -70,6 +70,25 @@ impl ToolCall {
         }
     }
 
+    /// Ask the user a question (OpenCode's `question` tool), with two
+    /// options.
+    #[must_use]
+    pub fn question(question: &str) -> Self {
+        Self {
+            name: "question".to_owned(),
+            arguments: json!({
+                "questions": [{
+                    "question": question,
+                    "header": "Question",
+                    "options": [
+                        { "label": "Yes", "description": "go ahead" },
+                        { "label": "No", "description": "stop" },
+                    ],
+                }],
+            }),
+        }
+    }
+
     /// Start a `general` subagent with `prompt`.
     #[must_use]
     pub fn task(description: &str, prompt: &str) -> Self {
@@ -95,6 +114,7 @@ pub type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
 /// - `BASH<command>`: a bash call;
 /// - `WRITE<path|content>`: a write call (OpenCode wants an absolute path);
 /// - `EDIT<path|old|new>`: an edit call;
+/// - `QUESTION<text>`: a `question` call (the agent asks the user);
 /// - `TASK<prompt>`: a `task` call starting a `general` subagent whose own
 ///   prompt is `prompt` with `[` `]` turned into `<` `>`, so a subagent can
 ///   be told `TASK<BASH[touch x]>`.
@@ -154,6 +174,7 @@ pub fn parse_directives(text: &str) -> Vec<ToolCall> {
             ("BASH", _) => calls.push(ToolCall::bash(inner)),
             ("WRITE", [path, content]) => calls.push(ToolCall::write(path, content)),
             ("EDIT", [path, old, new]) => calls.push(ToolCall::edit(path, old, new)),
+            ("QUESTION", _) => calls.push(ToolCall::question(inner)),
             ("TASK", _) => calls.push(ToolCall::task(
                 "sub job",
                 &inner.replace('[', "<").replace(']', ">"),
