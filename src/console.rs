@@ -33,7 +33,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use tokio::sync::mpsc;
 
 use crate::config::Verbosity;
-use crate::redact::terminal_safe_bounded;
+use crate::redact::{terminal_safe_bounded, Redactor};
 use crate::transport::Notice;
 
 /// Longest agent text printed in one piece to the terminal.
@@ -79,6 +79,8 @@ struct State {
     finished: bool,
     /// Last plain status line, so a repeated state is not printed twice.
     last_plain: String,
+    /// The run's secrets, replaced in everything printed.
+    redactor: Redactor,
 }
 
 impl Console {
@@ -129,6 +131,13 @@ impl Console {
         self.inner.verbosity > Verbosity::Quiet
     }
 
+    /// From now on, everything printed goes through `redactor` too: the
+    /// run's secrets are known only once OpenCode started, and the agent
+    /// (whose text and errors are printed) may have read them.
+    pub fn redact_with(&self, redactor: Redactor) {
+        self.state().redactor = redactor;
+    }
+
     /// A state change: the live line says it; plain output gets one line.
     /// Hidden with `--quiet`; kept in the scrollback with `--verbose`.
     pub fn status(&self, line: &str) {
@@ -136,7 +145,7 @@ impl Console {
             return;
         }
         let mut state = self.state();
-        state.phase = clean(line, MAX_TOOL);
+        state.phase = clean(&state.redactor.redact(line), MAX_TOOL);
         if self.inner.live {
             if self.inner.verbosity >= Verbosity::Verbose {
                 let text = self.prefixed(&state.phase);
@@ -155,7 +164,7 @@ impl Console {
             return;
         }
         let state = self.state();
-        let text = clean(line, MAX_TOOL);
+        let text = clean(&state.redactor.redact(line), MAX_TOOL);
         if self.inner.live {
             print_above(&state, &self.prefixed(&text));
         } else {
@@ -166,7 +175,7 @@ impl Console {
     /// Something went wrong; always shown.
     pub fn error(&self, line: &str) {
         let state = self.state();
-        let text = clean(line, MAX_TEXT);
+        let text = clean(&state.redactor.redact(line), MAX_TEXT);
         if self.inner.live || (self.inner.color && std::io::stderr().is_terminal()) {
             let prefix = if self.inner.color {
                 "\u{1b}[1;31mgatekeep:\u{1b}[0m"
@@ -181,8 +190,8 @@ impl Console {
 
     /// The agent's own words: stdout, sanitized.
     pub fn agent_text(&self, text: &str) {
-        let text = terminal_safe_bounded(text, MAX_TEXT);
         let state = self.state();
+        let text = terminal_safe_bounded(&state.redactor.redact(text), MAX_TEXT);
         let write = || {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
@@ -202,8 +211,8 @@ impl Console {
         if !self.shows_status() {
             return;
         }
-        let text = clean(line, MAX_TOOL);
         let mut state = self.state();
+        let text = clean(&state.redactor.redact(line), MAX_TOOL);
         let started = text.contains('→');
         if self.inner.live {
             if started {

@@ -113,6 +113,12 @@ impl Redactor {
         Self::new(all)
     }
 
+    /// This redactor's exact secrets and `other`'s together.
+    #[must_use]
+    pub fn merged(&self, other: &Redactor) -> Self {
+        self.with_secrets(other.secrets.iter().cloned())
+    }
+
     /// `text` with every secret replaced; borrowed when nothing was found.
     #[must_use]
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {

@@ -107,10 +107,12 @@ impl End {
 /// One line saying how the run ended.
 #[must_use]
 pub fn describe(outcome: &Outcome) -> String {
-    match &outcome.detail {
+    let text = match &outcome.detail {
         Some(detail) => format!("{}: {detail}", outcome.reason.phrase()),
         None => outcome.reason.phrase().to_owned(),
-    }
+    };
+    // The detail may quote the agent or its provider (`session.error`).
+    crate::redact::terminal_safe(&outcome.redactor.redact(&text))
 }
 
 /// Run one supervised OpenCode run. `message` is the full prompt (words and
@@ -168,8 +170,15 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             .with_deny_rules(config.deny.clone())
             .run(inputs_rx),
     );
-    // The password must never reach a channel, even if the agent echoes it.
-    let redactor = Redactor::new(vec![server.password().expose_secret().to_owned()]);
+    // The password and the bot token must never be shown anywhere (a
+    // channel, the terminal, the summary, the audit log), even if the
+    // agent read and echoes them.
+    let mut secrets = vec![server.password().expose_secret().to_owned()];
+    if let ApprovalChannel::Discord(discord) = &config.approval {
+        secrets.push(discord.token.expose_secret().to_owned());
+    }
+    let redactor = Redactor::new(secrets);
+    console.redact_with(redactor.clone());
     let transport = spawn_transport(
         channel,
         notices,
@@ -413,7 +422,9 @@ fn spawn_transport(
             terminal::local_actor(),
             console.clone(),
         )),
-        ConnectedChannel::Discord(discord) => tokio::spawn(async move {
+        ConnectedChannel::Discord(mut discord) => tokio::spawn(async move {
+            // Connected before OpenCode started: it learns the password now.
+            discord.redact_also(&redactor);
             if let Err(err) = discord.serve(notices, decider).await {
                 eprintln!("gatekeep: Discord: {err}");
             }

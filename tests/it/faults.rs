@@ -16,7 +16,9 @@ use crate::support::gatekeep::Gatekeep;
 /// The approval channel; the run's thread is created under it.
 pub const CHANNEL: u64 = 500;
 /// The bot token gatekeep is given; it must never show anywhere.
-pub const TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDA0.GkTest.fault-token-Zk2p9-never-shown";
+/// Deliberately not in a known token format: only exact-value redaction
+/// can keep it out of what gatekeep shows.
+pub const TOKEN: &str = "gk-test-token-7f3a9c5e1b-never-shown";
 /// Bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(20);
 /// Discord's window for acknowledging a click.

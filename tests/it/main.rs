@@ -9,5 +9,6 @@ mod cli;
 mod discord;
 mod e2e;
 mod faults;
+mod hostile;
 mod run;
 mod tools;

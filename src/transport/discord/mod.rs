@@ -234,6 +234,12 @@ async fn post_start(rest: &Rest, settings: &Settings, info: &RunInfo) -> Result<
 }
 
 impl Discord {
+    /// Also redact `more`'s secrets: the OpenCode password only exists once
+    /// the server started, after [`connect`].
+    pub fn redact_also(&mut self, more: &Redactor) {
+        self.redactor = self.redactor.merged(more);
+    }
+
     /// The run's thread (where requests are posted and clicks must come from).
     #[must_use]
     pub fn thread_id(&self) -> u64 {
