@@ -1045,6 +1045,39 @@ mod discord {
     }
 
     #[tokio::test]
+    async fn unanswered_request_in_discord_expires_at_its_deadline() {
+        let _slot = slot();
+        let llm = FakeLlm::start();
+        let Some(oc) = RealOpencode::workspace(&llm) else {
+            return;
+        };
+        let discord = FakeDiscord::start().await;
+        let mut gk = gatekeep(
+            &oc,
+            &discord,
+            &["--approval-timeout", "2s"],
+            "BASH<touch late.txt>",
+        );
+        let msg = request(&discord, "touch late.txt").await;
+        let final_state = settled(&discord, &msg).await;
+        assert!(
+            final_state.to_lowercase().contains("expired"),
+            "{final_state}"
+        );
+        let code = exit_code(&mut gk, &discord).await;
+        assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+        assert!(!oc.dir().join("late.txt").exists());
+        assert!(
+            llm.tool_results()
+                .iter()
+                .any(|t| t.contains("approval deadline")),
+            "the model was not told why: {:?}",
+            llm.tool_results()
+        );
+        assert_no_opencode_left(&oc).await;
+    }
+
+    #[tokio::test]
     async fn sigterm_while_pending_in_discord_exits_143_and_nothing_ran() {
         let _slot = slot();
         let llm = FakeLlm::start();
