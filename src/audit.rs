@@ -84,6 +84,9 @@ pub fn line_hash(line: &[u8]) -> String {
 struct Line<'a> {
     seq: u64,
     time: String,
+    /// Which run wrote the line (its start and process id), so runs that
+    /// share a log can be told apart.
+    run: &'a str,
     /// `decision`, `automatic_denial`, `external_reply`, `refused`, `run_ended`.
     event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,7 @@ impl Line<'_> {
         Line {
             seq: 0,
             time: rfc3339(SystemTime::now()),
+            run: "",
             event,
             number: None,
             request_id: None,
@@ -164,6 +168,8 @@ pub struct AuditLog {
     file: tokio::fs::File,
     prev: String,
     seq: u64,
+    /// This run's id in every line: `<start, RFC 3339>/<pid>/<random>`.
+    run: String,
 }
 
 impl AuditLog {
@@ -193,6 +199,12 @@ impl AuditLog {
             file,
             prev: GENESIS.to_owned(),
             seq: 0,
+            run: format!(
+                "{}/{}/{:08x}",
+                rfc3339(SystemTime::now()),
+                std::process::id(),
+                rand::random::<u32>()
+            ),
         };
         if let Some(Tail { line, complete }) = tail {
             if !complete {
@@ -226,6 +238,8 @@ impl AuditLog {
         line.seq = self.seq;
         let prev = self.prev.clone();
         line.prev = &prev;
+        let run = self.run.clone();
+        line.run = &run;
         let mut bytes = serde_json::to_vec(&line)?;
         let hash = line_hash(&bytes);
         bytes.push(b'\n');
@@ -578,6 +592,8 @@ mod tests {
         assert_eq!(lines[0]["decision"], "approved");
         assert_eq!(lines[2]["decision"], "run_ended");
         assert_eq!(lines[7]["seq"], 8, "the second run continues the sequence");
+        assert_eq!(lines[0]["run"], lines[3]["run"]);
+        assert_ne!(lines[0]["run"], lines[4]["run"], "each run names itself");
         assert_eq!(
             verify(&path).expect("readable"),
             Verdict::Intact {
