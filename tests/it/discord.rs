@@ -130,6 +130,18 @@ impl Harness {
 
     /// OpenCode asks; returns (request id, number) once it is shown.
     async fn ask(&self, command: &str) -> (String, u32) {
+        let id = self.ask_raw(command).await;
+        let number = self
+            .wait_notice(&format!("Show({id})"), |n| match n {
+                Notice::Show(r) if r.id == id => Some(r.number),
+                _ => None,
+            })
+            .await;
+        (id, number)
+    }
+
+    /// OpenCode asks; returns the request id at once.
+    async fn ask_raw(&self, command: &str) -> String {
         let id = {
             let mut n = self.next_id.lock().expect("ids");
             *n += 1;
@@ -153,13 +165,7 @@ impl Harness {
             .send(Input::Asked(request))
             .await
             .expect("approval task alive");
-        let number = self
-            .wait_notice(&format!("Show({id})"), |n| match n {
-                Notice::Show(r) if r.id == id => Some(r.number),
-                _ => None,
-            })
-            .await;
-        (id, number)
+        id
     }
 
     async fn wait_notice<T>(&self, what: &str, mut f: impl FnMut(&Notice) -> Option<T>) -> T {
@@ -415,6 +421,41 @@ async fn deny_and_deny_with_reason() {
     );
     let state = h.final_state(n2).await;
     assert!(state.contains("use a branch instead"), "{state}");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn approve_and_trust_approves_the_same_request_again_without_asking() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("cargo test").await;
+    let (_, token) = h.click(n, "Approve & trust for this run", &admin()).await;
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert!(answer.starts_with("Approved, and trusted"), "{answer}");
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    assert!(h
+        .final_state(n)
+        .await
+        .contains("trusted for the rest of this run"));
+    // The same command again: approved by the rule, no click needed.
+    let again = h.ask_raw("cargo test").await;
+    let settlement = h
+        .wait_notice("the repeat settled", |notice| match notice {
+            Notice::Settled {
+                request_id,
+                settlement,
+                ..
+            } if *request_id == again => Some(settlement.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(settlement, Settlement::ApprovedByRule { rule_of, .. } if rule_of == n),
+        "{settlement:?}"
+    );
+    assert_eq!(h.replies.for_id(&again), vec![Reply::Once]);
+    // A different command still asks.
+    let (other, _) = h.ask("cargo publish").await;
+    assert!(h.replies.for_id(&other).is_empty());
     h.end().await;
 }
 

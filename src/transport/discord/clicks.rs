@@ -17,6 +17,9 @@ const PREFIX: &str = "gk1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Approve,
+    /// Approve, and approve the same exact request again for the rest of
+    /// this run (`Verdict::ApproveAndTrust`).
+    ApproveAndTrust,
     Deny,
     /// Open the "deny with reason" modal.
     DenyWithReason,
@@ -37,6 +40,7 @@ impl Action {
     fn code(self) -> char {
         match self {
             Action::Approve => 'a',
+            Action::ApproveAndTrust => 't',
             Action::Deny => 'd',
             Action::DenyWithReason => 'r',
             Action::ReasonSubmitted => 'm',
@@ -50,6 +54,7 @@ impl Action {
     fn from_code(code: &str) -> Option<Self> {
         Some(match code {
             "a" => Action::Approve,
+            "t" => Action::ApproveAndTrust,
             "d" => Action::Deny,
             "r" => Action::DenyWithReason,
             "m" => Action::ReasonSubmitted,
@@ -194,6 +199,7 @@ mod tests {
             Action::ApproveAll,
             Action::DenyAll,
             Action::Approve,
+            Action::ApproveAndTrust,
             Action::Deny,
             Action::DenyWithReason,
             Action::ReasonSubmitted,
@@ -279,6 +285,7 @@ mod prop_tests {
 
     const ACTIONS: &[Action] = &[
         Action::Approve,
+        Action::ApproveAndTrust,
         Action::Deny,
         Action::DenyWithReason,
         Action::ReasonSubmitted,

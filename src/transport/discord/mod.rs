@@ -368,6 +368,20 @@ impl ServeState {
                     at: SystemTime::now(),
                 });
             }
+            Notice::Decided {
+                request,
+                settlement,
+            } => {
+                // Posted and settled in one go: nothing to click.
+                let number = request.number;
+                self.clicks.mark_settled(number, &settlement);
+                let _ = self.jobs.send(Job::Show(request));
+                let _ = self.jobs.send(Job::Settled {
+                    number,
+                    settlement,
+                    at: SystemTime::now(),
+                });
+            }
             Notice::Refused { .. } | Notice::RunEnded(_) => {}
         }
     }
@@ -576,6 +590,7 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         Action::ApproveSelected | Action::ApproveAll => Some((Verdict::Approve, true)),
         Action::DenySelected | Action::DenyAll => Some((Verdict::Deny { reason: None }, true)),
         Action::Approve => Some((Verdict::Approve, false)),
+        Action::ApproveAndTrust => Some((Verdict::ApproveAndTrust, false)),
         Action::Deny => Some((Verdict::Deny { reason: None }, false)),
         Action::ReasonSubmitted => Some((
             Verdict::Deny {
@@ -700,7 +715,10 @@ fn already_decided(settlement: &Settlement) -> String {
 /// The clicker's private answer after a decision was sent.
 fn outcome_text(outcome: &DecideOutcome) -> String {
     match outcome {
-        DecideOutcome::Accepted(Settlement::Approved { .. }) => {
+        DecideOutcome::Accepted(Settlement::ApprovedAndTrusted { .. }) => {
+            "Approved, and trusted for the rest of this run: OpenCode was told to go ahead.".into()
+        }
+        DecideOutcome::Accepted(s) if s.is_approved() => {
             "Approved: OpenCode was told to go ahead.".into()
         }
         DecideOutcome::Accepted(_) => "Denied: OpenCode was told no.".into(),

@@ -204,7 +204,8 @@ fn settlement_colour(settlement: &Settlement) -> u32 {
     }
 }
 
-/// The three buttons of an open request. No "always": gatekeep never sends it.
+/// The buttons of an open request. No "always": gatekeep never sends it;
+/// "trust" is gatekeep's own rule and ends with the run.
 fn buttons(nonce: &Nonce, number: u32) -> Value {
     json!([{
         "type": 1,
@@ -212,6 +213,7 @@ fn buttons(nonce: &Nonce, number: u32) -> Value {
             { "type": 2, "style": 3, "label": "Approve", "custom_id": encode(nonce, number, Action::Approve) },
             { "type": 2, "style": 4, "label": "Deny", "custom_id": encode(nonce, number, Action::Deny) },
             { "type": 2, "style": 2, "label": "Deny with reason…", "custom_id": encode(nonce, number, Action::DenyWithReason) },
+            { "type": 2, "style": 1, "label": "Approve & trust for this run", "custom_id": encode(nonce, number, Action::ApproveAndTrust) },
         ]
     }])
 }
