@@ -342,6 +342,19 @@ pub async fn record(
                 ))
                 .await
             }
+            Notice::Decided {
+                request,
+                settlement,
+            } => {
+                log.append(settled_line(
+                    request.number,
+                    &request.id,
+                    Some(&request),
+                    &settlement,
+                    &redactor,
+                ))
+                .await
+            }
             Notice::Refused { number, actor, why } => {
                 let mut line = Line::new("refused");
                 line.number = number;

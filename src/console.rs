@@ -315,7 +315,7 @@ impl Console {
                                 console.pending(pending.clone());
                             }
                         }
-                        Some(Notice::Refused { .. }) => {}
+                        Some(Notice::Refused { .. } | Notice::Decided { .. }) => {}
                         Some(Notice::RunEnded(_)) | None => break,
                     },
                     // The time left counts down on the live line.

@@ -35,6 +35,7 @@ pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod exit;
+pub mod gate;
 pub mod opencode;
 pub mod redact;
 pub mod signals;

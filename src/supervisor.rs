@@ -32,6 +32,7 @@ use crate::audit;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
+use crate::gate;
 use crate::opencode::api::{self, Api, ApiError, Command, ModelRef, Prompt, PromptPart, Rule};
 use crate::opencode::events::{self, EventStream, EventsError};
 use crate::opencode::server::{Server, ServerOptions};
@@ -121,22 +122,13 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let console = Console::new(config.verbosity);
     let clock = Clock::start(config.timeout);
 
-    let (mut server, channel) = match start_up(&config, &console, &mut signals, &clock).await {
+    let (server, channel) = match start_up(&config, &console, &mut signals, &clock).await {
         Ok(started) => started,
         Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
     };
-    let api = match Api::new(
-        server.base_url(),
-        &config.workspace,
-        server.password().clone(),
-        API_TIMEOUT,
-    ) {
-        Ok(api) => api,
-        Err(err) => {
-            server.stop(STOP_GRACE).await;
-            let end = End::opencode("could not talk to OpenCode", &err);
-            return clock.outcome(end, Ledger::default(), None, None);
-        }
+    let (mut server, api) = match enforce_gates(&config, server, &console).await {
+        Ok(checked) => checked,
+        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
     };
 
     let begun = tokio::select! {
@@ -292,13 +284,13 @@ async fn start_up(
         "starting OpenCode in {}",
         config.workspace.display()
     ));
-    let options = ServerOptions {
-        program: config.spec.opencode.clone(),
-        workspace: config.workspace.clone(),
-        env: server_env(&config.gates),
-        ready_timeout: READY_TIMEOUT,
-    };
-    let both = async { tokio::join!(Server::start(options), connect_channel(config, console)) };
+    let env = gate::server_env(
+        &config.gates,
+        std::env::var("OPENCODE_CONFIG_CONTENT").ok().as_deref(),
+        &[],
+    )
+    .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+    let both = async { tokio::join!(Server::start(server_options(config, env)), connect_channel(config, console)) };
     let (server, channel) = tokio::select! {
         both = both => both,
         reason = signals.recv() => return Err((Code::for_end(reason), End::new(reason, "stopped during start-up".to_owned()))),
@@ -325,21 +317,64 @@ async fn start_up(
     }
 }
 
-/// Environment for `opencode serve`: `--gate` kinds forced to `ask` for
-/// every session of the server, child sessions included (the per-session
-/// ruleset of `POST /session` covers only the root).
-fn server_env(gates: &[String]) -> Vec<(OsString, OsString)> {
-    if gates.is_empty() {
-        return Vec::new();
+fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerOptions {
+    ServerOptions {
+        program: config.spec.opencode.clone(),
+        workspace: config.workspace.clone(),
+        env,
+        ready_timeout: READY_TIMEOUT,
     }
-    let rules: serde_json::Map<String, serde_json::Value> = gates
-        .iter()
-        .map(|g| (g.clone(), serde_json::Value::from("ask")))
-        .collect();
-    vec![(
-        "OPENCODE_PERMISSION".into(),
-        serde_json::Value::Object(rules).to_string().into(),
-    )]
+}
+
+fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
+    Api::new(server.base_url(), &config.workspace, server.password().clone(), API_TIMEOUT)
+        .map_err(|e| End::opencode("could not talk to OpenCode", &e))
+}
+
+/// Make sure every `--gate` kind really asks, for every agent (see
+/// [`gate`]). Agents of the workspace that still allow a gated kind get an
+/// override too, which needs one restart of the server; if even that does
+/// not make them ask, the run does not start. Nothing has reached the agent
+/// yet on any path out of here.
+async fn enforce_gates(config: &RunConfig, mut server: Server, console: &Console) -> Result<(Server, Api), (Code, End)> {
+    let mut overridden: Vec<String> = Vec::new();
+    loop {
+        let api = match client(config, &server) {
+            Ok(api) => api,
+            Err(end) => {
+                server.stop(STOP_GRACE).await;
+                return Err((Code::OpenCodeFailed, end));
+            }
+        };
+        if config.gates.is_empty() {
+            return Ok((server, api));
+        }
+        let agents = match api.list_agents().await {
+            Ok(agents) => agents,
+            Err(e) => {
+                server.stop(STOP_GRACE).await;
+                return Err((Code::OpenCodeFailed, End::opencode("could not check the agents' permissions for --gate", &e)));
+            }
+        };
+        let open = gate::still_allowed(&config.gates, &agents);
+        if open.is_empty() {
+            return Ok((server, api));
+        }
+        server.stop(STOP_GRACE).await;
+        let fresh: Vec<String> = open.iter().map(|(a, _)| a.clone()).filter(|a| !overridden.contains(a)).collect();
+        if fresh.is_empty() {
+            let (agent, kind) = open.into_iter().next().expect("not empty");
+            return Err((Code::Usage, End::new(EndReason::Failed, gate::GateError::StillAllowed { agent, kind }.to_string())));
+        }
+        overridden.extend(fresh);
+        console.status(&format!("restarting OpenCode so that --gate also covers agents: {}", overridden.join(", ")));
+        let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
+        let env = gate::server_env(&config.gates, existing.as_deref(), &overridden)
+            .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+        server = Server::start(server_options(config, env))
+            .await
+            .map_err(|e| (Code::OpenCodeFailed, End::opencode("OpenCode failed to start", &e)))?;
+    }
 }
 
 /// The approval channel, connected.

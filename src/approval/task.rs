@@ -292,7 +292,17 @@ impl<R: Replier> ApprovalTask<R> {
             Asked::Refused(settled) => {
                 self.asked_at
                     .insert(settled.number, (asked, SystemTime::now()));
-                self.settled_all([settled]).await;
+                // Decided by a rule (or the closing run) without asking: still
+                // shown, so every approval and denial is visible where humans
+                // look, with how it was decided.
+                self.deliver(&settled).await;
+                self.record(&settled);
+                if let Some(request) = self.registry.request(settled.number) {
+                    self.notifier.send(&Notice::Decided {
+                        request: request.clone(),
+                        settlement: settled.settlement,
+                    });
+                }
             }
         }
     }
@@ -357,21 +367,25 @@ impl<R: Replier> ApprovalTask<R> {
     /// and tell the transports.
     async fn settled_all(&mut self, settled: impl IntoIterator<Item = Settled>) {
         for s in settled {
-            if let Some(reply) = &s.reply {
-                // NotFound means OpenCode already let go of it: a deny holds
-                // either way. Other failures are swept up by the teardown's
-                // `GET /permission` pass.
-                if let Err(ReplyError::Failed(err)) = self.replier.reply(&s.request_id, reply).await
-                {
-                    eprintln!("gatekeep: could not answer request #{}: {err}", s.number);
-                }
-            }
+            self.deliver(&s).await;
             self.record(&s);
             self.notifier.send(&Notice::Settled {
                 number: s.number,
                 request_id: s.request_id,
                 settlement: s.settlement,
             });
+        }
+    }
+
+    /// Send the settlement's reply, if OpenCode must be told.
+    async fn deliver(&self, s: &Settled) {
+        if let Some(reply) = &s.reply {
+            // NotFound means OpenCode already let go of it: a deny holds
+            // either way. Other failures are swept up by the teardown's
+            // `GET /permission` pass.
+            if let Err(ReplyError::Failed(err)) = self.replier.reply(&s.request_id, reply).await {
+                eprintln!("gatekeep: could not answer request #{}: {err}", s.number);
+            }
         }
     }
 

@@ -250,6 +250,24 @@ pub struct Command {
     pub parts: Vec<PromptPart>,
 }
 
+/// An agent as `GET /agent` lists it, with its merged permission ruleset
+/// (built-in defaults, config, agent config; last matching rule wins).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    #[serde(default)]
+    pub permission: Vec<RuleInfo>,
+}
+
+/// One rule of an agent's ruleset, as OpenCode reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RuleInfo {
+    pub permission: String,
+    pub pattern: String,
+    /// `allow`, `ask` or `deny`.
+    pub action: String,
+}
+
 /// A pending `question` tool request (`GET /question`). Kept loose: gatekeep
 /// only lists and rejects them.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -426,6 +444,14 @@ impl Api {
             }
             other => other.map(drop),
         }
+    }
+
+    /// `GET /agent`: every agent with its merged permission ruleset, to
+    /// check that `--gate` kinds really ask.
+    pub async fn list_agents(&self) -> Result<Vec<AgentInfo>, ApiError> {
+        const OP: &str = "list agents";
+        let resp = self.send(OP, self.request(Method::GET, "agent")?).await?;
+        json_body(OP, resp).await
     }
 
     /// `GET /session`: every session of the directory, children included

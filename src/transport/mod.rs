@@ -28,6 +28,13 @@ pub enum Notice {
         request_id: String,
         settlement: Settlement,
     },
+    /// A request that was decided at once without asking anyone (a
+    /// `--deny` or trust rule, or the run was already closing): shown in
+    /// its final state, for the record.
+    Decided {
+        request: Request,
+        settlement: Settlement,
+    },
     /// A decision attempt was refused before it reached the registry (not
     /// authorized, wrong channel, …): for the audit log.
     Refused {

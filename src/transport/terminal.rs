@@ -186,6 +186,11 @@ pub async fn serve(
                         awaiting_reason = None;
                     }
                 }
+                Some(Notice::Decided { request, settlement }) => {
+                    let subject = terminal_safe_bounded(&redactor.redact(request.subject()), 200);
+                    let kind = terminal_safe_bounded(&request.kind, 64);
+                    console.say(&format!("\n[#{}] {kind} `{subject}`: {settlement}", request.number));
+                }
                 Some(Notice::Refused { .. }) => {}
                 Some(Notice::RunEnded(_)) | None => return,
             },

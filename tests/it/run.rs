@@ -352,7 +352,7 @@ async fn command_flag_runs_a_slash_command_with_the_message_as_arguments() {
         &[],
     );
     let prompt = fake.wait_for_prompt().await;
-    assert_eq!(prompt.body["command"], "review");
+    assert_eq!(prompt.body["command"], "review", "{:?}", prompt.body);
     assert_eq!(prompt.body["arguments"], "src/lib.rs");
     assert!(
         prompt.streams_open > 0,
@@ -400,4 +400,81 @@ async fn killing_gatekeep_with_sigkill_takes_opencode_down_too() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn gate_forces_ask_for_the_root_session_every_agent_and_the_server() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &["--gate", "bash", "--gate", "webfetch"]).await;
+    let env = fake.recorded_env().expect("env recorded");
+    let permission: serde_json::Value =
+        serde_json::from_str(&env["OPENCODE_PERMISSION"]).expect("json");
+    assert_eq!(permission, serde_json::json!({"bash": "ask", "webfetch": "ask"}));
+    let content: serde_json::Value =
+        serde_json::from_str(&env["OPENCODE_CONFIG_CONTENT"]).expect("json");
+    for agent in ["build", "plan", "general", "explore"] {
+        assert_eq!(content["agent"][agent]["permission"]["bash"], "ask", "{agent}");
+    }
+    let session = fake.sessions().into_iter().find(|s| s.id == root).expect("root");
+    assert_eq!(
+        session.body["permission"],
+        serde_json::json!([
+            {"permission": "bash", "pattern": "*", "action": "ask"},
+            {"permission": "webfetch", "pattern": "*", "action": "ask"}
+        ])
+    );
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn gate_refuses_an_unreadable_opencode_config_content_before_starting() {
+    let fake = FakeOpenCode::start();
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8"), "--gate", "bash"],
+        fake.program(),
+        TAIL,
+        &[("OPENCODE_CONFIG_CONTENT", "{not json")],
+    );
+    assert_eq!(gk.exit_code().await, 2, "{}", gk.screen());
+    assert!(gk.screen().contains("OPENCODE_CONFIG_CONTENT"), "{}", gk.screen());
+    assert!(fake.script_pid().is_none(), "OpenCode must not be started");
+}
+
+#[tokio::test]
+async fn a_deny_rule_denies_at_once_without_asking() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &["--deny", "bash:rm -rf *"]).await;
+    let id = fake.ask_permission(&root, "bash", "rm -rf /");
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(replies[0].request_id, id);
+    assert_eq!(replies[0].reply(), "reject");
+    assert!(replies[0].message().is_some_and(|m| m.contains("bash:rm -rf *")));
+    assert!(!gk.screen().contains("approval needed"), "{}", gk.screen());
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn a_trust_rule_approves_the_same_exact_request_again_for_this_run_only() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    let first = fake.ask_permission(&root, "bash", "cargo test");
+    gk.expect("command: cargo test").await;
+    gk.type_line("t");
+    fake.wait_for_replies(1).await;
+    let again = fake.ask_permission(&root, "bash", "cargo test");
+    let other = fake.ask_permission(&root, "bash", "cargo publish");
+    gk.expect("command: cargo publish").await;
+    gk.expect("trust rule").await;
+    gk.type_line("d");
+    let replies = fake.wait_for_replies(3).await;
+    let of = |id: &str| replies.iter().find(|r| r.request_id == id).expect("replied");
+    assert_eq!(of(&first).reply(), "once");
+    assert_eq!(of(&again).reply(), "once");
+    assert_eq!(of(&other).reply(), "reject");
+    // Never as `always`: the rule lives in gatekeep, not in OpenCode.
+    assert!(replies.iter().all(|r| r.reply() != "always"));
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }

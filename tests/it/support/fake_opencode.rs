@@ -467,7 +467,7 @@ impl FakeOpenCode {
 
     /// Raise a `permission.asked` with exactly these properties (malformed
     /// ones included); it is pending under `props.id` like any other.
-    pub fn ask_raw(&self, props: Value) {
+    pub fn ask_raw(&self, props: &Value) {
         let mut st = self.shared.lock();
         st.pending.retain(|p| p["id"] != props["id"]);
         st.pending.push(props.clone());
@@ -916,6 +916,7 @@ type Ctx = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/event", get(events))
+        .route("/agent", get(list_agents))
         .route("/session", post(create_session).get(list_sessions))
         .route("/session/{id}/fork", post(fork_session))
         .route("/session/{id}/command", post(command))
@@ -1094,6 +1095,25 @@ async fn create_session(State(shared): Ctx, body: Option<Json<Value>>) -> Respon
     drop(st);
     shared.bump();
     Json(info).into_response()
+}
+
+/// `GET /agent`: one `build` agent whose ruleset is "allow everything",
+/// then the kinds the server was started with in `OPENCODE_PERMISSION` —
+/// what the real server reports for a workspace without agent overrides.
+async fn list_agents(State(shared): Ctx) -> Response {
+    let env = std::fs::read_to_string(shared.record_dir.join("env")).unwrap_or_default();
+    let var = |name: &str| {
+        env.split('\0')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())
+    };
+    let mut rules = vec![json!({ "permission": "*", "pattern": "*", "action": "allow" })];
+    if let Some(Value::Object(kinds)) = var("OPENCODE_PERMISSION") {
+        for (kind, action) in kinds {
+            rules.push(json!({ "permission": kind, "pattern": "*", "action": action }));
+        }
+    }
+    Json(json!([{ "name": "build", "mode": "primary", "options": {}, "permission": rules }])).into_response()
 }
 
 /// `GET /session`: every session, newest last-updated first; the record's
