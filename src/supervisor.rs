@@ -116,6 +116,17 @@ pub fn describe(outcome: &Outcome) -> String {
     crate::redact::terminal_safe(&outcome.redactor.redact(&text))
 }
 
+/// The run's own secrets, the OpenCode password and the bot token: never
+/// shown anywhere (a channel, the terminal, the summary, the audit log),
+/// even if the agent read and echoes them.
+fn secrets_of(config: &RunConfig, server: &Server) -> Redactor {
+    let mut secrets = vec![server.password().expose_secret().to_owned()];
+    if let ApprovalChannel::Discord(discord) = &config.approval {
+        secrets.push(discord.token.expose_secret().to_owned());
+    }
+    Redactor::new(secrets)
+}
+
 /// Run one supervised OpenCode run. `message` is the full prompt (words and
 /// stdin). Every path after OpenCode started ends in [`teardown`].
 pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Outcome {
@@ -162,14 +173,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             .with_deny_rules(config.deny.clone())
             .run(inputs_rx),
     );
-    // The password and the bot token must never be shown anywhere (a
-    // channel, the terminal, the summary, the audit log), even if the
-    // agent read and echoes them.
-    let mut secrets = vec![server.password().expose_secret().to_owned()];
-    if let ApprovalChannel::Discord(discord) = &config.approval {
-        secrets.push(discord.token.expose_secret().to_owned());
-    }
-    let redactor = Redactor::new(secrets);
+    let redactor = secrets_of(&config, &server);
     console.redact_with(redactor.clone());
     let transport = spawn_transport(
         channel,

@@ -147,23 +147,21 @@ pub fn parse(words: &[String]) -> Result<RunSpec, TailError> {
             });
         }
         let mut value = || -> Result<String, TailError> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => {
-                    let next = words.next().ok_or_else(|| TailError::MissingValue {
-                        flag: flag.to_owned(),
-                    })?;
-                    // `--title --yolo` is a title to us but yolo mode to
-                    // OpenCode's own parser: refuse rather than guess.
-                    let name = next.split_once('=').map_or(next.as_str(), |(f, _)| f);
-                    if BYPASS.contains(&name) {
-                        return Err(TailError::Bypass {
-                            flag: name.to_owned(),
-                        });
-                    }
-                    Ok(next.clone())
-                }
+            if let Some(v) = &inline {
+                return Ok(v.clone());
             }
+            let next = words.next().ok_or_else(|| TailError::MissingValue {
+                flag: flag.to_owned(),
+            })?;
+            // `--title --yolo` is a title to us but yolo mode to OpenCode's
+            // own parser: refuse rather than guess.
+            let name = next.split_once('=').map_or(next.as_str(), |(f, _)| f);
+            if BYPASS.contains(&name) {
+                return Err(TailError::Bypass {
+                    flag: name.to_owned(),
+                });
+            }
+            Ok(next.clone())
         };
         match flag {
             "-m" | "--model" => spec.model = Some(parse_model(&value()?)?),

@@ -391,7 +391,7 @@ mod prop_tests {
             let eol = if crlf { "\r\n" } else { "\n" };
             // SSE joins multi-line data with "\n": split between JSON tokens.
             let data = if split {
-                json.replacen(",", &format!(",{eol}data: "), 1)
+                json.replacen(',', &format!(",{eol}data: "), 1)
             } else {
                 json
             };

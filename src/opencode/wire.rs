@@ -1274,7 +1274,7 @@ mod prop_tests {
             let cut = (type_end + cut).min(frame.len() - 1);
             let parsed = Event::parse(&frame[..cut]);
             let Ok(Event::PermissionMalformed(m)) = parsed else {
-                return Err(TestCaseError::fail(format!("{:?}", parsed)));
+                return Err(TestCaseError::fail(format!("{parsed:?}")));
             };
             let id_end = frame.find(&format!("\"{id}\"")).map_or(usize::MAX, |i| i + id.len() + 2);
             if cut >= id_end {

@@ -102,7 +102,7 @@ async fn a_malformed_permission_request_of_the_run_is_denied_not_ignored() {
     );
     let root = fake.wait_for_prompt().await.session_id;
     // Mistyped: `patterns` is not a list.
-    fake.ask_raw(json!({ "id": "per_mistyped01", "sessionID": root,
+    fake.ask_raw(&json!({ "id": "per_mistyped01", "sessionID": root,
         "permission": "bash", "patterns": "rm -rf /", "metadata": { "command": "rm -rf /" } }));
     // Cut off mid-frame: not even JSON.
     fake.emit_raw(

@@ -129,6 +129,8 @@ fn field(name: &str, value: String, inline: bool) -> Value {
     };
     let value = if value.trim().is_empty() {
         "*(empty)*".to_owned()
+    } else if value.chars().count() <= FIELD {
+        value
     } else {
         truncate(&value, FIELD - 1).0
     };
@@ -251,7 +253,7 @@ fn describe_within(
     let mut description = String::new();
 
     let subject_chars = subject.chars().count();
-    if subject.is_empty() || fence_safe(&subject).chars().count() <= inline.0 {
+    if subject.is_empty() || fence_safe(subject).chars().count() <= inline.0 {
         description.push_str(&code_block(
             if request.command.is_some() { "sh" } else { "" },
             subject,
