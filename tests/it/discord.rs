@@ -1200,6 +1200,52 @@ mod binary {
     }
 
     #[tokio::test]
+    async fn double_click_and_another_runs_click_decide_nothing_twice() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        oc.ask_permission(&root, "bash", "make install");
+        let msg = message_with(&discord, thread, "make install").await;
+        let approve = button(&msg, "Approve");
+        let nonce = approve.split(':').nth(1).expect("nonce").to_owned();
+        let foreign = approve.replacen(&nonce, "0123456789abcdef", 1);
+        let (other_run, _) = discord.click(msg.id, &foreign, &admin(), thread);
+        let (a, ta) = discord.click(msg.id, &approve, &admin(), thread);
+        let (b, tb) = discord.click(
+            msg.id,
+            &button(&msg, "Deny"),
+            &Member::new(5).permissions(super::MANAGE_CHANNELS),
+            thread,
+        );
+        let mut answers = Vec::new();
+        for (id, token) in [(a, ta), (b, tb)] {
+            let (ack, took) = discord.wait_ack(id, WAIT).await;
+            assert!(took < ACK_LIMIT, "acknowledged after {took:?}");
+            answers.push(if ack["type"] == 4 {
+                ack["data"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                discord.wait_followup(&token, WAIT).await
+            });
+        }
+        let winners = answers
+            .iter()
+            .filter(|a| a.starts_with("Approved") || a.starts_with("Denied"))
+            .count();
+        assert_eq!(winners, 1, "{answers:?}");
+        assert_eq!(oc.wait_for_replies(1).await.len(), 1);
+        final_state(&discord, &msg).await;
+        assert!(
+            !discord.acked(other_run),
+            "another run's click was acknowledged"
+        );
+        assert_eq!(oc.replies().len(), 1, "exactly one reply reached OpenCode");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
     async fn deadline_expires_the_message_and_a_late_click_is_already_decided() {
         let oc = FakeOpenCode::start();
         let discord = FakeDiscord::start().await;
