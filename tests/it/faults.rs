@@ -347,3 +347,87 @@ async fn a_request_answered_while_the_event_stream_was_down_is_shown_settled() {
     opencode.finish_session(&run.root);
     assert_eq!(run.gk.exit_code().await, 0, "{}", run.gk.screen());
 }
+
+// ---- report files that cannot be written -----------------------------------
+
+/// gatekeep at a terminal with `extra` options, and the root session once
+/// prompted.
+async fn at_terminal(fake: &FakeOpenCode, extra: &[&str]) -> (Gatekeep, String) {
+    let mut args = vec!["--dir", fake.workspace().to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    let gk = Gatekeep::at_terminal(&args, fake.program(), TAIL, &[]);
+    let root = fake.wait_for_prompt().await.session_id;
+    (gk, root)
+}
+
+/// A request is asked and denied at the terminal, then the run finishes.
+async fn deny_one_and_finish(fake: &FakeOpenCode, gk: &mut Gatekeep, root: &str) {
+    let id = fake.ask_permission(root, "bash", "rm -rf target");
+    gk.expect("command: rm -rf target").await;
+    gk.type_line("d");
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "reject")
+    );
+    fake.finish_session(root);
+}
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_created_stops_the_run_before_it_starts() {
+    let fake = FakeOpenCode::start();
+    let path = fake.tempdir().join("no-such-dir").join("audit.jsonl");
+    let path = path.to_str().expect("utf-8");
+    let mut gk = Gatekeep::at_terminal(
+        &[
+            "--dir",
+            fake.workspace().to_str().expect("utf-8"),
+            "--audit-log",
+            path,
+        ],
+        fake.program(),
+        TAIL,
+        &[],
+    );
+    assert_eq!(gk.exit_code().await, 2, "{}", gk.screen());
+    assert!(
+        gk.screen().contains(path),
+        "the error names the file: {}",
+        gk.screen()
+    );
+    assert!(fake.script_pid().is_none(), "OpenCode was started anyway");
+    assert!(fake.prompts().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_audit_log_is_reported_and_the_run_stays_safe() {
+    let fake = FakeOpenCode::start();
+    // Every write to /dev/full fails with ENOSPC.
+    let (mut gk, root) = at_terminal(&fake, &["--audit-log", "/dev/full"]).await;
+    deny_one_and_finish(&fake, &mut gk, &root).await;
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(
+        gk.screen().contains("/dev/full"),
+        "the failure is not reported: {}",
+        gk.screen()
+    );
+    assert!(fake.replies().iter().all(|r| r.reply() == "reject"));
+    fake.wait_for_script_exit().await;
+}
+
+#[tokio::test]
+async fn a_summary_that_cannot_be_written_is_reported_and_changes_nothing_else() {
+    let fake = FakeOpenCode::start();
+    let path = fake.tempdir().join("no-such-dir").join("summary.json");
+    let path = path.to_str().expect("utf-8").to_owned();
+    let (mut gk, root) = at_terminal(&fake, &["--summary-json", &path]).await;
+    deny_one_and_finish(&fake, &mut gk, &root).await;
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(
+        gk.screen().contains("no-such-dir"),
+        "the failure is not reported: {}",
+        gk.screen()
+    );
+    assert!(fake.replies().iter().all(|r| r.reply() == "reject"));
+    fake.wait_for_script_exit().await;
+}
