@@ -258,6 +258,13 @@ impl FakeDiscord {
         self.shared.lock().requests.clone()
     }
 
+    /// The requests from index `start` on (the benchmark polls without
+    /// cloning the whole history each time).
+    pub fn requests_from(&self, start: usize) -> Vec<Recorded> {
+        let inner = self.shared.lock();
+        inner.requests.get(start..).unwrap_or_default().to_vec()
+    }
+
     pub fn messages_in(&self, channel_id: u64) -> Vec<StoredMessage> {
         let mut v: Vec<_> = self
             .shared
@@ -269,6 +276,17 @@ impl FakeDiscord {
             .collect();
         v.sort_by_key(|m| m.id);
         v
+    }
+
+    /// The id of the newest message in `channel_id` (no payload cloned).
+    pub fn newest_message_id(&self, channel_id: u64) -> Option<u64> {
+        let inner = self.shared.lock();
+        inner
+            .messages
+            .values()
+            .filter(|m| m.channel_id == channel_id)
+            .map(|m| m.id)
+            .max()
     }
 
     pub fn message(&self, id: u64) -> Option<StoredMessage> {

@@ -629,6 +629,20 @@ impl FakeOpenCode {
         self.shared.lock().replies.clone()
     }
 
+    /// The replies from index `start` on (the benchmark polls without
+    /// cloning the whole history each time).
+    #[must_use]
+    pub fn replies_from(&self, start: usize) -> Vec<ReplyRecord> {
+        let st = self.shared.lock();
+        st.replies.get(start..).unwrap_or_default().to_vec()
+    }
+
+    /// How many permission requests are pending.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
     /// Ids of the permission requests still pending, in ask order.
     #[must_use]
     pub fn pending(&self) -> Vec<String> {
@@ -1113,7 +1127,8 @@ async fn list_agents(State(shared): Ctx) -> Response {
             rules.push(json!({ "permission": kind, "pattern": "*", "action": action }));
         }
     }
-    Json(json!([{ "name": "build", "mode": "primary", "options": {}, "permission": rules }])).into_response()
+    Json(json!([{ "name": "build", "mode": "primary", "options": {}, "permission": rules }]))
+        .into_response()
 }
 
 /// `GET /session`: every session, newest last-updated first; the record's

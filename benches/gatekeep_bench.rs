@@ -1,0 +1,862 @@
+//! How fast and how light gatekeep is (issue 7): the real release binary
+//! against the test fakes on loopback, in Discord channel mode.
+//!
+//!     cargo bench --bench gatekeep_bench
+//!
+//! prints a table and writes `target/bench/gatekeep-bench.json` (or the path
+//! in `GATEKEEP_BENCH_JSON`). `GATEKEEP_BENCH_QUICK=1` runs a tenth of the
+//! samples (a smoke run). Nothing here asserts a timing: the targets are
+//! printed beside the figures.
+//!
+//! What is measured (every time stamp is taken by the fake that saw the
+//! traffic, so the bench's own waiting adds nothing):
+//!
+//! 1. `permission.asked` emitted by the fake OpenCode → the approval
+//!    message received by the fake Discord, one request at a time.
+//! 2. A click dispatched on the fake gateway → the reply received by the
+//!    fake OpenCode.
+//! 3. A flood of `message.part.delta` events: events per second (until a
+//!    request sent after the flood reaches Discord) and gatekeep's CPU time
+//!    per event (`/proc/<pid>/stat` utime + stime).
+//! 4. gatekeep's peak RSS (`VmHWM`) with 100 requests pending at once.
+//! 5. Start-up overhead: gatekeep's spawn → prompt received, minus the time
+//!    the OpenCode executable alone needs to print its listening line.
+//! 6. Fail-close: SIGTERM → every pending request rejected, the server's
+//!    processes gone and gatekeep exited.
+//!
+//! With the real OpenCode (`target/opencode/bin/opencode` or `OPENCODE_BIN`,
+//! see `scripts/install-opencode`), 5 and 6 are measured again, and the
+//! OpenCode client (`opencode run --attach`) is run against the same flood.
+//!
+//! `cargo test --all-targets` builds this target in test mode and runs it
+//! without `--bench`: it then prints how to run it and exits at once.
+
+// Counts and ticks are far below 2^52: converting them to f64 is exact.
+#![allow(clippy::cast_precision_loss)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+// The integration tests' fakes and harness, shared rather than copied. Their
+// own unit tests (imports included) only build in the test binary.
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports, clippy::wildcard_imports)]
+mod support;
+
+use support::fake_discord::{FakeDiscord, Member, Recorded};
+use support::fake_llm::FakeLlm;
+use support::fake_opencode::{process_alive, FakeOpenCode, ReplyRecord};
+use support::gatekeep::Gatekeep;
+use support::real_opencode::{processes_mentioning, RealOpencode};
+
+const CHANNEL: u64 = 500;
+const TOKEN: &str = "gk-bench-token-3b8e1d";
+const MANAGE_CHANNELS: u64 = 1 << 4;
+const TAIL: &[&str] = &["run", "-m", "fake/model", "benchmark", "the", "supervisor"];
+const WAIT: Duration = Duration::from_secs(30);
+/// Empty proxy variables: a proxy must never capture loopback traffic.
+const NO_PROXY: &[(&str, &str)] = &[
+    ("HTTP_PROXY", ""),
+    ("HTTPS_PROXY", ""),
+    ("ALL_PROXY", ""),
+    ("http_proxy", ""),
+    ("https_proxy", ""),
+    ("all_proxy", ""),
+];
+
+/// How many samples of each kind.
+struct Sizes {
+    approvals: usize,
+    warmup: usize,
+    flood: usize,
+    pending: usize,
+    startups: usize,
+    real_runs: usize,
+}
+
+impl Sizes {
+    fn from_env() -> Self {
+        let quick = std::env::var("GATEKEEP_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let div = if quick { 10 } else { 1 };
+        Self {
+            approvals: 1_000 / div,
+            warmup: 20,
+            flood: 100_000 / div,
+            pending: 100,
+            startups: 20 / div.min(4),
+            real_runs: if quick { 1 } else { 3 },
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("gatekeep_bench: run it with `cargo bench --bench gatekeep_bench` (skipped)");
+        return;
+    }
+    let sizes = Sizes::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("bench runtime");
+    let mut report = Report::default();
+    rt.block_on(async {
+        startup_with_fake(&sizes, &mut report).await;
+        approvals_and_flood(&sizes, &mut report).await;
+        pending_and_fail_close(&sizes, &mut report).await;
+        with_real_opencode(&sizes, &mut report).await;
+    });
+    report.print_and_write();
+}
+
+// ---- the runs -----------------------------------------------------------------
+
+/// One supervised run: the release binary, detached, against both fakes.
+struct Run {
+    opencode: FakeOpenCode,
+    discord: FakeDiscord,
+    gk: Gatekeep,
+    spawned: Instant,
+    root: String,
+    thread: u64,
+    /// Prompt received by the fake, since `spawned`.
+    to_prompt: Duration,
+}
+
+impl Run {
+    async fn start() -> Self {
+        let opencode = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let base = discord.base();
+        let channel = CHANNEL.to_string();
+        let workspace = opencode.workspace().to_str().expect("utf-8").to_owned();
+        let args = [
+            "--channel",
+            &channel,
+            "--discord-api-url",
+            &base,
+            "--dir",
+            &workspace,
+        ];
+        let mut envs = vec![("DISCORD_TOKEN", TOKEN)];
+        envs.extend_from_slice(NO_PROXY);
+        let spawned = Instant::now();
+        let gk = Gatekeep::detached(&args, opencode.program(), TAIL, &envs);
+        let prompt = opencode.wait_for_prompt().await;
+        let thread = discord.wait_thread(WAIT).await;
+        Self {
+            to_prompt: prompt.at.duration_since(spawned),
+            root: prompt.session_id,
+            opencode,
+            discord,
+            gk,
+            spawned,
+            thread,
+        }
+    }
+
+    /// The run ends well; waits for gatekeep's exit.
+    async fn finish(mut self) {
+        self.opencode.finish_session(&self.root);
+        let code = self.gk.exit_code().await;
+        assert_eq!(code, 0, "gatekeep failed:\n{}", self.gk.screen());
+        let _ = self.spawned;
+    }
+}
+
+/// Waits for the first request from index `from` that satisfies `pred`;
+/// returns it and the index after it.
+async fn next_request(
+    discord: &FakeDiscord,
+    from: usize,
+    what: &str,
+    pred: impl Fn(&Recorded) -> bool,
+) -> (Recorded, usize) {
+    discord
+        .wait_until(what, WAIT, |d| {
+            d.requests_from(from)
+                .into_iter()
+                .enumerate()
+                .find(|(_, r)| pred(r))
+                .map(|(i, r)| (r, from + i + 1))
+        })
+        .await
+}
+
+/// Waits for reply number `index` (0-based) received by the fake OpenCode.
+async fn reply_at(opencode: &FakeOpenCode, index: usize) -> ReplyRecord {
+    opencode
+        .wait_until("a permission reply", WAIT, |f| {
+            f.replies_from(index).into_iter().next()
+        })
+        .await
+}
+
+/// The `custom_id` of the button labelled `label` in a message payload.
+fn button(payload: &Value, label: &str) -> String {
+    payload["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["label"] == label)
+        .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no button {label:?} in {payload}"))
+}
+
+fn admin() -> Member {
+    Member::new(4242).permissions(MANAGE_CHANNELS)
+}
+
+/// (5) with the fake: gatekeep's spawn → prompt, and the fake's own
+/// readiness measured the same way without gatekeep.
+async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
+    eprintln!(
+        "bench: start-up with the fake OpenCode ({} runs)",
+        sizes.startups
+    );
+    let mut to_prompt = Vec::new();
+    let mut alone = Vec::new();
+    for _ in 0..sizes.startups {
+        let fake = FakeOpenCode::start();
+        alone.push(listening_line_after(fake.program(), fake.workspace(), &[]));
+        let run = Run::start().await;
+        to_prompt.push(run.to_prompt);
+        run.finish().await;
+    }
+    let to_prompt = Stats::of(to_prompt);
+    let alone = Stats::of(alone);
+    report.add(
+        "5",
+        "start-up overhead, fake OpenCode (spawn → prompt − ready)",
+        ms(to_prompt.p50.saturating_sub(alone.p50)),
+        "≤ 50 ms",
+        json!({
+            "spawn_to_prompt": to_prompt.json(), "opencode_alone_ready": alone.json(),
+            "overhead_p50_ms": ms(to_prompt.p50.saturating_sub(alone.p50)),
+        }),
+        Some(to_prompt.p50.saturating_sub(alone.p50) <= Duration::from_millis(50)),
+    );
+}
+
+/// Spawns `program serve …` alone and times its listening line.
+fn listening_line_after(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> Duration {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .env("OPENCODE_SERVER_PASSWORD", "bench-alone")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the OpenCode executable");
+    let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut ready = None;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("server listening on") {
+            ready = Some(started.elapsed());
+            break;
+        }
+    }
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait();
+    ready.expect("the OpenCode executable printed its listening line")
+}
+
+/// (1), (2) and (3) in one run.
+async fn approvals_and_flood(sizes: &Sizes, report: &mut Report) {
+    eprintln!(
+        "bench: {} approvals one at a time, then a flood of {} deltas",
+        sizes.approvals, sizes.flood
+    );
+    let run = Run::start().await;
+    let thread_messages = format!("/api/v10/channels/{}/messages", run.thread);
+    let mut rest = 0;
+    let mut asked = Vec::new();
+    let mut clicked = Vec::new();
+    for i in 0..sizes.warmup + sizes.approvals {
+        let subject = format!("echo approval-{i}");
+        let t_ask = Instant::now();
+        run.opencode.ask_permission(&run.root, "bash", &subject);
+        let (post, next) = next_request(&run.discord, rest, "the request's message", |r| {
+            r.method == "POST" && r.path == thread_messages && r.body.to_string().contains(&subject)
+        })
+        .await;
+        rest = next;
+        let message_id = run
+            .discord
+            .newest_message_id(run.thread)
+            .expect("the message is stored");
+        let custom_id = button(&post.body, "Approve");
+        run.discord
+            .click(message_id, &custom_id, &admin(), run.thread);
+        let t_click = Instant::now();
+        // One reply per request, in order.
+        let reply = reply_at(&run.opencode, i).await;
+        assert_eq!(reply.reply(), "once", "{:?}", reply.body);
+        // The message's final edit: the outbox is idle before the next ask.
+        let edited = format!("{thread_messages}/{message_id}");
+        let (_, next) = next_request(&run.discord, rest, "the final edit", |r| {
+            r.method == "PATCH" && r.path == edited
+        })
+        .await;
+        rest = next;
+        if i >= sizes.warmup {
+            asked.push(post.at.duration_since(t_ask));
+            clicked.push(reply.at.saturating_duration_since(t_click));
+        }
+    }
+    let asked = Stats::of(asked);
+    let clicked = Stats::of(clicked);
+    report.add(
+        "1",
+        &format!(
+            "permission.asked → Discord message, p50 / p99 (n={})",
+            asked.n
+        ),
+        format!("{} / {}", ms(asked.p50), ms(asked.p99)),
+        "≤ 2 / ≤ 10 ms",
+        asked.json(),
+        Some(asked.p50 <= Duration::from_millis(2) && asked.p99 <= Duration::from_millis(10)),
+    );
+    report.add(
+        "2",
+        &format!("click → reply at OpenCode, p50 / p99 (n={})", clicked.n),
+        format!("{} / {}", ms(clicked.p50), ms(clicked.p99)),
+        "≤ 2 / ≤ 10 ms",
+        clicked.json(),
+        Some(clicked.p50 <= Duration::from_millis(2) && clicked.p99 <= Duration::from_millis(10)),
+    );
+
+    flood(sizes, report, &run, rest).await;
+    run.finish().await;
+}
+
+/// (3) with gatekeep, in the run of (1) and (2), then with the OpenCode
+/// client.
+async fn flood(sizes: &Sizes, report: &mut Report, run: &Run, rest: usize) {
+    let pid = run.gk.pid();
+    let thread_messages = format!("/api/v10/channels/{}/messages", run.thread);
+    // Framed in advance so only sending is timed.
+    let chunks = flood_chunks(&run.root, sizes.flood);
+    let hwm_before = vm_hwm(pid);
+    let cpu_before = cpu_time(pid);
+    let t0 = Instant::now();
+    for chunk in &chunks {
+        run.opencode.emit_raw(chunk);
+    }
+    let subject = "echo after-the-flood";
+    run.opencode.ask_permission(&run.root, "bash", subject);
+    let (post, _) = next_request(&run.discord, rest, "the message after the flood", |r| {
+        r.method == "POST" && r.path == thread_messages && r.body.to_string().contains(subject)
+    })
+    .await;
+    let elapsed = post.at.duration_since(t0);
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let rate = sizes.flood as f64 / elapsed.as_secs_f64();
+    let cpu_per_event_us = cpu.as_secs_f64() * 1e6 / sizes.flood as f64;
+    let hwm_after_flood = vm_hwm(pid);
+    let hwm_after_approvals = hwm_before;
+    report.add(
+        "3",
+        &format!("ingest of {} message.part.delta: events/s", sizes.flood),
+        format!("{rate:.0}"),
+        "≥ 100000",
+        json!({
+            "events": sizes.flood, "elapsed_ms": ms_f(elapsed), "events_per_s": rate,
+            "cpu_ms": ms_f(cpu), "cpu_us_per_event": cpu_per_event_us,
+            "clock_ticks_per_s": clk_tck(),
+        }),
+        Some(rate >= 100_000.0),
+    );
+    report.add(
+        "3",
+        "  gatekeep CPU time per event",
+        format!("{cpu_per_event_us:.2} µs"),
+        "",
+        json!({ "cpu_us_per_event": cpu_per_event_us }),
+        None,
+    );
+    report.add(
+        "4",
+        "  gatekeep peak RSS after the approvals / after the flood",
+        format!("{} / {}", mb(hwm_after_approvals), mb(hwm_after_flood)),
+        "",
+        json!({ "vm_hwm_kb_after_approvals": hwm_after_approvals, "vm_hwm_kb_after_flood": hwm_after_flood }),
+        None,
+    );
+    attach_client_flood(sizes, report, &chunks);
+}
+
+/// `n` deltas of the root session's text, in chunks of about 64 KiB.
+fn flood_chunks(root: &str, n: usize) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let mut chunk = String::with_capacity(70_000);
+    for i in 0..n {
+        let event = json!({
+            "id": format!("evt_flood{i:08}"),
+            "type": "message.part.delta",
+            "properties": {
+                "sessionID": root, "messageID": "msg_flood0001", "partID": "prt_flood0001",
+                "field": "text", "delta": format!(" token{i} of the streamed answer"),
+            },
+        });
+        let _ = write!(chunk, "data: {event}\n\n");
+        if chunk.len() >= 64 * 1024 {
+            chunks.push(std::mem::take(&mut chunk).into_bytes());
+            chunk.reserve(70_000);
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk.into_bytes());
+    }
+    chunks
+}
+
+/// (4) and (6) with the fake: 100 requests pending, peak RSS, SIGTERM.
+async fn pending_and_fail_close(sizes: &Sizes, report: &mut Report) {
+    eprintln!(
+        "bench: {} requests pending at once, then SIGTERM",
+        sizes.pending
+    );
+    let mut run = Run::start().await;
+    let pid = run.gk.pid();
+    for i in 0..sizes.pending {
+        run.opencode
+            .ask_permission(&run.root, "bash", &format!("make target-{i}"));
+    }
+    // Every request is shown once Discord has been quiet for a while.
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = run.discord.requests_from(0).len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let shown = run
+        .discord
+        .requests_from(0)
+        .iter()
+        .filter(|r| r.method == "POST" || r.method == "PATCH")
+        .map(|r| r.body.to_string().matches("make target-").count())
+        .sum::<usize>();
+    let hwm = vm_hwm(pid);
+    let rss = vm_rss(pid);
+    report.add(
+        "4",
+        &format!("peak RSS with {} requests pending", sizes.pending),
+        mb(hwm),
+        "≤ 25 MB",
+        json!({ "vm_hwm_kb": hwm, "vm_rss_kb": rss, "pending": run.opencode.pending_count(),
+                "request_mentions_sent_to_discord": shown }),
+        Some(hwm.is_some_and(|kb| kb <= 25 * 1024)),
+    );
+
+    let server = run.opencode.script_pid().expect("the fake ran");
+    let replies_before = run.opencode.replies_from(0).len();
+    let t0 = Instant::now();
+    run.gk.signal(Signal::SIGTERM);
+    let mut server_gone = None;
+    let mut exited = None;
+    while (server_gone.is_none() || exited.is_none()) && t0.elapsed() < WAIT {
+        if server_gone.is_none() && !process_alive(server) {
+            server_gone = Some(t0.elapsed());
+        }
+        if exited.is_none() && !process_alive(pid) {
+            exited = Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rejects = run.opencode.replies_from(replies_before);
+    let all_rejected = (run.opencode.pending_count() == 0)
+        .then(|| rejects.iter().map(|r| r.at.duration_since(t0)).max())
+        .flatten();
+    let code = run.gk.exit_code().await;
+    let done = [all_rejected, server_gone, exited]
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    report.add(
+        "6",
+        &format!(
+            "fail-close, fake OpenCode ({} pending): SIGTERM → all rejected, server gone, exited",
+            sizes.pending
+        ),
+        done.map_or_else(|| "never".to_owned(), |d| format!("{} ms", ms(d))),
+        "≤ 1 s",
+        json!({
+            "all_rejected_ms": all_rejected.map(ms_f), "server_gone_ms": server_gone.map(ms_f),
+            "gatekeep_exited_ms": exited.map(ms_f), "exit_code": code,
+            "reject_calls": rejects.iter().filter(|r| r.reply() == "reject").count(),
+        }),
+        Some(done.is_some_and(|d| d <= Duration::from_secs(1))),
+    );
+}
+
+// ---- the real OpenCode ------------------------------------------------------------
+
+/// (5) and (6) against the real OpenCode, when installed.
+async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
+    let llm = FakeLlm::start();
+    if RealOpencode::workspace(&llm).is_none() {
+        report.add(
+            "5",
+            "start-up overhead, real OpenCode",
+            "skipped".into(),
+            "",
+            json!("not installed"),
+            None,
+        );
+        report.add(
+            "6",
+            "fail-close, real OpenCode",
+            "skipped".into(),
+            "",
+            json!("not installed"),
+            None,
+        );
+        return;
+    }
+    eprintln!("bench: the real OpenCode ({} runs each)", sizes.real_runs);
+    let mut alone = Vec::new();
+    let mut to_started = Vec::new();
+    let mut closes = Vec::new();
+    for _ in 0..sizes.real_runs {
+        let oc = RealOpencode::workspace(&llm).expect("installed");
+        alone.push(listening_line_after(oc.bin(), oc.dir(), &oc.env_pairs()));
+        drop(oc);
+        let oc = RealOpencode::workspace(&llm).expect("installed");
+        let (started, close) = real_run(&oc).await;
+        to_started.push(started);
+        closes.push(close);
+    }
+    let alone = Stats::of(alone);
+    let to_started = Stats::of(to_started);
+    let overhead = to_started.p50.saturating_sub(alone.p50);
+    report.add(
+        "5",
+        "start-up overhead, real OpenCode (spawn → run started − serve alone)",
+        ms(overhead),
+        "",
+        json!({ "spawn_to_run_started": to_started.json(), "opencode_serve_alone_ready": alone.json(),
+                "overhead_p50_ms": ms_f(overhead) }),
+        None,
+    );
+    let worst = closes.iter().map(|c| c.done).max().unwrap_or_default();
+    report.add(
+        "6",
+        "fail-close, real OpenCode (1 pending): SIGTERM → server gone, exited (worst)",
+        format!("{} ms", ms(worst)),
+        "",
+        Value::Array(closes.iter().map(Close::json).collect()),
+        None,
+    );
+}
+
+struct Close {
+    denied_shown: Duration,
+    server_gone: Duration,
+    exited: Duration,
+    done: Duration,
+}
+
+impl Close {
+    fn json(&self) -> Value {
+        json!({ "denial_shown_in_discord_ms": ms_f(self.denied_shown), "server_gone_ms": ms_f(self.server_gone),
+                "gatekeep_exited_ms": ms_f(self.exited), "done_ms": ms_f(self.done) })
+    }
+}
+
+/// gatekeep with the real OpenCode and the fake Discord: time to "run
+/// started" (the prompt was accepted), then SIGTERM while a bash request
+/// waits.
+async fn real_run(oc: &RealOpencode) -> (Duration, Close) {
+    let discord = FakeDiscord::start().await;
+    let base = discord.base();
+    let channel = CHANNEL.to_string();
+    let dir = oc.dir().to_str().expect("utf-8").to_owned();
+    let args = [
+        "--channel",
+        &channel,
+        "--discord-api-url",
+        &base,
+        "--dir",
+        &dir,
+    ];
+    let model = RealOpencode::model();
+    let tail = ["run", "-m", model.as_str(), "BASH<touch never.txt>"];
+    let mut envs = oc.env_pairs();
+    envs.push(("DISCORD_TOKEN", TOKEN));
+    let spawned = Instant::now();
+    let mut gk = Gatekeep::detached(&args, oc.bin(), &tail, &envs);
+    let started = loop {
+        if gk.screen().contains("run started") {
+            break spawned.elapsed();
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(90),
+            "no start:\n{}",
+            gk.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let thread = discord.wait_thread(WAIT).await;
+    let messages = format!("/api/v10/channels/{thread}/messages");
+    let (_, rest) = next_request(&discord, 0, "the bash request", |r| {
+        r.method == "POST" && r.path == messages && r.body.to_string().contains("touch never.txt")
+    })
+    .await;
+    let pid = gk.pid();
+    let t0 = Instant::now();
+    gk.signal(Signal::SIGTERM);
+    let mut server_gone = None;
+    let mut exited = None;
+    while (server_gone.is_none() || exited.is_none()) && t0.elapsed() < WAIT {
+        // gatekeep's own command line names the workspace too.
+        if server_gone.is_none() && processes_mentioning(&dir).iter().all(|(p, _)| *p == pid) {
+            server_gone = Some(t0.elapsed());
+        }
+        if exited.is_none() && !process_alive(pid) {
+            exited = Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _ = gk.exit_code().await;
+    let denied = discord
+        .requests_from(rest)
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path.starts_with(&messages))
+        .map_or(WAIT, |r| r.at.saturating_duration_since(t0));
+    let server_gone = server_gone.unwrap_or(WAIT);
+    let exited = exited.unwrap_or(WAIT);
+    (
+        started,
+        Close {
+            denied_shown: denied,
+            server_gone,
+            exited,
+            done: server_gone.max(exited),
+        },
+    )
+}
+
+// ---- the OpenCode client against the same flood ----------------------------------------
+
+/// (3) and (4) for `opencode run --attach <fake>`: a placeholder until the
+/// client is measured.
+fn attach_client_flood(_sizes: &Sizes, _report: &mut Report, _chunks: &[Vec<u8>]) {}
+
+// ---- /proc --------------------------------------------------------------------
+
+/// utime + stime of `pid` (all its threads).
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat.rsplit_once(") ").map_or(0, |(_, rest)| {
+        rest.split(' ')
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum()
+    });
+    Duration::from_secs_f64(ticks as f64 / clk_tck() as f64)
+}
+
+fn clk_tck() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+fn status_kb(pid: i32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn vm_hwm(pid: i32) -> Option<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+fn vm_rss(pid: i32) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+// ---- figures ----------------------------------------------------------------
+
+struct Stats {
+    n: usize,
+    p50: Duration,
+    p99: Duration,
+    min: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+impl Stats {
+    fn of(mut v: Vec<Duration>) -> Self {
+        assert!(!v.is_empty(), "no samples");
+        v.sort();
+        let n = v.len();
+        let pct = |p: usize| v[(n * p).div_ceil(100).max(1) - 1];
+        Self {
+            n,
+            p50: pct(50),
+            p99: pct(99),
+            min: v[0],
+            max: v[n - 1],
+            mean: v.iter().sum::<Duration>() / u32::try_from(n).expect("sample count fits"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "n": self.n, "p50_ms": ms_f(self.p50), "p99_ms": ms_f(self.p99),
+                "min_ms": ms_f(self.min), "max_ms": ms_f(self.max), "mean_ms": ms_f(self.mean) })
+    }
+}
+
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", ms_f(d))
+}
+
+fn mb(kb: Option<u64>) -> String {
+    kb.map_or_else(
+        || "n/a".to_owned(),
+        |kb| format!("{:.1} MB", kb as f64 / 1024.0),
+    )
+}
+
+struct Row {
+    number: &'static str,
+    what: String,
+    value: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    json: BTreeMap<String, Value>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        number: &'static str,
+        what: &str,
+        value: String,
+        target: &'static str,
+        detail: Value,
+        met: Option<bool>,
+    ) {
+        let key = format!("{number}. {}", what.trim());
+        let mut entry = json!({ "value": value, "target": target, "met": met });
+        entry["detail"] = detail;
+        self.json.insert(key, entry);
+        self.rows.push(Row {
+            number,
+            what: what.to_owned(),
+            value,
+            target,
+            met,
+        });
+    }
+
+    fn print_and_write(&self) {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\ngatekeep benchmarks ({}; {} cores)\n",
+            machine(),
+            cores()
+        );
+        let _ = writeln!(out, "| # | measure | value | target | met |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for r in &self.rows {
+            let met = match r.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {met} |",
+                r.number, r.what, r.value, r.target
+            );
+        }
+        println!("{out}");
+        let path = std::env::var_os("GATEKEEP_BENCH_JSON").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/gatekeep-bench.json"),
+            PathBuf::from,
+        );
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("bench output directory");
+        }
+        let doc = json!({
+            "machine": machine(), "cores": cores(),
+            "gatekeep": env!("CARGO_BIN_EXE_gatekeep"),
+            "results": self.json,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
+            .expect("write the bench JSON");
+        println!("written: {}", path.display());
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
