@@ -483,31 +483,37 @@ fn check_permissions(workspace: &Path, gates: &[String], report: &mut Report) {
     }
 }
 
-/// Agent-level rules beat the top-level `permission`, `OPENCODE_PERMISSION`
-/// and so `--gate` for that agent's calls: an agent that allows a gated or
-/// dangerous kind runs it unasked.
+/// Agent-level rules beat the top-level `permission` and
+/// `OPENCODE_PERMISSION`: an agent that allows a kind the config asks for
+/// runs it unasked. `--gate` overrides agent rules for the run (and refuses
+/// to start when an agent still allows a gated kind), so those are notes.
 fn check_agent_rules(layers: &Permissions, gates: &[String], report: &mut Report) {
     for ((agent, kind), rule) in &layers.agents {
-        let asked_for = gates.iter().any(|g| g == kind || kind == "*")
-            || layers
-                .action(kind)
-                .is_some_and(|r| r.action.starts_with("ask"));
-        let dangerous = kind == "*" || DANGEROUS_KINDS.contains(&kind.as_str());
-        if rule.action.starts_with("ask") || rule.action == "deny" {
+        let forced = gates.iter().any(|g| g == kind) || (kind == "*" && !gates.is_empty());
+        let configured_ask = layers
+            .action(kind)
+            .is_some_and(|r| r.action.starts_with("ask"));
+        let allows = !(rule.action.starts_with("ask") || rule.action == "deny");
+        if !allows {
             println!(
                 "     agent `{agent}`: {kind} is {} ({})",
                 rule.action, rule.source
             );
-        } else if asked_for || dangerous {
+        } else if forced {
+            println!(
+                "     agent `{agent}` allows {kind} ({}); --gate overrides it for the run",
+                rule.source
+            );
+        } else if configured_ask || kind == "*" {
             report.warn(
                 &format!(
-                    "agent `{agent}` allows {kind} ({}): agent rules beat `permission`, \
-                     OPENCODE_PERMISSION and --gate, so `{agent}` runs {kind} without asking",
+                    "agent `{agent}` allows {kind} ({}): agent rules beat `permission` and \
+                     OPENCODE_PERMISSION, so `{agent}` runs {kind} without asking",
                     rule.source
                 ),
                 &format!(
-                    "set agent.{agent}.permission.{kind} to \"ask\" or remove it (or override it in \
-                     OPENCODE_CONFIG_CONTENT: {{\"agent\":{{\"{agent}\":{{\"permission\":{{\"{kind}\":\"ask\"}}}}}}}})"
+                    "run with --gate {kind}, or set agent.{agent}.permission.{kind} to \"ask\" \
+                     (or remove it)"
                 ),
             );
         }

@@ -449,20 +449,24 @@ async fn doctor_reads_what_the_workspace_gates_and_checks_opencode() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing dangerous is gated"), "{out}");
 
-    // An agent-level rule beats --gate for that agent (docs/opencode-facts.md).
+    // An agent-level rule beats the config's `permission` for that agent
+    // (docs/opencode-facts.md); --gate overrides it.
     std::fs::write(
         ws.join("opencode.json"),
-        r#"{"agent": {"general": {"permission": {"bash": "allow"}}}}"#,
+        r#"{"permission": {"bash": "ask"}, "agent": {"general": {"permission": {"bash": "allow"}}}}"#,
     )
     .expect("write config");
-    let (code, out) = doctor(
+    let (code, out) = doctor(&["--dir", ws_arg, "--", oc], &[], files.dir.path()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warn agent `general` allows bash"), "{out}");
+    let (_, out) = doctor(
         &["--dir", ws_arg, "--gate", "bash", "--", oc],
         &[],
         files.dir.path(),
     )
     .await;
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("agent `general` allows bash"), "{out}");
+    assert!(out.contains("--gate overrides it"), "{out}");
+    assert!(!out.contains("warn"), "{out}");
 }
 
 #[tokio::test]
