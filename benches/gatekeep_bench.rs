@@ -110,6 +110,7 @@ fn main() {
     rt.block_on(async {
         startup_with_fake(&sizes, &mut report).await;
         approvals_and_flood(&sizes, &mut report).await;
+        attach_client_flood(&sizes, &mut report).await;
         pending_and_fail_close(&sizes, &mut report).await;
         with_real_opencode(&sizes, &mut report).await;
     });
@@ -409,7 +410,6 @@ async fn flood(sizes: &Sizes, report: &mut Report, run: &Run, rest: usize) {
         json!({ "vm_hwm_kb_after_approvals": hwm_after_approvals, "vm_hwm_kb_after_flood": hwm_after_flood }),
         None,
     );
-    attach_client_flood(sizes, report, &chunks);
 }
 
 /// `n` deltas of the root session's text, in chunks of about 64 KiB.
@@ -668,11 +668,127 @@ async fn real_run(oc: &RealOpencode) -> (Duration, Close) {
 
 // ---- the OpenCode client against the same flood ----------------------------------------
 
-/// (3) and (4) for `opencode run --attach <fake>`: a placeholder until the
-/// client is measured.
-fn attach_client_flood(_sizes: &Sizes, _report: &mut Report, _chunks: &[Vec<u8>]) {}
+/// (3) and (4) for the OpenCode client, `opencode run --attach <fake>`,
+/// against the same flood. The client answers a `permission.asked` of its
+/// own session with `reject` by itself (DESIGN §1): one asked after the
+/// flood is the end marker, as the Discord message is for gatekeep.
+async fn attach_client_flood(sizes: &Sizes, report: &mut Report) {
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        report.add(
+            "3",
+            "  opencode run --attach: events/s",
+            "skipped".into(),
+            "",
+            json!("OpenCode not installed"),
+            None,
+        );
+        return;
+    };
+    let fake = FakeOpenCode::start();
+    // As if a server had been started with this password: the fake reads
+    // it from its records.
+    std::fs::write(fake.tempdir().join("records/password"), "bench-attach")
+        .expect("write the fake's password");
+    let workspace = fake.workspace().to_str().expect("utf-8").to_owned();
+    let mut client = Command::new(oc.bin())
+        .args([
+            "run",
+            "--attach",
+            &fake.url(),
+            "-p",
+            "bench-attach",
+            "--dir",
+            &workspace,
+        ])
+        .arg("benchmark the client")
+        .current_dir(fake.workspace())
+        .envs(oc.env_pairs())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn opencode run --attach");
+    let pid = i32::try_from(client.id()).expect("pid fits");
+    let session = fake.wait_for_prompt().await.session_id;
+    let chunks = flood_chunks(&session, sizes.flood);
+    let hwm_before = vm_hwm(pid);
+    let cpu_before = tree_cpu_time(pid);
+    let t0 = Instant::now();
+    for chunk in &chunks {
+        fake.emit_raw(chunk);
+    }
+    fake.ask_permission(&session, "bash", "echo after-the-flood");
+    let reply = reply_at(&fake, 0).await;
+    let elapsed = reply.at.duration_since(t0);
+    let cpu = tree_cpu_time(pid).saturating_sub(cpu_before);
+    let hwm = vm_hwm(pid);
+    fake.finish_session(&session);
+    let deadline = Instant::now() + WAIT;
+    while client.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+    let rate = sizes.flood as f64 / elapsed.as_secs_f64();
+    let cpu_per_event_us = cpu.as_secs_f64() * 1e6 / sizes.flood as f64;
+    report.add(
+        "3",
+        "  opencode run --attach, same flood: events/s",
+        format!("{rate:.0}"),
+        "",
+        json!({
+            "events": sizes.flood, "elapsed_ms": ms_f(elapsed), "events_per_s": rate,
+            "cpu_ms": ms_f(cpu), "cpu_us_per_event": cpu_per_event_us,
+            "end_marker": "its own auto-reject of a request asked after the flood",
+            "reply": reply.reply(),
+        }),
+        None,
+    );
+    report.add(
+        "3",
+        "  opencode run --attach: CPU time per event",
+        format!("{cpu_per_event_us:.2} µs"),
+        "",
+        json!({ "cpu_us_per_event": cpu_per_event_us }),
+        None,
+    );
+    report.add(
+        "4",
+        "  opencode run --attach: peak RSS before / after the flood",
+        format!("{} / {}", mb(hwm_before), mb(hwm)),
+        "",
+        json!({ "vm_hwm_kb_before_flood": hwm_before, "vm_hwm_kb_after_flood": hwm }),
+        None,
+    );
+}
 
 // ---- /proc --------------------------------------------------------------------
+
+/// utime + stime of `pid` and its descendants (all their threads).
+fn tree_cpu_time(pid: i32) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        total += cpu_time(p);
+        todo.extend(children(p));
+    }
+    total
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
 
 /// utime + stime of `pid` (all its threads).
 fn cpu_time(pid: i32) -> Duration {

@@ -935,6 +935,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/session/{id}/fork", post(fork_session))
         .route("/session/{id}/command", post(command))
         .route("/session/{id}/prompt_async", post(prompt_async))
+        .route("/session/{id}/message", post(message))
+        .route("/config", get(|| async { Json(json!({})) }))
         .route("/session/{id}/abort", post(abort))
         .route("/permission", get(list_permissions))
         .route("/permission/{id}/reply", post(reply))
@@ -950,12 +952,23 @@ fn router(shared: Arc<Shared>) -> Router {
 /// would (a wrong directory there silently hits another instance; here it is
 /// a loud violation).
 async fn gate(State(shared): Ctx, req: Request, next: Next) -> Response {
-    let directory = req.uri().query().and_then(|q| {
-        url_query(q)
-            .into_iter()
-            .find(|(k, _)| k == "directory")
-            .map(|(_, v)| v)
-    });
+    // The OpenCode client (`opencode run --attach`) sends the directory as
+    // the `x-opencode-directory` header, which the real server accepts too.
+    let directory = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            url_query(q)
+                .into_iter()
+                .find(|(k, _)| k == "directory")
+                .map(|(_, v)| v)
+        })
+        .or_else(|| {
+            req.headers()
+                .get("x-opencode-directory")
+                .and_then(|v| v.to_str().ok())
+                .map(percent_decode)
+        });
     let authorized = authorized(&shared, req.headers());
     let path = req.uri().path().to_owned();
     {
@@ -1248,6 +1261,47 @@ async fn prompt_async(
     drop(st);
     shared.bump();
     response
+}
+
+/// `POST /session/{id}/message` (what `opencode run --attach` sends): a
+/// prompt that answers only when the session goes idle, like the real one.
+async fn message(
+    State(shared): Ctx,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let mut changed = shared.changed.subscribe();
+    let mut seen = {
+        let mut st = shared.lock();
+        let streams_open = st.streams_open;
+        let body = body.map_or(Value::Null, |Json(v)| v);
+        st.prompts.push(PromptRecord {
+            at: Instant::now(),
+            session_id: id.clone(),
+            body: body.clone(),
+            streams_open,
+        });
+        echo_user_prompt(&mut st, &id, &body);
+        st.emitted.len()
+    };
+    shared.bump();
+    loop {
+        {
+            let st = shared.lock();
+            let idle = st.emitted[seen..].iter().any(|e| {
+                e["type"] == "session.idle" && e["properties"]["sessionID"] == id.as_str()
+            });
+            if idle || st.disposed {
+                break;
+            }
+            seen = st.emitted.len();
+        }
+        if changed.changed().await.is_err() {
+            break;
+        }
+    }
+    Json(json!({ "info": { "id": "msg_fake_reply", "sessionID": id, "role": "assistant" }, "parts": [] }))
+        .into_response()
 }
 
 /// Like the real server, echo the prompt back as a user message whose text
