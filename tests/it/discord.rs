@@ -439,12 +439,16 @@ async fn approve_and_trust_approves_the_same_request_again_without_asking() {
     // The same command again: approved by the rule, no click needed.
     let again = h.ask_raw("cargo test").await;
     let settlement = h
-        .wait_notice("the repeat settled", |notice| match notice {
+        .wait_notice("the repeat decided", |notice| match notice {
             Notice::Settled {
                 request_id,
                 settlement,
                 ..
             } if *request_id == again => Some(settlement.clone()),
+            Notice::Decided {
+                request,
+                settlement,
+            } if request.id == again => Some(settlement.clone()),
             _ => None,
         })
         .await;
@@ -453,6 +457,9 @@ async fn approve_and_trust_approves_the_same_request_again_without_asking() {
         "{settlement:?}"
     );
     assert_eq!(h.replies.for_id(&again), vec![Reply::Once]);
+    // Shown in the thread, already in its final state.
+    let shown = h.fake.wait_message(h.thread, "trust rule", WAIT).await;
+    assert_eq!(shown.payload["components"], json!([]));
     // A different command still asks.
     let (other, _) = h.ask("cargo publish").await;
     assert!(h.replies.for_id(&other).is_empty());
