@@ -27,6 +27,9 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('pending', 'pending', [CompletionResultType]::ParameterValue, 'List the pending requests of a live run, from another terminal')
+            [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve pending request N of a live run, from another terminal')
+            [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny pending request N of a live run, from another terminal')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Work with an audit log written by `gatekeep run --audit-log`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -61,6 +64,31 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;pending' {
+            [CompletionResult]::new('--run', '--run', [CompletionResultType]::ParameterName, 'The run''s id (needed when several runs are live)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;approve' {
+            [CompletionResult]::new('--run', '--run', [CompletionResultType]::ParameterName, 'The run''s id (needed when several runs are live)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;deny' {
+            [CompletionResult]::new('--reason', '--reason', [CompletionResultType]::ParameterName, 'Feedback the model receives with the denial')
+            [CompletionResult]::new('--run', '--run', [CompletionResultType]::ParameterName, 'The run''s id (needed when several runs are live)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -102,6 +130,9 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
         'gatekeep;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('pending', 'pending', [CompletionResultType]::ParameterValue, 'List the pending requests of a live run, from another terminal')
+            [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve pending request N of a live run, from another terminal')
+            [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny pending request N of a live run, from another terminal')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Work with an audit log written by `gatekeep run --audit-log`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -111,6 +142,15 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             break
         }
         'gatekeep;help;doctor' {
+            break
+        }
+        'gatekeep;help;pending' {
+            break
+        }
+        'gatekeep;help;approve' {
+            break
+        }
+        'gatekeep;help;deny' {
             break
         }
         'gatekeep;help;audit' {

@@ -16,17 +16,26 @@ _gatekeep() {
             ",$1")
                 cmd="gatekeep"
                 ;;
+            gatekeep,approve)
+                cmd="gatekeep__subcmd__approve"
+                ;;
             gatekeep,audit)
                 cmd="gatekeep__subcmd__audit"
                 ;;
             gatekeep,completions)
                 cmd="gatekeep__subcmd__completions"
                 ;;
+            gatekeep,deny)
+                cmd="gatekeep__subcmd__deny"
+                ;;
             gatekeep,doctor)
                 cmd="gatekeep__subcmd__doctor"
                 ;;
             gatekeep,help)
                 cmd="gatekeep__subcmd__help"
+                ;;
+            gatekeep,pending)
+                cmd="gatekeep__subcmd__pending"
                 ;;
             gatekeep,run)
                 cmd="gatekeep__subcmd__run"
@@ -43,17 +52,26 @@ _gatekeep() {
             gatekeep__subcmd__audit__subcmd__help,verify)
                 cmd="gatekeep__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
+            gatekeep__subcmd__help,approve)
+                cmd="gatekeep__subcmd__help__subcmd__approve"
+                ;;
             gatekeep__subcmd__help,audit)
                 cmd="gatekeep__subcmd__help__subcmd__audit"
                 ;;
             gatekeep__subcmd__help,completions)
                 cmd="gatekeep__subcmd__help__subcmd__completions"
                 ;;
+            gatekeep__subcmd__help,deny)
+                cmd="gatekeep__subcmd__help__subcmd__deny"
+                ;;
             gatekeep__subcmd__help,doctor)
                 cmd="gatekeep__subcmd__help__subcmd__doctor"
                 ;;
             gatekeep__subcmd__help,help)
                 cmd="gatekeep__subcmd__help__subcmd__help"
+                ;;
+            gatekeep__subcmd__help,pending)
+                cmd="gatekeep__subcmd__help__subcmd__pending"
                 ;;
             gatekeep__subcmd__help,run)
                 cmd="gatekeep__subcmd__help__subcmd__run"
@@ -68,12 +86,30 @@ _gatekeep() {
 
     case "${cmd}" in
         gatekeep)
-            opts="-h -V --help --version run doctor audit completions help"
+            opts="-h -V --help --version run doctor pending approve deny audit completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gatekeep__subcmd__approve)
+            opts="-h -V --run --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -165,6 +201,28 @@ _gatekeep() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gatekeep__subcmd__deny)
+            opts="-h -V --reason --run --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gatekeep__subcmd__doctor)
             opts="-h -V --channel --dir --gate --discord-api-url --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -196,8 +254,22 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__help)
-            opts="run doctor audit completions help"
+            opts="run doctor pending approve deny audit completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gatekeep__subcmd__help__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -251,6 +323,20 @@ _gatekeep() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gatekeep__subcmd__help__subcmd__deny)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gatekeep__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -279,6 +365,20 @@ _gatekeep() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gatekeep__subcmd__help__subcmd__pending)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gatekeep__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -286,6 +386,24 @@ _gatekeep() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gatekeep__subcmd__pending)
+            opts="-h -V --run --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -24,6 +24,9 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --version 'Print version'
             cand run 'Run one OpenCode agent under supervision'
             cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand pending 'List the pending requests of a live run, from another terminal'
+            cand approve 'Approve pending request N of a live run, from another terminal'
+            cand deny 'Deny pending request N of a live run, from another terminal'
             cand audit 'Work with an audit log written by `gatekeep run --audit-log`'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -59,6 +62,28 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'gatekeep;pending'= {
+            cand --run 'The run''s id (needed when several runs are live)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;approve'= {
+            cand --run 'The run''s id (needed when several runs are live)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;deny'= {
+            cand --reason 'Feedback the model receives with the denial'
+            cand --run 'The run''s id (needed when several runs are live)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'gatekeep;audit'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -90,6 +115,9 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
         &'gatekeep;help'= {
             cand run 'Run one OpenCode agent under supervision'
             cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand pending 'List the pending requests of a live run, from another terminal'
+            cand approve 'Approve pending request N of a live run, from another terminal'
+            cand deny 'Deny pending request N of a live run, from another terminal'
             cand audit 'Work with an audit log written by `gatekeep run --audit-log`'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -97,6 +125,12 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
         &'gatekeep;help;run'= {
         }
         &'gatekeep;help;doctor'= {
+        }
+        &'gatekeep;help;pending'= {
+        }
+        &'gatekeep;help;approve'= {
+        }
+        &'gatekeep;help;deny'= {
         }
         &'gatekeep;help;audit'= {
             cand verify 'Check an audit log''s hash chain; say where it breaks'

@@ -41,6 +41,31 @@ pub enum Command {
     /// printed for each failure.
     #[command(override_usage = "gatekeep doctor [OPTIONS] [-- <OPENCODE>]")]
     Doctor(DoctorArgs),
+    /// List the pending requests of a live run, from another terminal.
+    Pending {
+        /// The run's id (needed when several runs are live).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
+    /// Approve pending request N of a live run, from another terminal.
+    Approve {
+        /// The request's number, as `gatekeep pending` shows it.
+        number: u32,
+        /// The run's id (needed when several runs are live).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
+    /// Deny pending request N of a live run, from another terminal.
+    Deny {
+        /// The request's number, as `gatekeep pending` shows it.
+        number: u32,
+        /// Feedback the model receives with the denial.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// The run's id (needed when several runs are live).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
     /// Work with an audit log written by `gatekeep run --audit-log`.
     Audit {
         #[command(subcommand)]

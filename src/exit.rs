@@ -11,7 +11,8 @@ pub enum Code {
     Finished = 0,
     /// The agent run failed (`session.error`, the event stream ended early).
     RunFailed = 1,
-    /// Bad command line; nothing was started.
+    /// Bad command line, or a workspace configuration that would bypass
+    /// `--gate`; nothing reached the agent.
     Usage = 2,
     /// No approval channel could be set up; nothing was sent to the agent.
     ChannelUnavailable = 3,
@@ -53,7 +54,7 @@ pub const HELP_TABLE: &str = "\
 Exit codes:
   0    run finished
   1    agent run failed (session error, event stream ended early)
-  2    usage error (nothing started)
+  2    usage error, or a config that would bypass --gate (nothing reached the agent)
   3    approval channel unavailable (nothing sent to the agent)
   4    OpenCode failed to start or died
   124  run timed out (--timeout)

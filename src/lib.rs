@@ -33,6 +33,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod doctor;
 pub mod exit;
 pub mod gate;

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use clap::{CommandFactory, Parser};
 use gatekeep::cli::{AuditCommand, Cli, Command, RunArgs};
 use gatekeep::config::{ApprovalChannel, RunConfig, Surroundings, Verbosity};
+use gatekeep::control;
 use gatekeep::exit::Code;
 use gatekeep::signals::Signals;
 use gatekeep::{audit, summary, supervisor};
@@ -39,6 +40,105 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { file },
         } => verify_audit(&file),
         Command::Doctor(args) => exit(gatekeep::doctor::run(&args)),
+        Command::Pending { run } => control_client(run, None),
+        Command::Approve { number, run } => control_client(run, Some((number, true, None))),
+        Command::Deny {
+            number,
+            reason,
+            run,
+        } => control_client(run, Some((number, false, reason))),
+    }
+}
+
+/// `gatekeep pending|approve|deny`: 0 done, 1 the decision did not win,
+/// 3 no (such) live run.
+fn control_client(run: Option<String>, decision: Option<(u32, bool, Option<String>)>) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("gatekeep: error: could not start the async runtime");
+        return ExitCode::from(1);
+    };
+    runtime.block_on(async {
+        let dir = control::state_dir();
+        // `pending` without --run lists every live run; a decision needs
+        // exactly one.
+        let runs = match (&decision, run) {
+            (None, None) => control::live_runs(&dir).await,
+            (_, run) => match control::pick_run(&dir, run.as_deref()).await {
+                Ok(run) => vec![run],
+                Err(err) => {
+                    eprintln!("gatekeep: error: {err}");
+                    return exit(Code::ChannelUnavailable);
+                }
+            },
+        };
+        if runs.is_empty() {
+            eprintln!("gatekeep: error: {}", control::ControlError::NoRun(dir));
+            return exit(Code::ChannelUnavailable);
+        }
+        let request = match decision {
+            None => control::ClientRequest::Pending,
+            Some((number, approve, reason)) => control::ClientRequest::Decide {
+                number,
+                approve,
+                reason,
+            },
+        };
+        let mut code = ExitCode::SUCCESS;
+        for run in runs {
+            let answered = control_answer(&run, control::ask(&dir, &run, &request).await);
+            if answered != ExitCode::SUCCESS {
+                code = answered;
+            }
+        }
+        code
+    })
+}
+
+/// Print one run's answer; its exit code.
+fn control_answer(
+    run: &str,
+    answer: Result<control::ClientResponse, control::ControlError>,
+) -> ExitCode {
+    {
+        match answer {
+            Ok(control::ClientResponse::Pending { pending }) => {
+                if pending.is_empty() {
+                    println!("run {run}: nothing is waiting for an answer");
+                }
+                for p in pending {
+                    let agent = p
+                        .agent
+                        .map(|a| format!(" (subagent: {a})"))
+                        .unwrap_or_default();
+                    let subject = gatekeep::redact::terminal_safe_bounded(&p.subject, 500);
+                    let kind = gatekeep::redact::terminal_safe_bounded(&p.kind, 64);
+                    println!(
+                        "run {run} #{}: {kind}{agent}: {subject} ({}s left)",
+                        p.number, p.time_left
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(control::ClientResponse::Accepted { settlement }) => {
+                println!("run {run}: {settlement}");
+                ExitCode::SUCCESS
+            }
+            Ok(control::ClientResponse::Refused { why }) => {
+                eprintln!("gatekeep: run {run}: {why}");
+                ExitCode::from(1)
+            }
+            Ok(control::ClientResponse::Error { message }) => {
+                eprintln!("gatekeep: error: run {run}: {message}");
+                ExitCode::from(1)
+            }
+            Err(err) => {
+                eprintln!("gatekeep: error: {err}");
+                ExitCode::from(1)
+            }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::approval::{EndReason, Request};
 use crate::audit;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
+use crate::control;
 use crate::exit::Code;
 use crate::gate;
 use crate::opencode::api::{self, Api, ApiError, Command, ModelRef, Prompt, PromptPart, Rule};
@@ -161,6 +162,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let notices = notifier.subscribe();
     let audit_notices = config.audit_log.as_ref().map(|_| notifier.subscribe());
     let status_notices = notifier.subscribe();
+    let control_notices = notifier.subscribe();
     let report_to = notifier.clone();
     let (inputs, inputs_rx) = mpsc::channel(256);
     let deadlines = Deadlines {
@@ -195,6 +197,12 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             ))
         });
     let status = console.follow(status_notices);
+    let control = open_control(
+        control_notices,
+        Decider::new(inputs.clone()),
+        redactor.clone(),
+        &console,
+    );
 
     let mut run = Run::new(console.clone(), api.clone(), root, inputs.clone());
     let end = run
@@ -228,6 +236,10 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         if tokio::time::timeout(AUDIT_DRAIN, audit).await.is_err() {
             console.error("the audit log could not be written in time");
         }
+    }
+    // The control socket is removed as its task ends on RunEnded.
+    if let Some(control) = control {
+        let _ = tokio::time::timeout(STEP_TIMEOUT, control).await;
     }
     status.abort();
     console.finish();
@@ -294,7 +306,12 @@ async fn start_up(
         &[],
     )
     .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
-    let both = async { tokio::join!(Server::start(server_options(config, env)), connect_channel(config, console)) };
+    let both = async {
+        tokio::join!(
+            Server::start(server_options(config, env)),
+            connect_channel(config, console)
+        )
+    };
     let (server, channel) = tokio::select! {
         both = both => both,
         reason = signals.recv() => return Err((Code::for_end(reason), End::new(reason, "stopped during start-up".to_owned()))),
@@ -331,8 +348,13 @@ fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerO
 }
 
 fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
-    Api::new(server.base_url(), &config.workspace, server.password().clone(), API_TIMEOUT)
-        .map_err(|e| End::opencode("could not talk to OpenCode", &e))
+    Api::new(
+        server.base_url(),
+        &config.workspace,
+        server.password().clone(),
+        API_TIMEOUT,
+    )
+    .map_err(|e| End::opencode("could not talk to OpenCode", &e))
 }
 
 /// Make sure every `--gate` kind really asks, for every agent (see
@@ -340,7 +362,11 @@ fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
 /// override too, which needs one restart of the server; if even that does
 /// not make them ask, the run does not start. Nothing has reached the agent
 /// yet on any path out of here.
-async fn enforce_gates(config: &RunConfig, mut server: Server, console: &Console) -> Result<(Server, Api), (Code, End)> {
+async fn enforce_gates(
+    config: &RunConfig,
+    mut server: Server,
+    console: &Console,
+) -> Result<(Server, Api), (Code, End)> {
     let mut overridden: Vec<String> = Vec::new();
     loop {
         let api = match client(config, &server) {
@@ -357,7 +383,10 @@ async fn enforce_gates(config: &RunConfig, mut server: Server, console: &Console
             Ok(agents) => agents,
             Err(e) => {
                 server.stop(STOP_GRACE).await;
-                return Err((Code::OpenCodeFailed, End::opencode("could not check the agents' permissions for --gate", &e)));
+                return Err((
+                    Code::OpenCodeFailed,
+                    End::opencode("could not check the agents' permissions for --gate", &e),
+                ));
             }
         };
         let open = gate::still_allowed(&config.gates, &agents);
@@ -365,19 +394,60 @@ async fn enforce_gates(config: &RunConfig, mut server: Server, console: &Console
             return Ok((server, api));
         }
         server.stop(STOP_GRACE).await;
-        let fresh: Vec<String> = open.iter().map(|(a, _)| a.clone()).filter(|a| !overridden.contains(a)).collect();
+        let fresh: Vec<String> = open
+            .iter()
+            .map(|(a, _)| a.clone())
+            .filter(|a| !overridden.contains(a))
+            .collect();
         if fresh.is_empty() {
             let (agent, kind) = open.into_iter().next().expect("not empty");
-            return Err((Code::Usage, End::new(EndReason::Failed, gate::GateError::StillAllowed { agent, kind }.to_string())));
+            return Err((
+                Code::Usage,
+                End::new(
+                    EndReason::Failed,
+                    gate::GateError::StillAllowed { agent, kind }.to_string(),
+                ),
+            ));
         }
         overridden.extend(fresh);
-        console.status(&format!("restarting OpenCode so that --gate also covers agents: {}", overridden.join(", ")));
+        console.status(&format!(
+            "restarting OpenCode so that --gate also covers agents: {}",
+            overridden.join(", ")
+        ));
         let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
         let env = gate::server_env(&config.gates, existing.as_deref(), &overridden)
             .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
         server = Server::start(server_options(config, env))
             .await
-            .map_err(|e| (Code::OpenCodeFailed, End::opencode("OpenCode failed to start", &e)))?;
+            .map_err(|e| {
+                (
+                    Code::OpenCodeFailed,
+                    End::opencode("OpenCode failed to start", &e),
+                )
+            })?;
+    }
+}
+
+/// The local control socket (`gatekeep pending|approve|deny` from another
+/// terminal). A run without it still works; it only loses that convenience.
+fn open_control(
+    notices: mpsc::UnboundedReceiver<Notice>,
+    decider: Decider,
+    redactor: Redactor,
+    console: &Console,
+) -> Option<JoinHandle<()>> {
+    let run_id = control::new_run_id();
+    match control::Endpoint::open(&control::state_dir(), &run_id) {
+        Ok(endpoint) => {
+            console.detail(&format!(
+                "run {run_id}: answer from another terminal with `gatekeep pending` and `gatekeep approve|deny N --run {run_id}`"
+            ));
+            Some(tokio::spawn(endpoint.serve(notices, decider, redactor)))
+        }
+        Err(err) => {
+            console.error(&format!("no local control socket: {err}"));
+            None
+        }
     }
 }
 

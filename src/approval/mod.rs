@@ -60,6 +60,8 @@ impl Request {
 pub enum Channel {
     Terminal,
     Discord,
+    /// `gatekeep approve|deny` from another terminal of the same user.
+    Local,
 }
 
 impl fmt::Display for Channel {
@@ -67,6 +69,7 @@ impl fmt::Display for Channel {
         f.write_str(match self {
             Channel::Terminal => "terminal",
             Channel::Discord => "discord",
+            Channel::Local => "local",
         })
     }
 }

@@ -409,13 +409,23 @@ async fn gate_forces_ask_for_the_root_session_every_agent_and_the_server() {
     let env = fake.recorded_env().expect("env recorded");
     let permission: serde_json::Value =
         serde_json::from_str(&env["OPENCODE_PERMISSION"]).expect("json");
-    assert_eq!(permission, serde_json::json!({"bash": "ask", "webfetch": "ask"}));
+    assert_eq!(
+        permission,
+        serde_json::json!({"bash": "ask", "webfetch": "ask"})
+    );
     let content: serde_json::Value =
         serde_json::from_str(&env["OPENCODE_CONFIG_CONTENT"]).expect("json");
     for agent in ["build", "plan", "general", "explore"] {
-        assert_eq!(content["agent"][agent]["permission"]["bash"], "ask", "{agent}");
+        assert_eq!(
+            content["agent"][agent]["permission"]["bash"], "ask",
+            "{agent}"
+        );
     }
-    let session = fake.sessions().into_iter().find(|s| s.id == root).expect("root");
+    let session = fake
+        .sessions()
+        .into_iter()
+        .find(|s| s.id == root)
+        .expect("root");
     assert_eq!(
         session.body["permission"],
         serde_json::json!([
@@ -431,13 +441,22 @@ async fn gate_forces_ask_for_the_root_session_every_agent_and_the_server() {
 async fn gate_refuses_an_unreadable_opencode_config_content_before_starting() {
     let fake = FakeOpenCode::start();
     let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8"), "--gate", "bash"],
+        &[
+            "--dir",
+            fake.workspace().to_str().expect("utf-8"),
+            "--gate",
+            "bash",
+        ],
         fake.program(),
         TAIL,
         &[("OPENCODE_CONFIG_CONTENT", "{not json")],
     );
     assert_eq!(gk.exit_code().await, 2, "{}", gk.screen());
-    assert!(gk.screen().contains("OPENCODE_CONFIG_CONTENT"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("OPENCODE_CONFIG_CONTENT"),
+        "{}",
+        gk.screen()
+    );
     assert!(fake.script_pid().is_none(), "OpenCode must not be started");
 }
 
@@ -449,7 +468,9 @@ async fn a_deny_rule_denies_at_once_without_asking() {
     let replies = fake.wait_for_replies(1).await;
     assert_eq!(replies[0].request_id, id);
     assert_eq!(replies[0].reply(), "reject");
-    assert!(replies[0].message().is_some_and(|m| m.contains("bash:rm -rf *")));
+    assert!(replies[0]
+        .message()
+        .is_some_and(|m| m.contains("bash:rm -rf *")));
     assert!(!gk.screen().contains("approval needed"), "{}", gk.screen());
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
@@ -469,7 +490,12 @@ async fn a_trust_rule_approves_the_same_exact_request_again_for_this_run_only() 
     gk.expect("trust rule").await;
     gk.type_line("d");
     let replies = fake.wait_for_replies(3).await;
-    let of = |id: &str| replies.iter().find(|r| r.request_id == id).expect("replied");
+    let of = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r.request_id == id)
+            .expect("replied")
+    };
     assert_eq!(of(&first).reply(), "once");
     assert_eq!(of(&again).reply(), "once");
     assert_eq!(of(&other).reply(), "reject");
@@ -477,4 +503,112 @@ async fn a_trust_rule_approves_the_same_exact_request_again_for_this_run_only() 
     assert!(replies.iter().all(|r| r.reply() != "always"));
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+/// `gatekeep pending|approve|deny` run as separate processes, as from
+/// another terminal, against the same per-user state directory.
+fn control(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gatekeep"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", state)
+        .output()
+        .expect("run gatekeep client")
+}
+
+#[tokio::test]
+async fn another_terminal_lists_and_decides_through_the_same_registry() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().to_str().expect("utf-8").to_owned();
+    let fake = FakeOpenCode::start();
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        fake.program(),
+        TAIL,
+        &[("XDG_RUNTIME_DIR", &state_dir)],
+    );
+    let root = fake.wait_for_prompt().await.session_id;
+    let id = fake.ask_permission(&root, "bash", "make release");
+    gk.expect("command: make release").await;
+
+    let listed = control(state.path(), &["pending"]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listing}");
+    assert!(listing.contains("#1: bash: make release"), "{listing}");
+
+    let approved = control(state.path(), &["approve", "1"]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "once")
+    );
+    // The terminal shows who decided, and through which channel.
+    gk.expect("(local)").await;
+
+    // First decision wins: a late deny from another terminal loses.
+    let late = control(state.path(), &["deny", "1", "--reason", "too late"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("already decided"));
+
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    // The socket is gone with the run.
+    let after = control(state.path(), &["pending"]);
+    assert_eq!(
+        after.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
+
+#[tokio::test]
+async fn with_several_runs_live_a_decision_must_name_its_run() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().to_str().expect("utf-8").to_owned();
+    let (one, two) = (FakeOpenCode::start(), FakeOpenCode::start());
+    let mut gks = Vec::new();
+    for fake in [&one, &two] {
+        gks.push(Gatekeep::at_terminal(
+            &["--dir", fake.workspace().to_str().expect("utf-8")],
+            fake.program(),
+            TAIL,
+            &[("XDG_RUNTIME_DIR", &state_dir)],
+        ));
+    }
+    let root_two = two.wait_for_prompt().await.session_id;
+    let root_one = one.wait_for_prompt().await.session_id;
+    two.ask_permission(&root_two, "bash", "echo two");
+    gks[1].expect("command: echo two").await;
+
+    let ambiguous = control(state.path(), &["approve", "1"]);
+    assert_eq!(ambiguous.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("--run"));
+
+    // `pending` lists every run; the run id is on each line.
+    let listing = control(state.path(), &["pending"]);
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let line = listing
+        .lines()
+        .find(|l| l.contains("echo two"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let run_id = line.split_whitespace().nth(1).expect("run id");
+    let approved = control(state.path(), &["approve", "1", "--run", run_id]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert_eq!(two.wait_for_replies(1).await[0].reply(), "once");
+    assert!(one.replies().is_empty());
+
+    one.finish_session(&root_one);
+    two.finish_session(&root_two);
+    for gk in &mut gks {
+        assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    }
 }
