@@ -145,7 +145,7 @@ impl Console {
             return;
         }
         let mut state = self.state();
-        state.phase = clean(&state.redactor.redact(line), MAX_TOOL);
+        state.phase = clean(&state.redactor.shown(line, MAX_TEXT), MAX_TOOL);
         if self.inner.live {
             if self.inner.verbosity >= Verbosity::Verbose {
                 let text = self.prefixed(&state.phase);
@@ -164,7 +164,7 @@ impl Console {
             return;
         }
         let state = self.state();
-        let text = clean(&state.redactor.redact(line), MAX_TOOL);
+        let text = clean(&state.redactor.shown(line, MAX_TEXT), MAX_TOOL);
         if self.inner.live {
             print_above(&state, &self.prefixed(&text));
         } else {
@@ -175,7 +175,7 @@ impl Console {
     /// Something went wrong; always shown.
     pub fn error(&self, line: &str) {
         let state = self.state();
-        let text = clean(&state.redactor.redact(line), MAX_TEXT);
+        let text = clean(&state.redactor.shown(line, MAX_TEXT), MAX_TEXT);
         if self.inner.live || (self.inner.color && std::io::stderr().is_terminal()) {
             let prefix = if self.inner.color {
                 "\u{1b}[1;31mgatekeep:\u{1b}[0m"
@@ -191,7 +191,7 @@ impl Console {
     /// The agent's own words: stdout, sanitized.
     pub fn agent_text(&self, text: &str) {
         let state = self.state();
-        let text = terminal_safe_bounded(&state.redactor.redact(text), MAX_TEXT);
+        let text = state.redactor.shown(text, MAX_TEXT);
         let write = || {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
@@ -212,7 +212,7 @@ impl Console {
             return;
         }
         let mut state = self.state();
-        let text = clean(&state.redactor.redact(line), MAX_TOOL);
+        let text = clean(&state.redactor.shown(line, MAX_TEXT), MAX_TOOL);
         let started = text.contains('→');
         if self.inner.live {
             if started {

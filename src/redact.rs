@@ -113,6 +113,17 @@ impl Redactor {
         Self::new(all)
     }
 
+    /// `text` as it may be shown anywhere: stripped of escape sequences and
+    /// invisible characters *first* (a secret split by a zero-width space
+    /// or `ESC[0m` would slip past redaction and come back together when
+    /// they were stripped afterwards), then redacted, then bounded to
+    /// `max_bytes` (see [`terminal_safe_bounded`]).
+    #[must_use]
+    pub fn shown(&self, text: &str, max_bytes: usize) -> String {
+        let stripped = terminal_safe_bounded(text, usize::MAX);
+        terminal_safe_bounded(&self.redact(&stripped), max_bytes)
+    }
+
     /// This redactor's exact secrets and `other`'s together.
     #[must_use]
     pub fn merged(&self, other: &Redactor) -> Self {
@@ -361,5 +372,63 @@ mod tests {
         let out = terminal_safe_bounded("héllo world", 6);
         assert_eq!(out, "héllo… (6 more bytes)");
         assert_eq!(terminal_safe_bounded("short", 6), "short");
+    }
+}
+
+/// A secret the run knows never survives into shown text, however the
+/// agent disguises it (split by zero-width or bidi characters or escape
+/// sequences, surrounded by anything), and nothing shown can drive a
+/// terminal.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What an agent may slip between the characters of a secret.
+    const SPLITTERS: &[&str] = &[
+        "\u{200b}",
+        "\u{200d}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{feff}",
+        "\u{1b}[0m",
+        "\u{1b}[31m",
+        "\u{1b}]0;x\u{7}",
+        "\u{7}",
+        "\u{0}",
+    ];
+
+    fn disguised(secret: &str, splits: &[(usize, usize)]) -> String {
+        let mut out = String::new();
+        for (i, c) in secret.chars().enumerate() {
+            for (at, which) in splits {
+                if *at % secret.len() == i {
+                    out.push_str(SPLITTERS[which % SPLITTERS.len()]);
+                }
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_known_secret_is_never_shown(
+            secret in "[A-Za-z0-9_-]{6,40}",
+            before in ".{0,40}",
+            after in ".{0,40}",
+            splits in prop::collection::vec((any::<usize>(), any::<usize>()), 0..6),
+            max in 16usize..4096,
+        ) {
+            let redactor = Redactor::new(vec![secret.clone()]);
+            let text = format!("{before}{}{after} {secret}", disguised(&secret, &splits));
+            let shown = redactor.shown(&text, max);
+            prop_assert!(!shown.contains(&secret), "{text:?} -> {shown:?}");
+            let escapes = shown.contains('\u{1b}') || shown.contains('\u{202e}');
+            prop_assert!(!escapes, "{shown:?}");
+        }
     }
 }

@@ -105,7 +105,7 @@ fn parse_answer(line: &str) -> Answer {
 /// Render one request for the terminal. Pure, so it can be tested.
 #[must_use]
 pub fn render(request: &Request, redactor: &Redactor) -> String {
-    let clean = |s: &str| terminal_safe_bounded(&redactor.redact(s), MAX_SHOWN);
+    let clean = |s: &str| redactor.shown(s, MAX_SHOWN);
     let mut out = String::new();
     let who = match &request.agent {
         Some(agent) => format!(" (subagent: {})", clean(agent)),
@@ -187,7 +187,7 @@ pub async fn serve(
                     }
                 }
                 Some(Notice::Decided { request, settlement }) => {
-                    let subject = terminal_safe_bounded(&redactor.redact(request.subject()), 200);
+                    let subject = redactor.shown(request.subject(), 200);
                     let kind = terminal_safe_bounded(&request.kind, 64);
                     console.say(&format!("\n[#{}] {kind} `{subject}`: {settlement}", request.number));
                 }

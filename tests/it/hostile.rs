@@ -362,9 +362,13 @@ async fn the_token_and_the_opencode_password_appear_nowhere() {
     let password = run.opencode.recorded_password().expect("password");
     assert!(password.len() >= 16, "{password:?}");
     // The agent read both (its shell has the password in its environment).
-    let leak = format!("curl -u opencode:{password} http://127.0.0.1 # {TOKEN}");
-    run.opencode
-        .agent_text(&run.root, &format!("found {password} and {TOKEN}"));
+    // Split by a zero-width space, which is stripped before display.
+    let disguised = format!("{}\u{200b}{}", &password[..4], &password[4..]);
+    let leak = format!("curl -u opencode:{password} http://127.0.0.1 # {TOKEN} {disguised}");
+    run.opencode.agent_text(
+        &run.root,
+        &format!("found {password} and {TOKEN}, {disguised}"),
+    );
     let mut ask = request(&run.root, &leak);
     ask.metadata =
         json!({ "command": leak, "description": format!("uses {password} and {TOKEN}") });

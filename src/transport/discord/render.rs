@@ -69,7 +69,7 @@ fn unix(t: SystemTime) -> u64 {
 /// Removes what can disguise text (controls, bidi, zero-width) after
 /// redacting secrets; bounded.
 fn clean(redactor: &Redactor, text: &str, max_bytes: usize) -> String {
-    terminal_safe_bounded(&redactor.redact(text), max_bytes)
+    redactor.shown(text, max_bytes)
 }
 
 /// Escapes Discord markdown and neutralises mentions in text shown outside
