@@ -145,6 +145,9 @@ impl Server {
                 .arg("--port")
                 .arg(port.to_string())
                 .current_dir(&opts.workspace)
+                // The agent must never see the bot token: with it, it could
+                // post or edit messages in the approvals channel.
+                .env_remove("DISCORD_TOKEN")
                 .envs(opts.env.iter().map(|(k, v)| (k, v)))
                 .env("OPENCODE_SERVER_PASSWORD", plain)
                 .stdin(Stdio::null())

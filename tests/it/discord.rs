@@ -1144,6 +1144,13 @@ mod binary {
         assert!(final_state(&discord, &msg)
             .await
             .contains("Approved by <@4242>"));
+        let env = oc
+            .recorded_env()
+            .expect("OpenCode's environment was recorded");
+        assert!(
+            !env.contains_key("DISCORD_TOKEN") && !env.values().any(|v| v.contains(TOKEN)),
+            "the agent could read the bot token"
+        );
         finish(&mut gk, &oc, &root, &discord).await;
         let summary = discord
             .wait_message(thread, "1 approved, 0 denied", WAIT)
