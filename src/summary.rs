@@ -354,10 +354,9 @@ pub fn shorten(text: &str, max: usize) -> String {
 pub fn human_requests(ledger: &Ledger, redactor: &Redactor) -> String {
     let mut out = String::new();
     for entry in &ledger.entries {
-        let subject =
-            crate::redact::terminal_safe(&shorten(&redactor.redact(entry.request.subject()), 80));
-        let settlement =
-            crate::redact::terminal_safe(&redactor.redact(&entry.settlement.to_string()));
+        // Stripped before redacting (see `Redactor::shown`), bounded after.
+        let subject = shorten(&redactor.shown(entry.request.subject(), usize::MAX), 80);
+        let settlement = redactor.shown(&entry.settlement.to_string(), usize::MAX);
         let _ = writeln!(
             out,
             "  #{} {} {} — {} after {}",

@@ -364,7 +364,7 @@ async fn the_token_and_the_opencode_password_appear_nowhere() {
     // The agent read both (its shell has the password in its environment).
     // Split by a zero-width space, which is stripped before display.
     let disguised = format!("{}\u{200b}{}", &password[..4], &password[4..]);
-    let leak = format!("curl -u opencode:{password} http://127.0.0.1 # {TOKEN} {disguised}");
+    let leak = format!("echo {disguised}; curl -u opencode:{password} http://127.0.0.1 # {TOKEN}");
     run.opencode.agent_text(
         &run.root,
         &format!("found {password} and {TOKEN}, {disguised}"),
