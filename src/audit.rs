@@ -400,6 +400,7 @@ fn settled_line<'a>(
     let event = match settlement {
         Settlement::Approved { .. }
         | Settlement::ApprovedAndTrusted { .. }
+        | Settlement::Answered { .. }
         | Settlement::Denied { .. } => "decision",
         Settlement::ApprovedByRule { .. } => "trust_rule_approval",
         Settlement::DeniedByRule { .. } => "deny_rule_denial",
@@ -421,7 +422,7 @@ fn settled_line<'a>(
         Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
             line.by = Some(Who::of(by));
         }
-        Settlement::ApprovedByRule { by, .. } => {
+        Settlement::ApprovedByRule { by, .. } | Settlement::Answered { by, .. } => {
             line.by = Some(Who::of(by));
             line.reason = Some(shorten(&redactor.redact(&settlement.to_string()), MAX_TEXT));
         }
@@ -533,6 +534,7 @@ mod tests {
             description: None,
             deadline_wall: SystemTime::UNIX_EPOCH,
             time_left: Duration::ZERO,
+            questions: Vec::new(),
         }
     }
 

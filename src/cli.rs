@@ -177,6 +177,11 @@ pub struct RunArgs {
     #[arg(long = "deny", env = "GATEKEEP_DENY", value_name = "KIND:GLOB")]
     pub deny: Vec<String>,
 
+    /// Dismiss the agent's questions (its `question` tool) at once instead
+    /// of relaying them to the approval channel.
+    #[arg(long, env = "GATEKEEP_NO_QUESTIONS")]
+    pub no_questions: bool,
+
     /// Discord API base URL (for testing against a local fake).
     #[arg(
         long,

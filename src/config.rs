@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub gates: Vec<String>,
     /// `--deny` rules: matching requests are denied without asking.
     pub deny: Vec<DenyRule>,
+    /// `--no-questions`: dismiss the agent's questions instead of relaying.
+    pub no_questions: bool,
     pub approval: ApprovalChannel,
     pub verbosity: Verbosity,
     /// `--summary-json`: where the run summary goes.
@@ -161,6 +163,7 @@ impl RunConfig {
             approval_timeout: args.approval_timeout,
             gates,
             deny,
+            no_questions: args.no_questions,
             approval,
             verbosity,
             summary_json: args.summary_json,

@@ -285,6 +285,9 @@ async fn answer(
                 DecideOutcome::RunEnded => ClientResponse::Refused {
                     why: "the run is ending; nothing more is forwarded".to_owned(),
                 },
+                DecideOutcome::WrongKind => ClientResponse::Refused {
+                    why: format!("#{number} is a question: answer it, it cannot be approved"),
+                },
                 DecideOutcome::Failed(e) => ClientResponse::Refused {
                     why: format!("could not deliver it to OpenCode ({e}); it is still open"),
                 },

@@ -69,14 +69,14 @@ pub fn server_env(
             .entry(name)
             .or_insert_with(|| json!({}))
             .as_object_mut()
-            .ok_or_else(|| GateError::ConfigContent("an agent entry is not an object".to_owned()))?;
+            .ok_or_else(|| {
+                GateError::ConfigContent("an agent entry is not an object".to_owned())
+            })?;
         let permission = agent.entry("permission").or_insert_with(|| json!({}));
         if !permission.is_object() {
             *permission = json!({});
         }
-        let permission = permission
-            .as_object_mut()
-            .expect("just made an object");
+        let permission = permission.as_object_mut().expect("just made an object");
         for (kind, action) in &asks {
             permission.insert(kind.clone(), action.clone());
         }
@@ -104,7 +104,9 @@ pub fn still_allowed(gates: &[String], agents: &[AgentInfo]) -> Vec<(String, Str
         for kind in gates {
             let applies = |p: &str| p == kind || p == "*";
             let last_catch_all = agent.permission.iter().rposition(|r| {
-                applies(&r.permission) && r.pattern == "*" && (r.action == "ask" || r.action == "deny")
+                applies(&r.permission)
+                    && r.pattern == "*"
+                    && (r.action == "ask" || r.action == "deny")
             });
             let allowed_after = match last_catch_all {
                 Some(i) => agent.permission[i + 1..]
@@ -164,7 +166,10 @@ mod tests {
         assert_eq!(content["share"], "disabled");
         assert_eq!(content["agent"]["build"]["temperature"], 0.1);
         for agent in ["build", "plan", "general", "explore", "reviewer"] {
-            assert_eq!(content["agent"][agent]["permission"]["bash"], "ask", "{agent}");
+            assert_eq!(
+                content["agent"][agent]["permission"]["bash"], "ask",
+                "{agent}"
+            );
         }
     }
 

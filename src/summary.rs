@@ -259,8 +259,9 @@ fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
         Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
             (Some(by), Some(by.channel.to_string()), None)
         }
-        // Approved without asking, on the strength of `by`'s earlier trust.
-        Settlement::ApprovedByRule { by, .. } => (
+        // Approved without asking, on the strength of `by`'s earlier trust;
+        // or a question answered by `by` (the answers are the reason).
+        Settlement::ApprovedByRule { by, .. } | Settlement::Answered { by, .. } => (
             Some(by),
             Some(by.channel.to_string()),
             Some(entry.settlement.to_string()),
@@ -301,6 +302,7 @@ pub fn decision_name(settlement: &Settlement) -> &'static str {
         Settlement::ApprovedAndTrusted { .. } => "approved_and_trusted",
         Settlement::ApprovedByRule { .. } => "approved_by_trust_rule",
         Settlement::DeniedByRule { .. } => "denied_by_rule",
+        Settlement::Answered { .. } => "answered",
         Settlement::Denied { .. } => "denied",
         Settlement::Expired => "expired",
         Settlement::DeniedWithRelated { .. } => "denied_with_related",
@@ -394,6 +396,7 @@ mod tests {
                 description: None,
                 deadline_wall: SystemTime::UNIX_EPOCH,
                 time_left: Duration::ZERO,
+                questions: Vec::new(),
             },
             settlement,
             asked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),

@@ -27,7 +27,7 @@ use crate::approval::registry::Reply;
 use crate::approval::task::{
     ApprovalTask, Deadlines, Input, Ledger, Notifier, Replier, ReplyError,
 };
-use crate::approval::{EndReason, Request};
+use crate::approval::{EndReason, Question, Request};
 use crate::audit;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
@@ -38,7 +38,7 @@ use crate::opencode::api::{self, Api, ApiError, Command, ModelRef, Prompt, Promp
 use crate::opencode::events::{self, EventStream, EventsError};
 use crate::opencode::server::{Server, ServerOptions};
 use crate::opencode::wire::{
-    Event, Part, PermissionRequest, ReplyKind, SessionInfo, SessionStatus, ToolStatus,
+    questions_of, Event, Part, PermissionRequest, ReplyKind, SessionInfo, SessionStatus, ToolStatus,
 };
 use crate::redact::Redactor;
 use crate::signals::Signals;
@@ -205,6 +205,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     );
 
     let mut run = Run::new(console.clone(), api.clone(), root, inputs.clone());
+    run.relay_questions = !config.no_questions;
     let end = run
         .until_end(stream, &mut server, &mut signals, &clock)
         .await;
@@ -703,6 +704,9 @@ struct Run {
     user_messages: HashSet<String>,
     /// The root session's latest model, tokens and cost.
     usage: Usage,
+    /// Relay the agent's questions to the approval channel (else dismiss
+    /// them: `--no-questions`).
+    relay_questions: bool,
 }
 
 impl Run {
@@ -719,6 +723,7 @@ impl Run {
             tool_states: HashMap::new(),
             user_messages: HashSet::new(),
             usage: Usage::default(),
+            relay_questions: true,
         }
     }
 
@@ -875,12 +880,24 @@ impl Run {
                 })
                 .await
             }
-            Event::QuestionAsked { id: Some(id), .. } => {
-                // Questions wait forever and are not relayed yet: deny them.
-                self.console
-                    .status("the agent asked a question; denying it (questions are not relayed)");
-                let _ = self.api.reject_question(&id).await;
-                Ok(())
+            Event::QuestionAsked {
+                id: Some(id),
+                session_id,
+                raw,
+            } => self.on_question(id, session_id, &raw).await,
+            Event::QuestionReplied {
+                session_id,
+                request_id,
+            } => {
+                let reply = "answered".to_owned();
+                self.send(Input::Replied { session_id, request_id, reply }).await
+            }
+            Event::QuestionRejected {
+                session_id,
+                request_id,
+            } => {
+                let reply = "rejected".to_owned();
+                self.send(Input::Replied { session_id, request_id, reply }).await
             }
             Event::SessionIdle { session_id } if self.sessions.is_root(&session_id) => {
                 return Some(End::new(EndReason::Finished, None));
@@ -1038,6 +1055,50 @@ impl Run {
         }
     }
 
+    /// A question of the agent's `question` tool: OpenCode waits for it
+    /// forever, so it is relayed like a permission request (same deadlines,
+    /// same teardown), or dismissed at once with `--no-questions`, when it
+    /// cannot be read, or when it is not the run's.
+    async fn on_question(&mut self, id: String, session_id: Option<String>, raw: &serde_json::Value) -> Result<(), End> {
+        let session_id = session_id.unwrap_or_default();
+        let questions = questions_of(raw);
+        match questions {
+            Some(questions) if self.relay_questions && self.sessions.contains(&session_id) => {
+                let questions = questions
+                    .into_iter()
+                    .map(|q| Question {
+                        header: q.header,
+                        text: q.question,
+                        options: q.options.into_iter().map(|o| (o.label, o.description)).collect(),
+                        multiple: q.multiple,
+                        custom: q.custom,
+                    })
+                    .collect();
+                let request = Request {
+                    agent: self.sessions.label(&session_id),
+                    id,
+                    number: 0,
+                    session_id,
+                    kind: "question".to_owned(),
+                    patterns: Vec::new(),
+                    command: None,
+                    path: None,
+                    diff: None,
+                    description: None,
+                    deadline_wall: SystemTime::now(),
+                    time_left: Duration::ZERO,
+                    questions,
+                };
+                self.send(Input::Asked(request)).await
+            }
+            _ => {
+                self.console.status("the agent asked a question; dismissing it");
+                let _ = self.api.reject_question(&id).await;
+                Ok(())
+            }
+        }
+    }
+
     fn request_of(&self, p: PermissionRequest) -> Request {
         Request {
             agent: self.sessions.label(&p.session_id),
@@ -1052,6 +1113,7 @@ impl Run {
             patterns: p.patterns,
             deadline_wall: SystemTime::now(),
             time_left: Duration::ZERO,
+            questions: Vec::new(),
         }
     }
 }
@@ -1167,18 +1229,20 @@ struct OpenCodeReplier(Api);
 
 impl Replier for OpenCodeReplier {
     async fn reply(&self, request_id: &str, reply: &Reply) -> Result<(), ReplyError> {
-        let reply = match reply {
-            Reply::Once => api::Reply::Once,
-            Reply::Reject { message } => api::Reply::Reject {
-                message: Some(message.clone()),
-            },
+        let result = match reply {
+            Reply::Once => self.0.reply_permission(request_id, &api::Reply::Once).await,
+            Reply::Reject { message } => {
+                let reply = api::Reply::Reject {
+                    message: Some(message.clone()),
+                };
+                self.0.reply_permission(request_id, &reply).await
+            }
+            Reply::Answer { answers } => self.0.reply_question(request_id, answers).await,
+            Reply::Dismiss => self.0.reject_question(request_id).await,
         };
-        self.0
-            .reply_permission(request_id, &reply)
-            .await
-            .map_err(|e| match e {
-                ApiError::PermissionNotFound(_) => ReplyError::NotFound,
-                other => ReplyError::Failed(other.to_string()),
-            })
+        result.map_err(|e| match e {
+            ApiError::PermissionNotFound(_) | ApiError::QuestionNotFound(_) => ReplyError::NotFound,
+            other => ReplyError::Failed(other.to_string()),
+        })
     }
 }

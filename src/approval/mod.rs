@@ -40,17 +40,42 @@ pub struct Request {
     pub deadline_wall: SystemTime,
     /// Time left when the request was registered, for terminal display.
     pub time_left: Duration,
+    /// Non-empty when this is a question of the agent's `question` tool
+    /// rather than a permission request: it is settled only by an answer
+    /// (or dismissed), never by an approval.
+    pub questions: Vec<Question>,
+}
+
+/// One question the agent asks (its `question` tool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub header: String,
+    pub text: String,
+    /// `(label, description)` of each choice.
+    pub options: Vec<(String, String)>,
+    /// Several options may be chosen.
+    pub multiple: bool,
+    /// A free-text answer is accepted besides the options.
+    pub custom: bool,
 }
 
 impl Request {
-    /// The one line that says what would happen if approved.
+    /// The one line that says what would happen if approved (for a
+    /// question: the first question).
     #[must_use]
     pub fn subject(&self) -> &str {
         self.command
             .as_deref()
             .or(self.path.as_deref())
             .or(self.patterns.first().map(String::as_str))
+            .or(self.questions.first().map(|q| q.text.as_str()))
             .unwrap_or("")
+    }
+
+    /// A question of the agent, not a permission request.
+    #[must_use]
+    pub fn is_question(&self) -> bool {
+        !self.questions.is_empty()
     }
 }
 
@@ -95,6 +120,9 @@ pub enum Verdict {
     Deny {
         reason: Option<String>,
     },
+    /// The answer to a question: for each question, the chosen option labels
+    /// or one free text. Only a question accepts it.
+    Answer { answers: Vec<Vec<String>> },
 }
 
 /// Why the run is ending; every request still pending is denied with it.
@@ -163,6 +191,11 @@ pub enum Settlement {
     DeniedByRule {
         rule: String,
     },
+    /// A question answered by a human.
+    Answered {
+        by: Actor,
+        answers: Vec<Vec<String>>,
+    },
     Denied {
         by: Actor,
         reason: Option<String>,
@@ -223,6 +256,7 @@ impl Settlement {
             Settlement::Approved { .. }
             | Settlement::ApprovedAndTrusted { .. }
             | Settlement::ApprovedByRule { .. }
+            | Settlement::Answered { .. }
             | Settlement::DeniedWithRelated { .. }
             | Settlement::Superseded { .. }
             | Settlement::RepliedElsewhere { .. } => None,
@@ -247,6 +281,13 @@ impl fmt::Display for Settlement {
                 )
             }
             Settlement::DeniedByRule { rule } => write!(f, "denied by the --deny rule `{rule}`"),
+            Settlement::Answered { by, answers } => write!(
+                f,
+                "answered by {} ({}): {}",
+                by.name,
+                by.channel,
+                answers.iter().map(|a| a.join(", ")).collect::<Vec<_>>().join("; ")
+            ),
             Settlement::Denied { by, reason: None } => {
                 write!(f, "denied by {} ({})", by.name, by.channel)
             }

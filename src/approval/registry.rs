@@ -38,6 +38,10 @@ pub enum Reply {
     Once,
     /// Reject, with the message the model receives as feedback.
     Reject { message: String },
+    /// Answer a question: one answer per question, in order.
+    Answer { answers: Vec<Vec<String>> },
+    /// Dismiss a question (OpenCode's question reject takes no message).
+    Dismiss,
 }
 
 /// A request reached its final state.
@@ -86,6 +90,9 @@ pub enum Refusal {
     InProgress,
     PastDeadline,
     RunEnded,
+    /// An approval for a question, or an answer for a permission request:
+    /// refused, and the entry stays pending.
+    WrongKind,
 }
 
 /// What became of a claim whose reply could not be delivered.
@@ -279,8 +286,16 @@ impl Registry {
             State::Open if now >= entry.deadline => return Err(Refusal::PastDeadline),
             State::Open => {}
         }
+        // Each kind of pending entry takes only its own kind of answer.
+        let question = entry.request.is_question();
         let reply = match &verdict {
+            Verdict::Approve | Verdict::ApproveAndTrust if question => return Err(Refusal::WrongKind),
+            Verdict::Answer { .. } if !question => return Err(Refusal::WrongKind),
             Verdict::Approve | Verdict::ApproveAndTrust => Reply::Once,
+            Verdict::Answer { answers } => Reply::Answer {
+                answers: answers.clone(),
+            },
+            Verdict::Deny { .. } if question => Reply::Dismiss,
             Verdict::Deny { reason } => Reply::Reject {
                 message: reason
                     .clone()
@@ -490,8 +505,13 @@ impl Registry {
             return None;
         }
         entry.state = State::Settled(settlement.clone());
+        let question = entry.request.is_question();
         let reply = send_reply.then(|| {
-            if settlement.is_approved() {
+            if question {
+                // A question is never approved by a rule; every automatic
+                // settlement of one dismisses it.
+                Reply::Dismiss
+            } else if settlement.is_approved() {
                 Reply::Once
             } else {
                 Reply::Reject {
@@ -516,13 +536,15 @@ fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
         Verdict::Approve => Settlement::Approved { by },
         Verdict::ApproveAndTrust => Settlement::ApprovedAndTrusted { by },
         Verdict::Deny { reason } => Settlement::Denied { by, reason },
+        Verdict::Answer { answers } => Settlement::Answered { by, answers },
     }
 }
 
 fn reply_matches(verdict: &Verdict, reply: &str) -> bool {
     match verdict {
         Verdict::Approve | Verdict::ApproveAndTrust => reply == "once",
-        Verdict::Deny { .. } => reply == "reject",
+        Verdict::Deny { .. } => reply == "reject" || reply == "rejected",
+        Verdict::Answer { .. } => reply == "answered",
     }
 }
 
@@ -552,6 +574,7 @@ mod tests {
             description: None,
             deadline_wall: SystemTime::UNIX_EPOCH,
             time_left: Duration::from_secs(60),
+            questions: Vec::new(),
         }
     }
 
@@ -896,6 +919,64 @@ mod tests {
         ));
         let any_kind = DenyRule::parse("*:*secret*").expect("valid");
         assert!(any_kind.matches(&request_for("per_x", "read", "cat secret.txt")));
+    }
+
+    fn a_question(id: &str) -> Request {
+        Request {
+            kind: "question".to_owned(),
+            command: None,
+            questions: vec![crate::approval::Question {
+                header: "Q".to_owned(),
+                text: "Which?".to_owned(),
+                options: vec![("A".to_owned(), String::new())],
+                multiple: false,
+                custom: true,
+            }],
+            ..request(id, "ses_1")
+        }
+    }
+
+    #[test]
+    fn an_approval_never_settles_a_question_and_an_answer_never_settles_a_permission() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut reg = Registry::new();
+        let Asked::Open { request, .. } = reg.ask(a_question("que_a"), later) else {
+            panic!("refused")
+        };
+        let question = request.number;
+        let permission = open(&mut reg, "per_c", "ses_1", later);
+        let answer = Verdict::Answer {
+            answers: vec![vec!["A".to_owned()]],
+        };
+        for verdict in [Verdict::Approve, Verdict::ApproveAndTrust] {
+            assert_eq!(reg.claim(question, verdict, alice(), now), Err(Refusal::WrongKind));
+        }
+        assert_eq!(
+            reg.claim(permission, answer.clone(), alice(), now),
+            Err(Refusal::WrongKind)
+        );
+        // Neither entry was consumed: the right answer still wins.
+        let claim = reg.claim(question, answer, alice(), now).expect("an answer fits");
+        assert_eq!(
+            claim.reply,
+            Reply::Answer {
+                answers: vec![vec!["A".to_owned()]]
+            }
+        );
+        assert!(reg.claim(permission, Verdict::Approve, alice(), now).is_ok());
+    }
+
+    #[test]
+    fn an_unanswered_question_is_dismissed_not_rejected_like_a_permission() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let Asked::Open { request, .. } = reg.ask(a_question("que_a"), now) else {
+            panic!("refused")
+        };
+        let expired = reg.expire_due(now);
+        assert_eq!(expired[0].number, request.number);
+        assert_eq!(expired[0].reply, Some(Reply::Dismiss));
     }
 
     #[test]

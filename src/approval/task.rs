@@ -344,6 +344,7 @@ impl<R: Replier> ApprovalTask<R> {
             Refusal::AlreadyDecided(s) => DecideOutcome::AlreadyDecided(s),
             Refusal::InProgress => DecideOutcome::InProgress,
             Refusal::RunEnded => DecideOutcome::RunEnded,
+            Refusal::WrongKind => DecideOutcome::WrongKind,
             Refusal::PastDeadline => {
                 // The timer has not fired yet; settle now so the human sees
                 // the same answer the deadline gives.
@@ -466,6 +467,7 @@ mod tests {
             description: None,
             deadline_wall: SystemTime::UNIX_EPOCH,
             time_left: Duration::ZERO,
+            questions: Vec::new(),
         }
     }
 

@@ -433,6 +433,19 @@ impl Api {
         json_body(OP, resp).await
     }
 
+    /// `POST /question/{id}/reply`: one answer (the chosen labels, or free
+    /// text) per question, in order.
+    pub async fn reply_question(&self, question_id: &str, answers: &[Vec<String>]) -> Result<(), ApiError> {
+        const OP: &str = "answer question";
+        let path = format!("question/{}/reply", seg(question_id)?);
+        let body = serde_json::json!({ "answers": answers });
+        let result = self.send(OP, self.request(Method::POST, &path)?.json(&body)).await;
+        match result {
+            Err(ApiError::Status { status: 404, .. }) => Err(ApiError::QuestionNotFound(question_id.to_owned())),
+            other => other.map(drop),
+        }
+    }
+
     /// `POST /question/{id}/reject`.
     pub async fn reject_question(&self, question_id: &str) -> Result<(), ApiError> {
         const OP: &str = "reject question";

@@ -93,6 +93,11 @@ pub enum Event {
         session_id: Option<String>,
         raw: Value,
     },
+    /// `question.replied`: a question was answered (the authoritative
+    /// settlement, like `permission.replied`).
+    QuestionReplied { session_id: String, request_id: String },
+    /// `question.rejected`: a question was dismissed.
+    QuestionRejected { session_id: String, request_id: String },
     /// `server.instance.disposed`: the stream ends after it.
     InstanceDisposed {
         directory: Option<String>,
@@ -386,10 +391,55 @@ impl Event {
             Event::PartUpdated(_) => "message.part.updated",
             Event::PartDelta { .. } => "message.part.delta",
             Event::QuestionAsked { .. } => "question.asked",
+            Event::QuestionReplied { .. } => "question.replied",
+            Event::QuestionRejected { .. } => "question.rejected",
             Event::InstanceDisposed { .. } => "server.instance.disposed",
             Event::Other { kind } => kind,
         }
     }
+}
+
+#[derive(Deserialize)]
+struct QuestionSettledProps {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    #[serde(rename = "requestID")]
+    request_id: String,
+}
+
+/// One question of a `question.asked` (OpenAPI `QuestionInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QuestionInfo {
+    pub question: String,
+    #[serde(default)]
+    pub header: String,
+    #[serde(default)]
+    pub options: Vec<QuestionOption>,
+    #[serde(default)]
+    pub multiple: bool,
+    /// Whether a free-text answer is accepted besides the options.
+    #[serde(default = "yes")]
+    pub custom: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One choice of a question.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QuestionOption {
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The questions of a `question.asked` event's raw properties; `None` when
+/// they cannot be read (the caller then dismisses the question).
+#[must_use]
+pub fn questions_of(raw: &Value) -> Option<Vec<QuestionInfo>> {
+    let list: Vec<QuestionInfo> = serde_json::from_value(raw.get("questions")?.clone()).ok()?;
+    (!list.is_empty()).then_some(list)
 }
 
 fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
@@ -455,6 +505,20 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
                 .map(str::to_owned),
             raw: props,
         },
+        "question.replied" | "question.rejected" => {
+            let p: QuestionSettledProps = from_props(props).map_err(malformed)?;
+            if kind == "question.replied" {
+                Event::QuestionReplied {
+                    session_id: p.session_id,
+                    request_id: p.request_id,
+                }
+            } else {
+                Event::QuestionRejected {
+                    session_id: p.session_id,
+                    request_id: p.request_id,
+                }
+            }
+        }
         "server.instance.disposed" => Event::InstanceDisposed {
             directory: props
                 .get("directory")

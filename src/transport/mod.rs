@@ -71,6 +71,9 @@ pub enum DecideOutcome {
     Unknown,
     /// The run is ending; nothing more is forwarded.
     RunEnded,
+    /// An approval for a question, or an answer for a permission request:
+    /// refused; the request is still pending.
+    WrongKind,
     /// The reply could not be delivered to OpenCode; the request is still
     /// open (or was denied because its deadline had passed).
     Failed(String),

@@ -102,6 +102,67 @@ fn parse_answer(line: &str) -> Answer {
     }
 }
 
+/// Render one question of the agent for the terminal.
+fn render_question(request: &Request, redactor: &Redactor, who: &str) -> String {
+    let clean = |s: &str| redactor.shown(s, MAX_SHOWN);
+    let mut out = String::new();
+    let _ = writeln!(out, "\n[#{}] question from the agent{who}", request.number);
+    for (i, q) in request.questions.iter().enumerate() {
+        let header = if q.header.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", clean(&q.header))
+        };
+        let _ = writeln!(out, "  {}. {header}{}", i + 1, clean(&q.text));
+        for (n, (label, description)) in q.options.iter().enumerate() {
+            let _ = writeln!(out, "     {}) {} — {}", n + 1, clean(label), clean(description));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  time left: {}",
+        humantime::format_duration(std::time::Duration::from_secs(request.time_left.as_secs()))
+    );
+    let _ = write!(
+        out,
+        "  answer with option numbers (1 or 1,3), or `= your own words`; `;` between questions; d dismisses{}: ",
+        if request.number > 1 {
+            format!(" — prefix `#{}` to pick this one", request.number)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// A typed answer to a question: per question (separated by `;`), option
+/// numbers (`1` or `1,3`) or free text after `=`. `None` when it does not
+/// fit the question.
+fn parse_question_answer(text: &str, request: &Request) -> Option<Vec<Vec<String>>> {
+    let parts: Vec<&str> = text.split(';').map(str::trim).collect();
+    if parts.len() != request.questions.len() {
+        return None;
+    }
+    parts
+        .iter()
+        .zip(&request.questions)
+        .map(|(part, q)| {
+            if let Some(free) = part.strip_prefix('=') {
+                let free = free.trim();
+                return (q.custom && !free.is_empty()).then(|| vec![free.to_owned()]);
+            }
+            let picks: Option<Vec<String>> = part
+                .split(',')
+                .map(|n| {
+                    let n: usize = n.trim().parse().ok()?;
+                    q.options.get(n.checked_sub(1)?).map(|(label, _)| label.clone())
+                })
+                .collect();
+            picks.filter(|p| !p.is_empty() && (q.multiple || p.len() == 1))
+        })
+        .collect()
+}
+
 /// Render one request for the terminal. Pure, so it can be tested.
 #[must_use]
 pub fn render(request: &Request, redactor: &Redactor) -> String {
@@ -111,6 +172,9 @@ pub fn render(request: &Request, redactor: &Redactor) -> String {
         Some(agent) => format!(" (subagent: {})", clean(agent)),
         None => String::new(),
     };
+    if request.is_question() {
+        return render_question(request, redactor, &who);
+    }
     let _ = writeln!(
         out,
         "\n[#{}] approval needed: {}{}",
@@ -222,6 +286,32 @@ fn reason_of(line: &str) -> Option<String> {
     (!reason.is_empty()).then(|| reason.to_owned())
 }
 
+/// A line meant for a pending question: `#N` picks the question, otherwise
+/// the oldest pending request is the target when it is a question. `None`
+/// when the line is not for a question (a permission answer follows).
+#[allow(clippy::option_option)]
+fn question_answer(line: &str, pending: &BTreeMap<u32, Request>) -> Option<Option<(u32, Verdict)>> {
+    let line = line.trim();
+    let (target, rest) = match line.strip_prefix('#').and_then(|r| r.split_once(char::is_whitespace)) {
+        Some((n, rest)) => (n.parse::<u32>().ok().and_then(|n| pending.get(&n)), rest.trim()),
+        None => (pending.values().next(), line),
+    };
+    let request = target.filter(|r| r.is_question())?;
+    if matches!(rest, "d" | "n" | "no" | "deny" | "dismiss") {
+        return Some(Some((request.number, Verdict::Deny { reason: None })));
+    }
+    match parse_question_answer(rest, request) {
+        Some(answers) => Some(Some((request.number, Verdict::Answer { answers }))),
+        None => {
+            eprintln!(
+                "gatekeep: #{} is a question: answer with its option numbers or `= your own words`, one answer per question separated by `;`, or d to dismiss",
+                request.number
+            );
+            Some(None)
+        }
+    }
+}
+
 /// Turn a typed line into a decision, or explain why it is not one.
 fn interpret(
     line: &str,
@@ -230,6 +320,9 @@ fn interpret(
 ) -> Option<(u32, Verdict)> {
     if line.trim().is_empty() {
         return None;
+    }
+    if let Some(answered) = question_answer(line, pending) {
+        return answered;
     }
     let answer = parse_answer(line);
     let target = |n: Option<u32>| n.or_else(|| pending.keys().next().copied());
@@ -275,6 +368,9 @@ fn report(number: u32, outcome: &DecideOutcome) {
         DecideOutcome::RunEnded => {
             eprintln!("gatekeep: the run is ending; nothing more is forwarded")
         }
+        DecideOutcome::WrongKind => {
+            eprintln!("gatekeep: #{number} takes another kind of answer (a question is answered with its option numbers or text; a permission with a, t, d or r)");
+        }
         DecideOutcome::Failed(e) => {
             eprintln!("gatekeep: #{number} could not be delivered to OpenCode ({e}); it is still open, try again");
         }
@@ -286,6 +382,60 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+
+    fn question(multiple: bool) -> Request {
+        Request {
+            id: "que_1".into(),
+            number: 1,
+            session_id: "ses".into(),
+            agent: None,
+            kind: "question".into(),
+            patterns: vec![],
+            command: None,
+            path: None,
+            diff: None,
+            description: None,
+            deadline_wall: SystemTime::UNIX_EPOCH,
+            time_left: Duration::from_secs(60),
+            questions: vec![crate::approval::Question {
+                header: "Pick".into(),
+                text: "Which database?".into(),
+                options: vec![
+                    ("Postgres".into(), "the usual".into()),
+                    ("SQLite".into(), "embedded".into()),
+                ],
+                multiple,
+                custom: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn question_answers_are_option_numbers_or_free_text() {
+        let single = question(false);
+        assert_eq!(parse_question_answer("2", &single), Some(vec![vec!["SQLite".to_owned()]]));
+        assert_eq!(parse_question_answer("1,2", &single), None, "one choice only");
+        assert_eq!(
+            parse_question_answer("1,2", &question(true)),
+            Some(vec![vec!["Postgres".to_owned(), "SQLite".to_owned()]])
+        );
+        assert_eq!(
+            parse_question_answer("= MySQL, sadly", &single),
+            Some(vec![vec!["MySQL, sadly".to_owned()]])
+        );
+        assert_eq!(parse_question_answer("3", &single), None);
+        assert_eq!(parse_question_answer("a", &single), None);
+        let pending: BTreeMap<u32, Request> = [(1, single)].into();
+        assert_eq!(
+            question_answer("a", &pending),
+            Some(None),
+            "an approval is not an answer"
+        );
+        assert!(matches!(
+            question_answer("#1 d", &pending),
+            Some(Some((1, Verdict::Deny { .. })))
+        ));
+    }
 
     #[test]
     fn answers_accept_numbers_before_or_after_the_verb() {
@@ -319,6 +469,7 @@ mod tests {
             description: Some("prints".into()),
             deadline_wall: SystemTime::UNIX_EPOCH,
             time_left: Duration::from_secs(90),
+            questions: Vec::new(),
         };
         let shown = render(&request, &Redactor::new(vec![]));
         assert!(!shown.contains('\u{1b}'), "{shown}");

@@ -160,6 +160,7 @@ impl Harness {
             description: Some("Run a command".into()),
             deadline_wall: SystemTime::now(),
             time_left: Duration::ZERO,
+            questions: Vec::new(),
         };
         self.inputs
             .send(Input::Asked(request))

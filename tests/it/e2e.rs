@@ -739,16 +739,41 @@ async fn gatekeep_gate_bash_gates_where_the_config_allows() {
     assert_no_opencode_left(&oc).await;
 }
 
-/// An agent's question is never left waiting (OpenCode would wait
-/// forever): gatekeep rejects it and the run ends.
+/// An agent's question is relayed to the approval channel and the answer
+/// reaches the model.
 #[tokio::test]
-async fn gatekeep_a_question_does_not_hang_the_run() {
+async fn gatekeep_relays_a_question_and_the_answer_reaches_the_model() {
     let _slot = slot();
     let llm = FakeLlm::start();
     let Some(oc) = RealOpencode::workspace(&llm) else {
         return;
     };
     let mut gk = gatekeep(&oc, &[], "QUESTION<Shall I delete the tests?>");
+    expect(&gk, "Shall I delete the tests?").await;
+    // An approval is not an answer: refused, the question stays.
+    gk.type_line("a");
+    expect(&gk, "is a question").await;
+    gk.type_line("2");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert_eq!(llm.agent_requests().len(), 2, "{}", gk.screen());
+    assert!(
+        llm.tool_results().iter().any(|r| r.contains("No")),
+        "{:?}",
+        llm.tool_results()
+    );
+    assert_no_opencode_left(&oc).await;
+}
+
+/// With `--no-questions` an agent's question is never left waiting
+/// (OpenCode would wait forever): gatekeep dismisses it and the run ends.
+#[tokio::test]
+async fn gatekeep_no_questions_dismisses_a_question_and_the_run_ends() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let mut gk = gatekeep(&oc, &["--no-questions"], "QUESTION<Shall I delete the tests?>");
     expect(&gk, "asked a question").await;
     let code = gk.exit_code().await;
     assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());

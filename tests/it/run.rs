@@ -612,3 +612,41 @@ async fn with_several_runs_live_a_decision_must_name_its_run() {
         assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     }
 }
+
+#[tokio::test]
+async fn a_question_is_relayed_and_only_an_answer_settles_it() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    let id = fake.ask_question(&root, "Shall I delete the tests?");
+    gk.expect("Shall I delete the tests?").await;
+    // A permission's answer does not settle a question, and does not
+    // consume it either.
+    gk.type_line("a");
+    gk.expect("is a question").await;
+    assert!(fake.rejected_questions().is_empty());
+    gk.type_line("2");
+    let start = std::time::Instant::now();
+    while fake.question_answers().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no answer reached OpenCode");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.question_answers(), vec![(id, serde_json::json!([["No"]]))]);
+    gk.expect("answered by").await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
+async fn no_questions_dismisses_a_question_at_once() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &["--no-questions"]).await;
+    let id = fake.ask_question(&root, "Shall I delete the tests?");
+    let start = std::time::Instant::now();
+    while fake.rejected_questions().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the question was not dismissed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.rejected_questions(), vec![id]);
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}

@@ -730,6 +730,9 @@ fn outcome_text(outcome: &DecideOutcome) -> String {
         DecideOutcome::RunEnded => {
             "The run is ending: nothing more is forwarded to OpenCode.".into()
         }
+        DecideOutcome::WrongKind => {
+            "That answer does not fit this request (a question is answered, a permission approved or denied).".into()
+        }
         DecideOutcome::Failed(e) => format!(
             "Could not deliver the decision to OpenCode: {}",
             render::escape_markdown(e)

@@ -160,6 +160,11 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
             "✅ Approved at {when} by the trust rule {} made on request #{rule_of}",
             who(by)
         ),
+        Settlement::Answered { by, answers } => format!(
+            "💬 Answered by {} at {when}: {}",
+            who(by),
+            field_text(&answers.iter().map(|a| a.join(", ")).collect::<Vec<_>>().join("; "))
+        ),
         Settlement::DeniedByRule { rule } => format!(
             "⛔ Denied at {when} by the --deny rule `{}`",
             field_text(rule).replace('`', "'")
@@ -742,6 +747,7 @@ mod tests {
             description: Some("Clean the **build** dir <@123> [x](http://evil)".into()),
             deadline_wall: at(1_800_000_600),
             time_left: Duration::from_secs(600),
+            questions: Vec::new(),
         }
     }
 
@@ -1035,6 +1041,7 @@ mod prop_tests {
                 description,
                 deadline_wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
                 time_left: Duration::from_secs(600),
+                questions: Vec::new(),
             }
         }
     }
@@ -1156,6 +1163,7 @@ mod prop_tests {
             description: Some("**".repeat(3000)),
             deadline_wall: UNIX_EPOCH,
             time_left: Duration::from_secs(600),
+            questions: Vec::new(),
         };
         let nonce = Nonce::fixed("00112233aabbccdd");
         let rendered = request_message(&request, &Redactor::default(), &nonce, None);

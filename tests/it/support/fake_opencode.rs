@@ -152,6 +152,8 @@ struct State_ {
     disposed: bool,
     questions: Vec<Value>,
     rejected_questions: Vec<String>,
+    /// `(question id, answers)` of every question reply.
+    question_answers: Vec<(String, Value)>,
     violations: Vec<String>,
     subscribers: Vec<mpsc::UnboundedSender<StreamMsg>>,
     held: Vec<mpsc::UnboundedSender<StreamMsg>>,
@@ -486,7 +488,10 @@ impl FakeOpenCode {
         let props = json!({
             "id": id,
             "sessionID": session,
-            "questions": [{ "question": question, "header": "Question", "options": [] }],
+            "questions": [{ "question": question, "header": "Question", "options": [
+                { "label": "Yes", "description": "go ahead" },
+                { "label": "No", "description": "stop" },
+            ] }],
         });
         st.questions.push(props.clone());
         Shared::emit_locked(
@@ -667,6 +672,12 @@ impl FakeOpenCode {
     #[must_use]
     pub fn rejected_questions(&self) -> Vec<String> {
         self.shared.lock().rejected_questions.clone()
+    }
+
+    /// `(question id, answers)` of every question answered.
+    #[must_use]
+    pub fn question_answers(&self) -> Vec<(String, Value)> {
+        self.shared.lock().question_answers.clone()
     }
 
     /// Every event emitted so far.
@@ -942,6 +953,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/permission/{id}/reply", post(reply))
         .route("/question", get(list_questions))
         .route("/question/{id}/reject", post(reject_question))
+        .route("/question/{id}/reply", post(reply_question))
         .route("/instance/dispose", post(dispose))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such route in the fake") })
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
@@ -1421,6 +1433,28 @@ async fn abort(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
 
 async fn list_questions(State(shared): Ctx) -> Response {
     Json(Value::from(shared.lock().questions.clone())).into_response()
+}
+
+/// `POST /question/{id}/reply`: records the answers, settles the question.
+async fn reply_question(
+    State(shared): Ctx,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body = body.map_or(Value::Null, |Json(v)| v);
+    let mut st = shared.lock();
+    let Some(i) = st.questions.iter().position(|q| q["id"] == id.as_str()) else {
+        return (StatusCode::NOT_FOUND, Json(json!({ "_tag": "QuestionNotFoundError" }))).into_response();
+    };
+    let q = st.questions.remove(i);
+    st.question_answers.push((id.clone(), body["answers"].clone()));
+    Shared::emit_locked(
+        &mut st,
+        json!({ "type": "question.replied", "properties": { "sessionID": q["sessionID"], "requestID": id, "answers": body["answers"] } }),
+    );
+    drop(st);
+    shared.bump();
+    Json(true).into_response()
 }
 
 async fn reject_question(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
