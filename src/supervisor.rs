@@ -851,16 +851,22 @@ impl Run {
             }
             Event::PermissionAsked(request) => self.on_permission(request).await,
             Event::PermissionMalformed(bad) => {
-                // Fail closed: OpenCode waits on it, so deny it by id.
-                if let Some(id) = &bad.request_id {
-                    self.console.error(&format!(
-                        "denying a malformed permission request: {}",
-                        bad.reason
-                    ));
-                    self.reject(id, "denied by gatekeep: the request could not be read")
-                        .await;
+                self.console.error(&format!(
+                    "a permission request could not be read: {}",
+                    bad.reason
+                ));
+                match &bad.request_id {
+                    // Fail closed: OpenCode waits on it, so deny it by id.
+                    Some(id) => {
+                        self.reject(id, "denied by gatekeep: the request could not be read")
+                            .await;
+                        Ok(())
+                    }
+                    // No id to deny it by: OpenCode's own list of what waits
+                    // shows it (or, if that cannot be read either, the run
+                    // ends and the teardown denies everything).
+                    None => self.resync().await,
                 }
-                Ok(())
             }
             Event::PermissionReplied {
                 session_id,

@@ -434,3 +434,34 @@ async fn the_token_and_the_opencode_password_appear_nowhere() {
         places[0].1
     );
 }
+
+#[tokio::test]
+async fn a_mangled_permission_request_without_a_readable_id_is_found_and_shown() {
+    let fake = FakeOpenCode::start();
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        fake.program(),
+        TAIL,
+        &[],
+    );
+    let root = fake.wait_for_prompt().await.session_id;
+    // OpenCode waits on a request whose event arrives cut off before its id.
+    fake.pend_silently(&json!({ "id": "per_unreadable01", "sessionID": root,
+        "permission": "bash", "patterns": ["make clean"], "metadata": { "command": "make clean" },
+        "always": [] }));
+    fake.emit_raw(
+        format!(
+            "data: {{\"type\":\"permission.asked\",\"properties\":{{\"sessionID\":\"{root}\",\"perm\n\n"
+        )
+        .as_bytes(),
+    );
+    gk.expect("command: make clean").await;
+    gk.type_line("d");
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        ("per_unreadable01", "reject")
+    );
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}

@@ -481,6 +481,16 @@ impl FakeOpenCode {
         self.shared.bump();
     }
 
+    /// Make a request pending without emitting its event (the event is
+    /// sent separately, e.g. mangled with [`FakeOpenCode::emit_raw`]).
+    pub fn pend_silently(&self, props: &Value) {
+        let mut st = self.shared.lock();
+        st.pending.retain(|p| p["id"] != props["id"]);
+        st.pending.push(props.clone());
+        drop(st);
+        self.shared.bump();
+    }
+
     /// Raise a `question.asked`; returns its id.
     pub fn ask_question(&self, session: &str, question: &str) -> String {
         let mut st = self.shared.lock();
