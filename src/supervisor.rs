@@ -38,7 +38,8 @@ use crate::opencode::api::{self, Api, ApiError, Command, ModelRef, Prompt, Promp
 use crate::opencode::events::{self, EventStream, EventsError};
 use crate::opencode::server::{Server, ServerOptions};
 use crate::opencode::wire::{
-    questions_of, Event, Part, PermissionRequest, ReplyKind, SessionInfo, SessionStatus, ToolStatus,
+    questions_of, Event, MalformedPermission, Part, PermissionRequest, ReplyKind, SessionInfo,
+    SessionStatus, ToolStatus,
 };
 use crate::redact::Redactor;
 use crate::signals::Signals;
@@ -850,24 +851,7 @@ impl Run {
                 Ok(())
             }
             Event::PermissionAsked(request) => self.on_permission(request).await,
-            Event::PermissionMalformed(bad) => {
-                self.console.error(&format!(
-                    "a permission request could not be read: {}",
-                    bad.reason
-                ));
-                match &bad.request_id {
-                    // Fail closed: OpenCode waits on it, so deny it by id.
-                    Some(id) => {
-                        self.reject(id, "denied by gatekeep: the request could not be read")
-                            .await;
-                        Ok(())
-                    }
-                    // No id to deny it by: OpenCode's own list of what waits
-                    // shows it (or, if that cannot be read either, the run
-                    // ends and the teardown denies everything).
-                    None => self.resync().await,
-                }
-            }
+            Event::PermissionMalformed(bad) => self.on_malformed(&bad).await,
             Event::PermissionReplied {
                 session_id,
                 request_id,
@@ -935,6 +919,27 @@ impl Run {
             _ => Ok(()),
         };
         result.err()
+    }
+
+    /// A `permission.asked` that could not be read: OpenCode waits on it
+    /// all the same, so it must not be lost.
+    async fn on_malformed(&mut self, bad: &MalformedPermission) -> Result<(), End> {
+        self.console.error(&format!(
+            "a permission request could not be read: {}",
+            bad.reason
+        ));
+        match &bad.request_id {
+            // Fail closed: deny it by id.
+            Some(id) => {
+                self.reject(id, "denied by gatekeep: the request could not be read")
+                    .await;
+                Ok(())
+            }
+            // No id to deny it by: OpenCode's own list of what waits shows
+            // it (or, if that cannot be read either, the run ends and the
+            // teardown denies everything).
+            None => self.resync().await,
+        }
     }
 
     /// A permission request: ours goes to the approval task; one of a session
