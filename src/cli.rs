@@ -126,6 +126,8 @@ pub struct DoctorArgs {
     pub opencode: Vec<String>,
 }
 
+// Doc comments here are `--help` text, where backticks would show.
+#[allow(clippy::doc_markdown)]
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Discord channel id for approvals (needs DISCORD_TOKEN).

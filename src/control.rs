@@ -96,6 +96,7 @@ pub enum ClientResponse {
 }
 
 /// The per-user directory holding every live run's socket.
+#[must_use]
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("gatekeep"),

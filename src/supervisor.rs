@@ -158,14 +158,20 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     };
     console.status("run started; waiting for the agent");
 
-    // The approval task, and the channel's task reading its notices.
+    // The approval task, and the tasks that follow its notices.
     let mut notifier = Notifier::default();
-    let notices = notifier.subscribe();
-    let audit_notices = config.audit_log.as_ref().map(|_| notifier.subscribe());
-    let status_notices = notifier.subscribe();
-    let control_notices = notifier.subscribe();
-    let report_to = notifier.clone();
     let (inputs, inputs_rx) = mpsc::channel(256);
+    let redactor = secrets_of(&config, &server);
+    console.redact_with(redactor.clone());
+    let followers = Followers::spawn(
+        &mut notifier,
+        channel,
+        &inputs,
+        &redactor,
+        &console,
+        &config,
+    );
+    let report_to = notifier.clone();
     let deadlines = Deadlines {
         approval_timeout: config.approval_timeout,
         run_deadline: clock.deadline,
@@ -175,34 +181,6 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         ApprovalTask::new(OpenCodeReplier(api.clone()), notifier, deadlines)
             .with_deny_rules(config.deny.clone())
             .run(inputs_rx),
-    );
-    let redactor = secrets_of(&config, &server);
-    console.redact_with(redactor.clone());
-    let transport = spawn_transport(
-        channel,
-        notices,
-        Decider::new(inputs.clone()),
-        redactor.clone(),
-        &console,
-    );
-    let audit = config
-        .audit_log
-        .clone()
-        .zip(audit_notices)
-        .map(|(path, notices)| {
-            tokio::spawn(audit::record(
-                path,
-                notices,
-                redactor.clone(),
-                console.clone(),
-            ))
-        });
-    let status = console.follow(status_notices);
-    let control = open_control(
-        control_notices,
-        Decider::new(inputs.clone()),
-        redactor.clone(),
-        &console,
     );
 
     let mut run = Run::new(console.clone(), api.clone(), root, inputs.clone());
@@ -227,25 +205,82 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         approved: outcome.ledger.approved(),
         denied: outcome.ledger.denied(),
     }));
-    if tokio::time::timeout(TRANSPORT_DRAIN, transport)
-        .await
-        .is_err()
-    {
-        console.error("the approval channel did not finish its final messages in time");
-    }
-    // Every line of the audit log is on disk before the process exits.
-    if let Some(audit) = audit {
-        if tokio::time::timeout(AUDIT_DRAIN, audit).await.is_err() {
-            console.error("the audit log could not be written in time");
-        }
-    }
-    // The control socket is removed as its task ends on RunEnded.
-    if let Some(control) = control {
-        let _ = tokio::time::timeout(STEP_TIMEOUT, control).await;
-    }
-    status.abort();
+    followers.finish(&console).await;
     console.finish();
     outcome
+}
+
+/// The tasks that follow the approval task's notices, spawned in one place:
+/// the approval channel, the audit log, the local control socket and the
+/// live status line.
+struct Followers {
+    transport: JoinHandle<()>,
+    audit: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+    status: JoinHandle<()>,
+}
+
+impl Followers {
+    /// Subscribe each to `notifier` (before the approval task owns it) and
+    /// spawn it.
+    fn spawn(
+        notifier: &mut Notifier,
+        channel: ConnectedChannel,
+        inputs: &mpsc::Sender<Input>,
+        redactor: &Redactor,
+        console: &Console,
+        config: &RunConfig,
+    ) -> Self {
+        let transport = spawn_transport(
+            channel,
+            notifier.subscribe(),
+            Decider::new(inputs.clone()),
+            redactor.clone(),
+            console,
+        );
+        let audit = config.audit_log.clone().map(|path| {
+            tokio::spawn(audit::record(
+                path,
+                notifier.subscribe(),
+                redactor.clone(),
+                console.clone(),
+            ))
+        });
+        let control = open_control(
+            notifier.subscribe(),
+            Decider::new(inputs.clone()),
+            redactor.clone(),
+            console,
+        );
+        let status = console.follow(notifier.subscribe());
+        Self {
+            transport,
+            audit,
+            control,
+            status,
+        }
+    }
+
+    /// After `RunEnded` was sent: let each finish what it must, bounded.
+    async fn finish(self, console: &Console) {
+        if tokio::time::timeout(TRANSPORT_DRAIN, self.transport)
+            .await
+            .is_err()
+        {
+            console.error("the approval channel did not finish its final messages in time");
+        }
+        // Every line of the audit log is on disk before the process exits.
+        if let Some(audit) = self.audit {
+            if tokio::time::timeout(AUDIT_DRAIN, audit).await.is_err() {
+                console.error("the audit log could not be written in time");
+            }
+        }
+        // The control socket is removed as its task ends on RunEnded.
+        if let Some(control) = self.control {
+            let _ = tokio::time::timeout(STEP_TIMEOUT, control).await;
+        }
+        self.status.abort();
+    }
 }
 
 /// The run's time: when it started and when it must end.
@@ -686,7 +721,15 @@ impl Sessions {
     /// Learn every descendant of the root from a full session list (parents
     /// may be listed after their children).
     fn learn_all(&mut self, all: &[SessionInfo]) {
-        while all.iter().fold(false, |grew, s| self.learn(s) || grew) {}
+        loop {
+            let mut grew = false;
+            for s in all {
+                grew |= self.learn(s);
+            }
+            if !grew {
+                return;
+            }
+        }
     }
 }
 
@@ -880,14 +923,24 @@ impl Run {
                 request_id,
             } => {
                 let reply = "answered".to_owned();
-                self.send(Input::Replied { session_id, request_id, reply }).await
+                self.send(Input::Replied {
+                    session_id,
+                    request_id,
+                    reply,
+                })
+                .await
             }
             Event::QuestionRejected {
                 session_id,
                 request_id,
             } => {
                 let reply = "rejected".to_owned();
-                self.send(Input::Replied { session_id, request_id, reply }).await
+                self.send(Input::Replied {
+                    session_id,
+                    request_id,
+                    reply,
+                })
+                .await
             }
             Event::SessionIdle { session_id } if self.sessions.is_root(&session_id) => {
                 return Some(End::new(EndReason::Finished, None));
@@ -1007,7 +1060,7 @@ impl Run {
                 return Some(End::new(EndReason::Failed, detail))
             }
             Some(id) if self.sessions.contains(id) => {
-                self.console.status(&format!("subagent error: {detail}"))
+                self.console.status(&format!("subagent error: {detail}"));
             }
             _ => self.console.detail(&format!("OpenCode error: {detail}")),
         }
@@ -1070,7 +1123,12 @@ impl Run {
     /// forever, so it is relayed like a permission request (same deadlines,
     /// same teardown), or dismissed at once with `--no-questions`, when it
     /// cannot be read, or when it is not the run's.
-    async fn on_question(&mut self, id: String, session_id: Option<String>, raw: &serde_json::Value) -> Result<(), End> {
+    async fn on_question(
+        &mut self,
+        id: String,
+        session_id: Option<String>,
+        raw: &serde_json::Value,
+    ) -> Result<(), End> {
         let session_id = session_id.unwrap_or_default();
         let questions = questions_of(raw);
         match questions {
@@ -1080,7 +1138,11 @@ impl Run {
                     .map(|q| Question {
                         header: q.header,
                         text: q.question,
-                        options: q.options.into_iter().map(|o| (o.label, o.description)).collect(),
+                        options: q
+                            .options
+                            .into_iter()
+                            .map(|o| (o.label, o.description))
+                            .collect(),
                         multiple: q.multiple,
                         custom: q.custom,
                     })
@@ -1103,7 +1165,8 @@ impl Run {
                 self.send(Input::Asked(request)).await
             }
             _ => {
-                self.console.status("the agent asked a question; dismissing it");
+                self.console
+                    .status("the agent asked a question; dismissing it");
                 let _ = self.api.reject_question(&id).await;
                 Ok(())
             }

@@ -122,7 +122,9 @@ pub enum Verdict {
     },
     /// The answer to a question: for each question, the chosen option labels
     /// or one free text. Only a question accepts it.
-    Answer { answers: Vec<Vec<String>> },
+    Answer {
+        answers: Vec<Vec<String>>,
+    },
 }
 
 /// Why the run is ending; every request still pending is denied with it.
@@ -286,7 +288,11 @@ impl fmt::Display for Settlement {
                 "answered by {} ({}): {}",
                 by.name,
                 by.channel,
-                answers.iter().map(|a| a.join(", ")).collect::<Vec<_>>().join("; ")
+                answers
+                    .iter()
+                    .map(|a| a.join(", "))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             Settlement::Denied { by, reason: None } => {
                 write!(f, "denied by {} ({})", by.name, by.channel)

@@ -60,6 +60,7 @@ pub struct Settled {
 /// The result of registering a request.
 #[must_use]
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived: consumed right away by the task
 pub enum Asked {
     /// Registered and open: show it.
     Open {
@@ -289,7 +290,9 @@ impl Registry {
         // Each kind of pending entry takes only its own kind of answer.
         let question = entry.request.is_question();
         let reply = match &verdict {
-            Verdict::Approve | Verdict::ApproveAndTrust if question => return Err(Refusal::WrongKind),
+            Verdict::Approve | Verdict::ApproveAndTrust if question => {
+                return Err(Refusal::WrongKind)
+            }
             Verdict::Answer { .. } if !question => return Err(Refusal::WrongKind),
             Verdict::Approve | Verdict::ApproveAndTrust => Reply::Once,
             Verdict::Answer { answers } => Reply::Answer {
@@ -950,21 +953,28 @@ mod tests {
             answers: vec![vec!["A".to_owned()]],
         };
         for verdict in [Verdict::Approve, Verdict::ApproveAndTrust] {
-            assert_eq!(reg.claim(question, verdict, alice(), now), Err(Refusal::WrongKind));
+            assert_eq!(
+                reg.claim(question, verdict, alice(), now),
+                Err(Refusal::WrongKind)
+            );
         }
         assert_eq!(
             reg.claim(permission, answer.clone(), alice(), now),
             Err(Refusal::WrongKind)
         );
         // Neither entry was consumed: the right answer still wins.
-        let claim = reg.claim(question, answer, alice(), now).expect("an answer fits");
+        let claim = reg
+            .claim(question, answer, alice(), now)
+            .expect("an answer fits");
         assert_eq!(
             claim.reply,
             Reply::Answer {
                 answers: vec![vec!["A".to_owned()]]
             }
         );
-        assert!(reg.claim(permission, Verdict::Approve, alice(), now).is_ok());
+        assert!(reg
+            .claim(permission, Verdict::Approve, alice(), now)
+            .is_ok());
     }
 
     #[test]

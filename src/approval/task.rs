@@ -327,13 +327,14 @@ impl<R: Replier> ApprovalTask<R> {
                 None => DecideOutcome::RunEnded,
             },
             Err(err) => match self.registry.claim_failed(number, now()) {
-                ClaimFailed::Reopened => DecideOutcome::Failed(err.to_string()),
                 ClaimFailed::Denied(settled) => {
                     let settlement = settled.settlement.clone();
                     self.settled_all([settled]).await;
                     DecideOutcome::AlreadyDecided(settlement)
                 }
-                ClaimFailed::AlreadySettled => DecideOutcome::Failed(err.to_string()),
+                ClaimFailed::Reopened | ClaimFailed::AlreadySettled => {
+                    DecideOutcome::Failed(err.to_string())
+                }
             },
         }
     }
@@ -427,7 +428,7 @@ mod tests {
     use super::*;
     use crate::approval::Channel;
 
-    /// Records every reply; answers NotFound for ids listed in `gone`.
+    /// Records every reply; answers `NotFound` for ids listed in `gone`.
     #[derive(Clone, Default)]
     struct Recorder {
         replies: Arc<Mutex<Vec<(String, Reply)>>>,

@@ -435,13 +435,21 @@ impl Api {
 
     /// `POST /question/{id}/reply`: one answer (the chosen labels, or free
     /// text) per question, in order.
-    pub async fn reply_question(&self, question_id: &str, answers: &[Vec<String>]) -> Result<(), ApiError> {
+    pub async fn reply_question(
+        &self,
+        question_id: &str,
+        answers: &[Vec<String>],
+    ) -> Result<(), ApiError> {
         const OP: &str = "answer question";
         let path = format!("question/{}/reply", seg(question_id)?);
         let body = serde_json::json!({ "answers": answers });
-        let result = self.send(OP, self.request(Method::POST, &path)?.json(&body)).await;
+        let result = self
+            .send(OP, self.request(Method::POST, &path)?.json(&body))
+            .await;
         match result {
-            Err(ApiError::Status { status: 404, .. }) => Err(ApiError::QuestionNotFound(question_id.to_owned())),
+            Err(ApiError::Status { status: 404, .. }) => {
+                Err(ApiError::QuestionNotFound(question_id.to_owned()))
+            }
             other => other.map(drop),
         }
     }

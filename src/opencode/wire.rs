@@ -95,9 +95,15 @@ pub enum Event {
     },
     /// `question.replied`: a question was answered (the authoritative
     /// settlement, like `permission.replied`).
-    QuestionReplied { session_id: String, request_id: String },
+    QuestionReplied {
+        session_id: String,
+        request_id: String,
+    },
     /// `question.rejected`: a question was dismissed.
-    QuestionRejected { session_id: String, request_id: String },
+    QuestionRejected {
+        session_id: String,
+        request_id: String,
+    },
     /// `server.instance.disposed`: the stream ends after it.
     InstanceDisposed {
         directory: Option<String>,

@@ -115,24 +115,34 @@ fn render_question(request: &Request, redactor: &Redactor, who: &str) -> String 
         };
         let _ = writeln!(out, "  {}. {header}{}", i + 1, clean(&q.text));
         for (n, (label, description)) in q.options.iter().enumerate() {
-            let _ = writeln!(out, "     {}) {} — {}", n + 1, clean(label), clean(description));
+            let _ = writeln!(
+                out,
+                "     {}) {} — {}",
+                n + 1,
+                clean(label),
+                clean(description)
+            );
         }
     }
-    let _ = writeln!(
-        out,
-        "  time left: {}",
-        humantime::format_duration(std::time::Duration::from_secs(request.time_left.as_secs()))
-    );
-    let _ = write!(
-        out,
-        "  answer with option numbers (1 or 1,3), or `= your own words`; `;` between questions; d dismisses{}: ",
-        if request.number > 1 {
-            format!(" — prefix `#{}` to pick this one", request.number)
-        } else {
-            String::new()
-        }
+    footer(
+        &mut out,
+        request,
+        "answer with option numbers (1 or 1,3), or `= your own words`; `;` between questions; d dismisses",
+        &format!("prefix `#{}` to pick this one", request.number),
     );
     out
+}
+
+/// The time left and how to answer, ending the prompt.
+fn footer(out: &mut String, request: &Request, how: &str, pick: &str) {
+    let left = std::time::Duration::from_secs(request.time_left.as_secs());
+    let _ = writeln!(out, "  time left: {}", humantime::format_duration(left));
+    let pick = if request.number > 1 {
+        format!(" — {pick}")
+    } else {
+        String::new()
+    };
+    let _ = write!(out, "  {how}{pick}: ");
 }
 
 /// A typed answer to a question: per question (separated by `;`), option
@@ -155,7 +165,9 @@ fn parse_question_answer(text: &str, request: &Request) -> Option<Vec<Vec<String
                 .split(',')
                 .map(|n| {
                     let n: usize = n.trim().parse().ok()?;
-                    q.options.get(n.checked_sub(1)?).map(|(label, _)| label.clone())
+                    q.options
+                        .get(n.checked_sub(1)?)
+                        .map(|(label, _)| label.clone())
                 })
                 .collect();
             picks.filter(|p| !p.is_empty() && (q.multiple || p.len() == 1))
@@ -200,19 +212,11 @@ pub fn render(request: &Request, redactor: &Redactor) -> String {
             let _ = writeln!(out, "    {line}");
         }
     }
-    let _ = writeln!(
-        out,
-        "  time left: {}",
-        humantime::format_duration(std::time::Duration::from_secs(request.time_left.as_secs()))
-    );
-    let _ = write!(
-        out,
-        "  answer [a]pprove, [t]rust (approve this exact request for the rest of the run), [d]eny, [r]eason (deny with a reason){}: ",
-        if request.number > 1 {
-            format!(" — prefix the number to pick, e.g. `{} a`", request.number)
-        } else {
-            String::new()
-        }
+    footer(
+        &mut out,
+        request,
+        "answer [a]pprove, [t]rust (approve this exact request for the rest of the run), [d]eny, [r]eason (deny with a reason)",
+        &format!("prefix the number to pick, e.g. `{} a`", request.number),
     );
     out
 }
@@ -292,24 +296,28 @@ fn reason_of(line: &str) -> Option<String> {
 #[allow(clippy::option_option)]
 fn question_answer(line: &str, pending: &BTreeMap<u32, Request>) -> Option<Option<(u32, Verdict)>> {
     let line = line.trim();
-    let (target, rest) = match line.strip_prefix('#').and_then(|r| r.split_once(char::is_whitespace)) {
-        Some((n, rest)) => (n.parse::<u32>().ok().and_then(|n| pending.get(&n)), rest.trim()),
+    let (target, rest) = match line
+        .strip_prefix('#')
+        .and_then(|r| r.split_once(char::is_whitespace))
+    {
+        Some((n, rest)) => (
+            n.parse::<u32>().ok().and_then(|n| pending.get(&n)),
+            rest.trim(),
+        ),
         None => (pending.values().next(), line),
     };
     let request = target.filter(|r| r.is_question())?;
     if matches!(rest, "d" | "n" | "no" | "deny" | "dismiss") {
         return Some(Some((request.number, Verdict::Deny { reason: None })));
     }
-    match parse_question_answer(rest, request) {
-        Some(answers) => Some(Some((request.number, Verdict::Answer { answers }))),
-        None => {
-            eprintln!(
-                "gatekeep: #{} is a question: answer with its option numbers or `= your own words`, one answer per question separated by `;`, or d to dismiss",
-                request.number
-            );
-            Some(None)
-        }
+    if let Some(answers) = parse_question_answer(rest, request) {
+        return Some(Some((request.number, Verdict::Answer { answers })));
     }
+    eprintln!(
+        "gatekeep: #{} is a question: answer with its option numbers or `= your own words`, one answer per question separated by `;`, or d to dismiss",
+        request.number
+    );
+    Some(None)
 }
 
 /// Turn a typed line into a decision, or explain why it is not one.
@@ -361,12 +369,12 @@ fn report(number: u32, outcome: &DecideOutcome) {
         // The settlement itself is printed when its notice arrives.
         DecideOutcome::Accepted(_) => {}
         DecideOutcome::AlreadyDecided(s) => {
-            eprintln!("gatekeep: #{number} was already decided: {s}")
+            eprintln!("gatekeep: #{number} was already decided: {s}");
         }
         DecideOutcome::InProgress => eprintln!("gatekeep: #{number} is being decided already"),
         DecideOutcome::Unknown => eprintln!("gatekeep: there is no request #{number}"),
         DecideOutcome::RunEnded => {
-            eprintln!("gatekeep: the run is ending; nothing more is forwarded")
+            eprintln!("gatekeep: the run is ending; nothing more is forwarded");
         }
         DecideOutcome::WrongKind => {
             eprintln!("gatekeep: #{number} takes another kind of answer (a question is answered with its option numbers or text; a permission with a, t, d or r)");
@@ -413,8 +421,15 @@ mod tests {
     #[test]
     fn question_answers_are_option_numbers_or_free_text() {
         let single = question(false);
-        assert_eq!(parse_question_answer("2", &single), Some(vec![vec!["SQLite".to_owned()]]));
-        assert_eq!(parse_question_answer("1,2", &single), None, "one choice only");
+        assert_eq!(
+            parse_question_answer("2", &single),
+            Some(vec![vec!["SQLite".to_owned()]])
+        );
+        assert_eq!(
+            parse_question_answer("1,2", &single),
+            None,
+            "one choice only"
+        );
         assert_eq!(
             parse_question_answer("1,2", &question(true)),
             Some(vec![vec!["Postgres".to_owned(), "SQLite".to_owned()]])

@@ -17,7 +17,10 @@ impl Tripwire {
         let script = dir.path().join("opencode");
         std::fs::write(
             &script,
-            format!("#!/bin/sh\ntouch '{}'\nexit 1\n", dir.path().join("started").display()),
+            format!(
+                "#!/bin/sh\ntouch '{}'\nexit 1\n",
+                dir.path().join("started").display()
+            ),
         )
         .expect("write script");
         make_executable(&script);
@@ -60,7 +63,9 @@ fn flags_that_bypass_approvals_are_refused_with_exit_2() {
             .env("DISCORD_TOKEN", "x")
             .assert()
             .code(2)
-            .stderr(predicate::str::contains(flag).and(predicate::str::contains("without approval")));
+            .stderr(
+                predicate::str::contains(flag).and(predicate::str::contains("without approval")),
+            );
         assert!(!oc.was_started(), "{flag}: OpenCode must not be started");
     }
 }
@@ -97,7 +102,9 @@ fn an_unknown_flag_is_refused_by_name() {
         .env("DISCORD_TOKEN", "x")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("unknown `opencode run` flag `--share`"));
+        .stderr(predicate::str::contains(
+            "unknown `opencode run` flag `--share`",
+        ));
     assert!(!oc.was_started());
 }
 
@@ -125,7 +132,9 @@ fn without_a_terminal_or_a_channel_it_refuses_with_exit_3_and_says_how_to_fix_it
         .write_stdin("")
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("--channel").and(predicate::str::contains("DISCORD_TOKEN")));
+        .stderr(
+            predicate::str::contains("--channel").and(predicate::str::contains("DISCORD_TOKEN")),
+        );
     assert!(!oc.was_started());
 }
 

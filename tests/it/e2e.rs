@@ -773,7 +773,11 @@ async fn gatekeep_no_questions_dismisses_a_question_and_the_run_ends() {
     let Some(oc) = RealOpencode::workspace(&llm) else {
         return;
     };
-    let mut gk = gatekeep(&oc, &["--no-questions"], "QUESTION<Shall I delete the tests?>");
+    let mut gk = gatekeep(
+        &oc,
+        &["--no-questions"],
+        "QUESTION<Shall I delete the tests?>",
+    );
     expect(&gk, "asked a question").await;
     let code = gk.exit_code().await;
     assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());

@@ -627,10 +627,16 @@ async fn a_question_is_relayed_and_only_an_answer_settles_it() {
     gk.type_line("2");
     let start = std::time::Instant::now();
     while fake.question_answers().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no answer reached OpenCode");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no answer reached OpenCode"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(fake.question_answers(), vec![(id, serde_json::json!([["No"]]))]);
+    assert_eq!(
+        fake.question_answers(),
+        vec![(id, serde_json::json!([["No"]]))]
+    );
     gk.expect("answered by").await;
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
@@ -643,7 +649,10 @@ async fn no_questions_dismisses_a_question_at_once() {
     let id = fake.ask_question(&root, "Shall I delete the tests?");
     let start = std::time::Instant::now();
     while fake.rejected_questions().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the question was not dismissed");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the question was not dismissed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(fake.rejected_questions(), vec![id]);

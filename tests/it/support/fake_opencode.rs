@@ -1454,10 +1454,15 @@ async fn reply_question(
     let body = body.map_or(Value::Null, |Json(v)| v);
     let mut st = shared.lock();
     let Some(i) = st.questions.iter().position(|q| q["id"] == id.as_str()) else {
-        return (StatusCode::NOT_FOUND, Json(json!({ "_tag": "QuestionNotFoundError" }))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "_tag": "QuestionNotFoundError" })),
+        )
+            .into_response();
     };
     let q = st.questions.remove(i);
-    st.question_answers.push((id.clone(), body["answers"].clone()));
+    st.question_answers
+        .push((id.clone(), body["answers"].clone()));
     Shared::emit_locked(
         &mut st,
         json!({ "type": "question.replied", "properties": { "sessionID": q["sessionID"], "requestID": id, "answers": body["answers"] } }),

@@ -56,7 +56,12 @@ fn pump(mut source: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
 
 impl Gatekeep {
     /// gatekeep at a terminal: stdin and stderr are a pty, stdout a pipe.
-    pub fn at_terminal(args: &[&str], program: &Path, tail: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub fn at_terminal(
+        args: &[&str],
+        program: &Path,
+        tail: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let pty = nix::pty::openpty(None, None).expect("openpty");
         let slave_in: OwnedFd = pty.slave.try_clone().expect("dup slave");
         let slave_err: OwnedFd = pty.slave;
