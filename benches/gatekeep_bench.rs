@@ -227,7 +227,7 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
     let mut alone = Vec::new();
     for _ in 0..sizes.startups {
         let fake = FakeOpenCode::start();
-        alone.push(listening_line_after(fake.program(), fake.workspace(), &[]));
+        alone.push(serve_alone(fake.program(), fake.workspace(), &[]).0);
         let run = Run::start().await;
         to_prompt.push(run.to_prompt);
         run.finish().await;
@@ -247,8 +247,9 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
     );
 }
 
-/// Spawns `program serve …` alone and times its listening line.
-fn listening_line_after(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> Duration {
+/// Spawns `program serve …` alone: how long until its listening line, and
+/// then from SIGTERM until its process group is gone.
+fn serve_alone(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> (Duration, Duration) {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt as _;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -283,9 +284,17 @@ fn listening_line_after(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> Du
             break;
         }
     }
-    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+    let ready = ready.expect("the OpenCode executable printed its listening line");
+    let t0 = Instant::now();
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGTERM);
     let _ = child.wait();
-    ready.expect("the OpenCode executable printed its listening line")
+    // Until no process of the group is left (killpg with no signal fails).
+    while nix::sys::signal::killpg(pgid, None).is_ok() && t0.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let gone = t0.elapsed();
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+    (ready, gone)
 }
 
 /// (1), (2) and (3) in one run.
@@ -313,9 +322,13 @@ async fn approvals_and_flood(sizes: &Sizes, report: &mut Report) {
             .newest_message_id(run.thread)
             .expect("the message is stored");
         let custom_id = button(&post.body, "Approve");
-        run.discord
+        let (interaction, _) = run
+            .discord
             .click(message_id, &custom_id, &admin(), run.thread);
-        let t_click = Instant::now();
+        let t_click = run
+            .discord
+            .dispatched_at(interaction)
+            .expect("the click was dispatched");
         // One reply per request, in order.
         let reply = reply_at(&run.opencode, i).await;
         assert_eq!(reply.reply(), "once", "{:?}", reply.body);
@@ -544,28 +557,53 @@ async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
     }
     eprintln!("bench: the real OpenCode ({} runs each)", sizes.real_runs);
     let mut alone = Vec::new();
+    let mut alone_term = Vec::new();
     let mut to_started = Vec::new();
+    let mut after_ready = Vec::new();
     let mut closes = Vec::new();
     for _ in 0..sizes.real_runs {
         let oc = RealOpencode::workspace(&llm).expect("installed");
-        alone.push(listening_line_after(oc.bin(), oc.dir(), &oc.env_pairs()));
+        let (ready, gone) = serve_alone(oc.bin(), oc.dir(), &oc.env_pairs());
+        alone.push(ready);
+        alone_term.push(gone);
         drop(oc);
         let oc = RealOpencode::workspace(&llm).expect("installed");
-        let (started, close) = real_run(&oc).await;
+        let (started, ready_to_started, close) = real_run(&oc).await;
         to_started.push(started);
+        after_ready.push(ready_to_started);
         closes.push(close);
     }
     let alone = Stats::of(alone);
+    let alone_term = Stats::of(alone_term);
     let to_started = Stats::of(to_started);
-    // Signed: the real server's own start-up varies by more than gatekeep adds.
+    let after_ready = Stats::of(after_ready);
+    // Signed: the real server's own start-up varies by more than gatekeep
+    // adds, so the subtraction is noise; the time gatekeep spends after
+    // OpenCode's listening line is measured directly too.
     let overhead = ms_f(to_started.p50) - ms_f(alone.p50);
     report.add(
         "5",
-        "start-up overhead, real OpenCode (spawn → run started − serve alone)",
-        format!("{overhead:.0} ms"),
+        "start-up, real OpenCode: spawn → run started / serve alone ready (p50)",
+        format!("{} / {} ms", ms(to_started.p50), ms(alone.p50)),
         "",
         json!({ "spawn_to_run_started": to_started.json(), "opencode_serve_alone_ready": alone.json(),
-                "overhead_p50_ms": overhead }),
+                "difference_p50_ms": overhead }),
+        None,
+    );
+    report.add(
+        "5",
+        "  real OpenCode: listening line seen → prompt sent (p50 / max)",
+        format!("{} / {} ms", ms(after_ready.p50), ms(after_ready.max)),
+        "",
+        after_ready.json(),
+        None,
+    );
+    report.add(
+        "6",
+        "  opencode serve alone: SIGTERM → process group gone (p50 / max)",
+        format!("{} / {} ms", ms(alone_term.p50), ms(alone_term.max)),
+        "",
+        alone_term.json(),
         None,
     );
     let gone = Stats::of(closes.iter().map(|c| c.server_gone).collect());
@@ -601,15 +639,16 @@ impl Close {
     }
 }
 
-/// gatekeep with the real OpenCode and the fake Discord: time to "run
-/// started" (the prompt was accepted), then SIGTERM while a bash request
-/// waits.
-async fn real_run(oc: &RealOpencode) -> (Duration, Close) {
+/// gatekeep (`-v`) with the real OpenCode and the fake Discord: time to
+/// "run started" (the prompt was accepted) from the spawn and from "OpenCode
+/// is listening", then SIGTERM while a bash request waits.
+async fn real_run(oc: &RealOpencode) -> (Duration, Duration, Close) {
     let discord = FakeDiscord::start().await;
     let base = discord.base();
     let channel = CHANNEL.to_string();
     let dir = oc.dir().to_str().expect("utf-8").to_owned();
     let args = [
+        "-v",
         "--channel",
         &channel,
         "--discord-api-url",
@@ -623,8 +662,13 @@ async fn real_run(oc: &RealOpencode) -> (Duration, Close) {
     envs.push(("DISCORD_TOKEN", TOKEN));
     let spawned = Instant::now();
     let mut gk = Gatekeep::detached(&args, oc.bin(), &tail, &envs);
+    let mut listening = None;
     let started = loop {
-        if gk.screen().contains("run started") {
+        let screen = gk.screen();
+        if listening.is_none() && screen.contains("OpenCode is listening") {
+            listening = Some(spawned.elapsed());
+        }
+        if screen.contains("run started") {
             break spawned.elapsed();
         }
         assert!(
@@ -665,6 +709,7 @@ async fn real_run(oc: &RealOpencode) -> (Duration, Close) {
     let exited = exited.unwrap_or(WAIT);
     (
         started,
+        started.saturating_sub(listening.unwrap_or(started)),
         Close {
             denied_shown: denied,
             server_gone,

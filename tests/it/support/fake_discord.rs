@@ -413,6 +413,11 @@ impl FakeDiscord {
         (body, at.duration_since(dispatched))
     }
 
+    /// When interaction `interaction_id` was dispatched on the gateway.
+    pub fn dispatched_at(&self, interaction_id: u64) -> Option<Instant> {
+        self.shared.lock().dispatched.get(&interaction_id).copied()
+    }
+
     /// Whether an interaction was acknowledged (right now).
     pub fn acked(&self, interaction_id: u64) -> bool {
         let needle = format!("/interactions/{interaction_id}/");
@@ -527,6 +532,23 @@ impl FakeDiscord {
         member: &Member,
         channel_id: u64,
     ) -> (u64, String) {
+        self.submit_modal_inputs(custom_id, &[("reason", reason)], member, channel_id)
+    }
+
+    /// Submits the modal `custom_id` with text inputs `(input id, value)`.
+    pub fn submit_modal_inputs(
+        &self,
+        custom_id: &str,
+        inputs: &[(&str, &str)],
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
+        let rows: Vec<Value> = inputs
+            .iter()
+            .map(|(input, value)| {
+                json!({ "type": 1, "components": [{ "type": 4, "custom_id": input, "value": value }] })
+            })
+            .collect();
         let (id, token) = self.new_interaction();
         let d = json!({
             "id": id.to_string(),
@@ -534,7 +556,7 @@ impl FakeDiscord {
             "type": 5,
             "data": {
                 "custom_id": custom_id,
-                "components": [{ "type": 1, "components": [{ "type": 4, "custom_id": "reason", "value": reason }] }],
+                "components": rows,
             },
             "guild_id": GUILD_ID.to_string(),
             "channel_id": channel_id.to_string(),
