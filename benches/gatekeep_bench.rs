@@ -227,7 +227,7 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
     let mut alone = Vec::new();
     for _ in 0..sizes.startups {
         let fake = FakeOpenCode::start();
-        alone.push(serve_alone(fake.program(), fake.workspace(), &[]).0);
+        alone.push(serve_alone(fake.program(), fake.workspace(), &[]).ready);
         let run = Run::start().await;
         to_prompt.push(run.to_prompt);
         run.finish().await;
@@ -247,9 +247,19 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
     );
 }
 
-/// Spawns `program serve …` alone: how long until its listening line, and
-/// then from SIGTERM until its process group is gone.
-fn serve_alone(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> (Duration, Duration) {
+/// What `opencode serve` alone takes.
+struct Alone {
+    /// Spawn → listening line.
+    ready: Duration,
+    /// Listening line → its first answer for the workspace (`GET /agent`):
+    /// the real server sets up a directory's instance on first use.
+    first_answer: Option<Duration>,
+    /// SIGTERM → its process group gone.
+    gone: Duration,
+}
+
+/// Spawns `program serve …` alone and times it (see [`Alone`]).
+fn serve_alone(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> Alone {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt as _;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -285,6 +295,7 @@ fn serve_alone(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> (Duration, 
         }
     }
     let ready = ready.expect("the OpenCode executable printed its listening line");
+    let first_answer = first_answer(port, dir);
     let t0 = Instant::now();
     let _ = nix::sys::signal::killpg(pgid, Signal::SIGTERM);
     let _ = child.wait();
@@ -294,7 +305,39 @@ fn serve_alone(program: &Path, dir: &Path, envs: &[(&str, &str)]) -> (Duration, 
     }
     let gone = t0.elapsed();
     let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
-    (ready, gone)
+    Alone {
+        ready,
+        first_answer,
+        gone,
+    }
+}
+
+/// `GET /agent?directory=<dir>` on a plain connection: how long until a 200.
+fn first_answer(port: u16, dir: &Path) -> Option<Duration> {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let auth = base64::engine::general_purpose::STANDARD.encode("opencode:bench-alone");
+    let mut directory = String::new();
+    for b in dir.to_str()?.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            directory.push(char::from(b));
+        } else {
+            let _ = write!(directory, "%{b:02X}");
+        }
+    }
+    let request = format!(
+        "GET /agent?directory={directory} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+        .starts_with(b"HTTP/1.1 200")
+        .then(|| started.elapsed())
 }
 
 /// (1), (2) and (3) in one run.
@@ -534,6 +577,7 @@ async fn pending_and_fail_close(sizes: &Sizes, report: &mut Report) {
 // ---- the real OpenCode ------------------------------------------------------------
 
 /// (5) and (6) against the real OpenCode, when installed.
+#[allow(clippy::too_many_lines)] // the samples, then their rows, read top to bottom
 async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
     let llm = FakeLlm::start();
     if RealOpencode::workspace(&llm).is_none() {
@@ -557,15 +601,17 @@ async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
     }
     eprintln!("bench: the real OpenCode ({} runs each)", sizes.real_runs);
     let mut alone = Vec::new();
+    let mut alone_first = Vec::new();
     let mut alone_term = Vec::new();
     let mut to_started = Vec::new();
     let mut after_ready = Vec::new();
     let mut closes = Vec::new();
     for _ in 0..sizes.real_runs {
         let oc = RealOpencode::workspace(&llm).expect("installed");
-        let (ready, gone) = serve_alone(oc.bin(), oc.dir(), &oc.env_pairs());
-        alone.push(ready);
-        alone_term.push(gone);
+        let a = serve_alone(oc.bin(), oc.dir(), &oc.env_pairs());
+        alone.push(a.ready);
+        alone_first.extend(a.first_answer);
+        alone_term.push(a.gone);
         drop(oc);
         let oc = RealOpencode::workspace(&llm).expect("installed");
         let (started, ready_to_started, close) = real_run(&oc).await;
@@ -598,6 +644,26 @@ async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
         after_ready.json(),
         None,
     );
+    if !alone_first.is_empty() {
+        let first = Stats::of(alone_first);
+        let overhead = ms_f(after_ready.p50) - ms_f(first.p50);
+        report.add(
+            "5",
+            "  serve alone: listening line → first answer for the workspace (p50 / max)",
+            format!("{} / {} ms", ms(first.p50), ms(first.max)),
+            "",
+            first.json(),
+            None,
+        );
+        report.add(
+            "5",
+            "start-up overhead, real OpenCode (after listening − first answer, p50)",
+            format!("{overhead:.0} ms"),
+            "",
+            json!({ "overhead_p50_ms": overhead }),
+            None,
+        );
+    }
     report.add(
         "6",
         "  opencode serve alone: SIGTERM → process group gone (p50 / max)",
