@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gatekeep::approval::registry::Reply;
 use gatekeep::approval::task::{ApprovalTask, Deadlines, Input, Notifier, Replier, ReplyError};
-use gatekeep::approval::{EndReason, Request, Settlement};
+use gatekeep::approval::{EndReason, Question, Request, Settlement};
 use gatekeep::redact::Redactor;
 use gatekeep::transport::discord::{self, RunInfo, Settings};
 use gatekeep::transport::{Decider, Notice, RunReport};
@@ -169,6 +169,53 @@ impl Harness {
         id
     }
 
+    /// The agent asks `questions`; returns (request id, number) once shown.
+    async fn ask_question(&self, questions: Vec<Question>) -> (String, u32) {
+        let id = {
+            let mut n = self.next_id.lock().expect("ids");
+            *n += 1;
+            format!("que_{n}")
+        };
+        let request = Request {
+            id: id.clone(),
+            number: 0,
+            session_id: "ses_root".into(),
+            agent: None,
+            kind: "question".into(),
+            patterns: Vec::new(),
+            command: None,
+            path: None,
+            diff: None,
+            description: None,
+            deadline_wall: SystemTime::now(),
+            time_left: Duration::ZERO,
+            questions,
+        };
+        self.inputs
+            .send(Input::Asked(request))
+            .await
+            .expect("approval task alive");
+        let number = self
+            .wait_notice(&format!("Show({id})"), |n| match n {
+                Notice::Show(r) if r.id == id => Some(r.number),
+                _ => None,
+            })
+            .await;
+        (id, number)
+    }
+
+    /// Clicks the component `label` (any row) of request `number`; checks
+    /// the acknowledgement. Returns (ack body, token).
+    async fn click_any(&self, number: u32, label: &str, member: &Member) -> (Value, String) {
+        let msg = self.message_of(number).await;
+        let (id, token) = self
+            .fake
+            .click(msg.id, &any_button(&msg, label), member, self.thread);
+        let (ack, took) = self.fake.wait_ack(id, WAIT).await;
+        assert!(took < ACK_LIMIT, "click acknowledged after {took:?}");
+        (ack, token)
+    }
+
     async fn wait_notice<T>(&self, what: &str, mut f: impl FnMut(&Notice) -> Option<T>) -> T {
         let mut rx = self.observed.lock().await;
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -262,6 +309,44 @@ fn button(msg: &StoredMessage, label: &str) -> String {
         .and_then(|b| b["custom_id"].as_str())
         .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
         .to_owned()
+}
+
+/// A button in any row of a message.
+fn any_button(msg: &StoredMessage, label: &str) -> String {
+    msg.payload["components"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["label"] == label)
+        .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
+}
+
+/// The private answer to a click: the acknowledgement itself (type 4) or
+/// the follow-up of a deferred one.
+async fn private_answer(fake: &FakeDiscord, ack: &Value, token: &str) -> String {
+    if ack["type"] == 4 {
+        ack["data"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        fake.wait_followup(token, WAIT).await
+    }
+}
+
+fn yes_no(multiple: bool) -> Question {
+    Question {
+        header: "Deploy".into(),
+        text: "Ship it to **prod** @everyone?".into(),
+        options: vec![
+            ("Yes".into(), "go ahead".into()),
+            ("No".into(), "stop".into()),
+        ],
+        multiple,
+        custom: true,
+    }
 }
 
 fn decision_field(payload: &Value) -> String {
@@ -1161,6 +1246,67 @@ mod binary {
         assert!(start.edits >= 1, "the run-start message shows the outcome");
     }
 
+    /// Waits until `check` holds for the fake OpenCode.
+    async fn wait_oc<T>(
+        oc: &FakeOpenCode,
+        what: &str,
+        check: impl Fn(&FakeOpenCode) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = check(oc) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn questions_answered_and_dismissed_in_discord_reach_opencode() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        let first = oc.ask_question(&root, "Deploy to staging?");
+        let msg = message_with(&discord, thread, "Deploy to staging?").await;
+        let (_, token) = click(&discord, &msg, "Yes", &admin(), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Answered"));
+        let answers = wait_oc(&oc, "the answer", |oc| {
+            let a = oc.question_answers();
+            (!a.is_empty()).then_some(a)
+        })
+        .await;
+        assert_eq!(answers, vec![(first, json!([["Yes"]]))]);
+        assert!(final_state(&discord, &msg)
+            .await
+            .contains("Answered by <@4242>"));
+
+        let second = oc.ask_question(&root, "Also to production?");
+        let msg = message_with(&discord, thread, "Also to production?").await;
+        let dismiss = super::any_button(&msg, "Dismiss");
+        let (iid, token) = discord.click(msg.id, &dismiss, &admin(), thread);
+        assert!(discord.wait_ack(iid, WAIT).await.1 < ACK_LIMIT);
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Dismissed"));
+        let rejected = wait_oc(&oc, "the dismissal", |oc| {
+            let r = oc.rejected_questions();
+            (!r.is_empty()).then_some(r)
+        })
+        .await;
+        assert_eq!(rejected, vec![second]);
+        assert_eq!(oc.question_answers().len(), 1);
+        assert!(
+            oc.replies().is_empty(),
+            "no permission reply for a question"
+        );
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
     #[tokio::test]
     async fn deny_with_reason_reaches_opencode() {
         let oc = FakeOpenCode::start();
@@ -1381,4 +1527,215 @@ mod binary {
         assert!(gk.screen().contains("gateway"), "{}", gk.screen());
         assert!(!gk.screen().contains(TOKEN));
     }
+}
+
+#[tokio::test]
+async fn question_is_shown_with_its_options_and_a_click_answers_it() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask_question(vec![yes_no(false)]).await;
+    let msg = h.message_of(n).await;
+    let text = msg.payload.to_string();
+    assert!(
+        text.contains("go ahead") && text.contains("Deploy"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("@everyone") && !text.contains("**prod**"),
+        "{text}"
+    );
+    for label in ["Yes", "No", "Answer in your own words…", "Dismiss"] {
+        any_button(&msg, label);
+    }
+    assert!(
+        !text.contains("\"Approve\""),
+        "a question offers no approval: {text}"
+    );
+    let (ack, token) = h.click_any(n, "No", &admin()).await;
+    assert_eq!(ack["type"], 5, "deferred first: {ack}");
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert!(answer.starts_with("Answered"), "{answer}");
+    assert_eq!(
+        h.replies.for_id(&id),
+        vec![Reply::Answer {
+            answers: vec![vec!["No".to_owned()]]
+        }]
+    );
+    let state = h.final_state(n).await;
+    assert!(
+        state.contains("Answered by <@4242>") && state.contains("No"),
+        "{state}"
+    );
+    // A second click (on the buttons as first shown) finds it decided and
+    // sends nothing more.
+    let (iid, token) = h
+        .fake
+        .click(msg.id, &any_button(&msg, "Yes"), &admin(), h.thread);
+    let (ack, took) = h.fake.wait_ack(iid, WAIT).await;
+    assert!(took < ACK_LIMIT);
+    let again = private_answer(&h.fake, &ack, &token).await;
+    assert!(again.starts_with("Already decided"), "{again}");
+    assert_eq!(h.replies.for_id(&id).len(), 1);
+    h.end().await;
+}
+
+#[tokio::test]
+async fn question_answered_in_own_words_through_the_modal() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask_question(vec![yes_no(false)]).await;
+    let (ack, _) = h.click_any(n, "Answer in your own words…", &admin()).await;
+    assert_eq!(ack["type"], 9, "a modal: {ack}");
+    let modal = ack["data"]["custom_id"].as_str().expect("modal id");
+    let input = ack["data"]["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .expect("input id");
+    let (iid, token) = h.fake.submit_modal_inputs(
+        modal,
+        &[(input, "  only after the tests pass  ")],
+        &admin(),
+        h.thread,
+    );
+    assert!(h.fake.wait_ack(iid, WAIT).await.1 < ACK_LIMIT);
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert!(answer.starts_with("Answered"), "{answer}");
+    assert_eq!(
+        h.replies.for_id(&id),
+        vec![Reply::Answer {
+            answers: vec![vec!["only after the tests pass".to_owned()]]
+        }]
+    );
+    assert!(h.final_state(n).await.contains("only after the tests pass"));
+    h.end().await;
+}
+
+#[tokio::test]
+async fn several_choices_through_the_select_menu() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask_question(vec![yes_no(true)]).await;
+    let msg = h.message_of(n).await;
+    let menu = &msg.payload["components"][0]["components"][0];
+    assert_eq!(menu["type"], 3, "{}", msg.payload);
+    assert_eq!(menu["max_values"], 2);
+    let custom_id = menu["custom_id"].as_str().expect("menu id");
+    let (iid, token) = h
+        .fake
+        .select(msg.id, custom_id, &["1", "0"], &admin(), h.thread);
+    assert!(h.fake.wait_ack(iid, WAIT).await.1 < ACK_LIMIT);
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Answered"));
+    assert_eq!(
+        h.replies.for_id(&id),
+        vec![Reply::Answer {
+            answers: vec![vec!["Yes".to_owned(), "No".to_owned()]]
+        }]
+    );
+    h.end().await;
+}
+
+#[tokio::test]
+async fn dismiss_dismisses_the_question() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask_question(vec![yes_no(false)]).await;
+    let (_, token) = h.click_any(n, "Dismiss", &admin()).await;
+    let answer = h.fake.wait_followup(&token, WAIT).await;
+    assert!(answer.starts_with("Dismissed"), "{answer}");
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Dismiss]);
+    let state = h.final_state(n).await;
+    assert!(state.contains("Dismissed by <@4242>"), "{state}");
+    h.end().await;
+}
+
+#[tokio::test]
+async fn unauthorized_click_on_a_question_changes_nothing() {
+    let h = Harness::start(Access {
+        users: vec![7],
+        roles: Vec::new(),
+    })
+    .await;
+    let (id, n) = h.ask_question(vec![yes_no(false)]).await;
+    for label in ["Yes", "Dismiss"] {
+        let (ack, _) = h.click_any(n, label, &admin()).await;
+        assert_eq!(ack["type"], 4, "{ack}");
+        let content = ack["data"]["content"].as_str().unwrap_or_default();
+        assert!(content.starts_with("Not authorized"), "{content}");
+    }
+    let (ack, _) = h.click_any(n, "Answer in your own words…", &admin()).await;
+    assert_eq!(ack["type"], 4, "no modal for a stranger: {ack}");
+    assert!(h.replies.for_id(&id).is_empty(), "a refused click answered");
+    let msg = h.message_of(n).await;
+    assert_ne!(
+        h.fake.message(msg.id).expect("message").payload["components"],
+        json!([]),
+        "still open"
+    );
+    let (_, token) = h.click_any(n, "Yes", &Member::new(7)).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Answered"));
+    assert_eq!(
+        h.replies.for_id(&id),
+        vec![Reply::Answer {
+            answers: vec![vec!["Yes".to_owned()]]
+        }]
+    );
+    h.end().await;
+}
+
+/// A question's answer never settles a permission, and an approval never
+/// settles a question: refused, and the request stays pending.
+#[tokio::test]
+async fn approval_on_a_question_and_answer_on_a_permission_are_refused() {
+    let h = Harness::start(Access::default()).await;
+    let (qid, q) = h.ask_question(vec![yes_no(false)]).await;
+    let (pid, p) = h.ask("make deploy").await;
+    let question_msg = h.message_of(q).await;
+    let permission_msg = h.message_of(p).await;
+    let yes = any_button(&question_msg, "Yes");
+    let (prefix, _) = yes.rsplit_once(':').expect("custom id");
+    // An Approve forged onto the question.
+    let (iid, token) = h
+        .fake
+        .click(question_msg.id, &format!("{prefix}:a"), &admin(), h.thread);
+    let (ack, took) = h.fake.wait_ack(iid, WAIT).await;
+    assert!(took < ACK_LIMIT);
+    let refused = private_answer(&h.fake, &ack, &token).await;
+    assert!(refused.starts_with("That answer does not fit"), "{refused}");
+    // An option pick forged onto the permission.
+    let approve = button(&permission_msg, "Approve");
+    let (permission_prefix, _) = approve.rsplit_once(':').expect("custom id");
+    let (iid, token) = h.fake.click(
+        permission_msg.id,
+        &format!("{permission_prefix}:o0"),
+        &admin(),
+        h.thread,
+    );
+    let (ack, _) = h.fake.wait_ack(iid, WAIT).await;
+    let refused = private_answer(&h.fake, &ack, &token).await;
+    assert!(refused.starts_with("That answer does not fit"), "{refused}");
+    assert!(h.replies.for_id(&qid).is_empty() && h.replies.for_id(&pid).is_empty());
+    // Both are still pending and take their own kind of answer.
+    let (_, token) = h.click_any(q, "Yes", &admin()).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Answered"));
+    let (_, token) = h.click(p, "Approve", &admin()).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
+    assert_eq!(
+        h.replies.for_id(&qid),
+        vec![Reply::Answer {
+            answers: vec![vec!["Yes".to_owned()]]
+        }]
+    );
+    assert_eq!(h.replies.for_id(&pid), vec![Reply::Once]);
+    h.end().await;
 }

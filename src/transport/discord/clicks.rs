@@ -10,6 +10,8 @@ use std::fmt;
 
 use rand::Rng;
 
+use crate::approval::{Question, Request};
+
 /// Prefix and version of gatekeep's component ids.
 const PREFIX: &str = "gk1";
 
@@ -34,11 +36,26 @@ pub enum Action {
     ApproveAll,
     /// Group message: deny every open request of the group.
     DenyAll,
+    /// Question: choose option `index` (a button; the label is taken from
+    /// the pending request, never from the click).
+    Pick(u8),
+    /// Question: the options chosen in its select menu (the values are
+    /// option indexes).
+    PickSelected,
+    /// Question: open the "answer in your own words" modal.
+    AnswerInWords,
+    /// Question: the submitted answer modal (one text per question).
+    AnswerSubmitted,
+    /// Question: dismiss it (`Verdict::Deny` without a reason).
+    Dismiss,
 }
 
+/// At most this many options can be chosen by id (a select menu holds 25).
+pub const MAX_PICK: u8 = 25;
+
 impl Action {
-    fn code(self) -> char {
-        match self {
+    fn code(self) -> String {
+        let c = match self {
             Action::Approve => 'a',
             Action::ApproveAndTrust => 't',
             Action::Deny => 'd',
@@ -48,10 +65,21 @@ impl Action {
             Action::DenySelected => 'D',
             Action::ApproveAll => 'Y',
             Action::DenyAll => 'N',
-        }
+            Action::Pick(index) => return format!("o{index}"),
+            Action::PickSelected => 's',
+            Action::AnswerInWords => 'w',
+            Action::AnswerSubmitted => 'q',
+            Action::Dismiss => 'x',
+        };
+        c.to_string()
     }
 
     fn from_code(code: &str) -> Option<Self> {
+        if let Some(digits) = code.strip_prefix('o') {
+            // Only the spelling `code` produces, and only a real index.
+            let index: u8 = canonical(digits)?.parse().ok()?;
+            return (index < MAX_PICK).then_some(Action::Pick(index));
+        }
         Some(match code {
             "a" => Action::Approve,
             "t" => Action::ApproveAndTrust,
@@ -62,9 +90,40 @@ impl Action {
             "D" => Action::DenySelected,
             "Y" => Action::ApproveAll,
             "N" => Action::DenyAll,
+            "s" => Action::PickSelected,
+            "w" => Action::AnswerInWords,
+            "q" => Action::AnswerSubmitted,
+            "x" => Action::Dismiss,
             _ => return None,
         })
     }
+
+    /// Submitted through a modal (not a component click).
+    #[must_use]
+    pub fn is_modal_submission(self) -> bool {
+        matches!(self, Action::ReasonSubmitted | Action::AnswerSubmitted)
+    }
+
+    /// Only a question takes it.
+    #[must_use]
+    pub fn is_for_question(self) -> bool {
+        matches!(
+            self,
+            Action::Pick(_)
+                | Action::PickSelected
+                | Action::AnswerInWords
+                | Action::AnswerSubmitted
+                | Action::Dismiss
+        )
+    }
+}
+
+/// `digits` when it is a canonical decimal (no sign, no leading zero).
+fn canonical(digits: &str) -> Option<&str> {
+    let ok = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    ok.then_some(digits)
 }
 
 /// A run's nonce: 16 hex digits from the OS-seeded thread RNG, so two runs
@@ -98,7 +157,7 @@ impl fmt::Debug for Nonce {
 }
 
 /// The `custom_id` for `action` on request `number` in the run with `nonce`
-/// (at most 4 + 17 + 11 + 2 characters: far below Discord's 100).
+/// (at most 4 + 17 + 11 + 3 characters: far below Discord's 100).
 #[must_use]
 pub fn encode(nonce: &Nonce, number: u32, action: Action) -> String {
     format!("{PREFIX}:{}:{number}:{}", nonce.0, action.code())
@@ -112,15 +171,9 @@ pub fn decode(nonce: &Nonce, custom_id: &str) -> Option<(u32, Action)> {
     if parts.next()? != PREFIX || parts.next()? != nonce.0 {
         return None;
     }
-    let digits = parts.next()?;
     // Exactly the spelling `encode` produces: `u32::from_str` also takes
     // `+7` and `007`, and a forged id must not have spellings of its own.
-    let canonical =
-        digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
-    if !canonical {
-        return None;
-    }
-    let number = digits.parse().ok()?;
+    let number = canonical(parts.next()?)?.parse().ok()?;
     let action = Action::from_code(parts.next()?)?;
     if parts.next().is_some() {
         return None;
@@ -186,6 +239,96 @@ pub fn authorize(approvers: &Approvers, thread_id: u64, clicker: &Clicker) -> Re
     }
 }
 
+/// The `custom_id` of the answer modal's text input for question `index`.
+#[must_use]
+pub fn answer_input_id(index: usize) -> String {
+    format!("a{index}")
+}
+
+/// The answer a question click or modal stands for, with every label taken
+/// from the pending `request` (never from the payload): `selected` holds
+/// the option indexes of a select menu, `texts` the modal's
+/// `(input id, value)` pairs. `None` when it does not fit the question (no
+/// such option, several options for a single choice, free text where none
+/// is accepted, a missing answer): nothing is decided then.
+#[must_use]
+pub fn answer_of(
+    request: &Request,
+    action: Action,
+    selected: &[u32],
+    texts: &[(String, String)],
+) -> Option<Vec<Vec<String>>> {
+    let questions = &request.questions;
+    match action {
+        Action::Pick(index) => {
+            let [q] = questions.as_slice() else {
+                return None;
+            };
+            let (label, _) = q.options.get(usize::from(index))?;
+            Some(vec![vec![label.clone()]])
+        }
+        Action::PickSelected => {
+            let [q] = questions.as_slice() else {
+                return None;
+            };
+            let mut indexes: Vec<usize> = selected
+                .iter()
+                .map(|i| usize::try_from(*i).ok())
+                .collect::<Option<_>>()?;
+            indexes.sort_unstable();
+            indexes.dedup();
+            if indexes.is_empty() || (indexes.len() > 1 && !q.multiple) {
+                return None;
+            }
+            let labels = indexes
+                .iter()
+                .map(|i| q.options.get(*i).map(|(label, _)| label.clone()))
+                .collect::<Option<Vec<_>>>()?;
+            Some(vec![labels])
+        }
+        Action::AnswerSubmitted => questions
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let id = answer_input_id(i);
+                let text = texts.iter().find(|(k, _)| *k == id).map(|(_, v)| v)?;
+                typed_answer(q, text)
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// A typed answer to one question: an option's label (any case) is that
+/// option; otherwise free text where the question accepts it, else option
+/// numbers (`2` or `1,3`).
+fn typed_answer(q: &Question, text: &str) -> Option<Vec<String>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Some((label, _)) = q
+        .options
+        .iter()
+        .find(|(label, _)| label.trim().eq_ignore_ascii_case(text))
+    {
+        return Some(vec![label.clone()]);
+    }
+    if q.custom {
+        return Some(vec![text.to_owned()]);
+    }
+    let picks = text
+        .split(',')
+        .map(|n| {
+            let n: usize = n.trim().parse().ok()?;
+            q.options
+                .get(n.checked_sub(1)?)
+                .map(|(label, _)| label.clone())
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!picks.is_empty() && (q.multiple || picks.len() == 1)).then_some(picks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +346,12 @@ mod tests {
             Action::Deny,
             Action::DenyWithReason,
             Action::ReasonSubmitted,
+            Action::Pick(0),
+            Action::Pick(24),
+            Action::PickSelected,
+            Action::AnswerInWords,
+            Action::AnswerSubmitted,
+            Action::Dismiss,
         ] {
             let id = encode(&nonce, 42, action);
             assert!(id.len() <= 100);
@@ -214,6 +363,114 @@ mod tests {
         assert_eq!(decode(&nonce, "gk1:00112233aabbccdd:x:a"), None);
         assert_eq!(decode(&nonce, "gk1:00112233aabbccdd:1:z"), None);
         assert_eq!(decode(&nonce, "something-else"), None);
+        // Option indexes: canonical and within a select menu's 25.
+        assert_eq!(
+            decode(&nonce, "gk1:00112233aabbccdd:1:o3"),
+            Some((1, Action::Pick(3)))
+        );
+        for forged in ["o25", "o03", "o", "o+1", "o-1", "o1x", "o256", "x1"] {
+            assert_eq!(
+                decode(&nonce, &format!("gk1:00112233aabbccdd:1:{forged}")),
+                None,
+                "{forged}"
+            );
+        }
+    }
+
+    fn question(options: &[&str], multiple: bool, custom: bool) -> Question {
+        Question {
+            header: "Database".into(),
+            text: "Which one?".into(),
+            options: options
+                .iter()
+                .map(|o| ((*o).to_owned(), String::new()))
+                .collect(),
+            multiple,
+            custom,
+        }
+    }
+
+    fn asking(questions: Vec<Question>) -> Request {
+        Request {
+            id: "que_1".into(),
+            number: 4,
+            session_id: "ses_1".into(),
+            agent: None,
+            kind: "question".into(),
+            patterns: Vec::new(),
+            command: None,
+            path: None,
+            diff: None,
+            description: None,
+            deadline_wall: std::time::UNIX_EPOCH,
+            time_left: std::time::Duration::from_secs(60),
+            questions,
+        }
+    }
+
+    fn typed(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn answers_take_labels_from_the_request() {
+        let single = asking(vec![question(&["Postgres", "SQLite"], false, false)]);
+        let pick = |i| answer_of(&single, Action::Pick(i), &[], &[]);
+        assert_eq!(pick(1), Some(vec![vec!["SQLite".to_owned()]]));
+        assert_eq!(pick(2), None, "no such option");
+        let select = |values: &[u32], r: &Request| answer_of(r, Action::PickSelected, values, &[]);
+        assert_eq!(
+            select(&[0], &single),
+            Some(vec![vec!["Postgres".to_owned()]])
+        );
+        assert_eq!(select(&[0, 1], &single), None, "one choice only");
+        assert_eq!(select(&[], &single), None);
+        let multiple = asking(vec![question(&["a", "b", "c"], true, false)]);
+        assert_eq!(
+            select(&[2, 0, 2], &multiple),
+            Some(vec![vec!["a".to_owned(), "c".to_owned()]])
+        );
+        assert_eq!(select(&[3], &multiple), None);
+        // Typed: a label, option numbers, free text only where accepted.
+        let submit = |r: &Request, pairs: &[(&str, &str)]| {
+            answer_of(r, Action::AnswerSubmitted, &[], &typed(pairs))
+        };
+        assert_eq!(
+            submit(&single, &[("a0", " sqlite ")]),
+            Some(vec![vec!["SQLite".to_owned()]])
+        );
+        assert_eq!(
+            submit(&single, &[("a0", "1")]),
+            Some(vec![vec!["Postgres".to_owned()]])
+        );
+        assert_eq!(submit(&single, &[("a0", "MySQL")]), None, "not custom");
+        assert_eq!(submit(&single, &[("a0", "1,2")]), None, "one choice only");
+        assert_eq!(submit(&single, &[("a1", "1")]), None, "wrong input");
+        let custom = asking(vec![question(&["Yes", "No"], false, true)]);
+        assert_eq!(
+            submit(&custom, &[("a0", "only on Fridays")]),
+            Some(vec![vec!["only on Fridays".to_owned()]])
+        );
+        assert_eq!(submit(&custom, &[("a0", "  ")]), None);
+        // Several questions: every one needs its answer.
+        let two = asking(vec![
+            question(&["Yes", "No"], false, true),
+            question(&["x", "y"], true, false),
+        ]);
+        assert_eq!(
+            submit(&two, &[("a0", "no"), ("a1", "1,2")]),
+            Some(vec![
+                vec!["No".to_owned()],
+                vec!["x".to_owned(), "y".to_owned()]
+            ])
+        );
+        assert_eq!(submit(&two, &[("a0", "no")]), None);
+        // Buttons and menus answer a single question only.
+        assert_eq!(answer_of(&two, Action::Pick(0), &[], &[]), None);
+        assert_eq!(answer_of(&single, Action::Approve, &[], &[]), None);
     }
 
     #[test]
@@ -293,6 +550,13 @@ mod prop_tests {
         Action::DenySelected,
         Action::ApproveAll,
         Action::DenyAll,
+        Action::Pick(0),
+        Action::Pick(7),
+        Action::Pick(24),
+        Action::PickSelected,
+        Action::AnswerInWords,
+        Action::AnswerSubmitted,
+        Action::Dismiss,
     ];
 
     fn nonce() -> impl Strategy<Value = Nonce> {
@@ -337,7 +601,8 @@ mod prop_tests {
             tail in prop_oneof![
                 ".{0,30}",
                 "[0-9+:-]{0,12}:[a-zA-Z]{0,2}",
-                ("[+0 -]{0,2}", any::<u32>(), "[adrmADYN ]{1,2}").prop_map(|(p, n, c)| format!("{p}{n}:{c}")),
+                ("[+0 -]{0,2}", any::<u32>(), "[adrmADYNswqx ]{1,2}").prop_map(|(p, n, c)| format!("{p}{n}:{c}")),
+                ("[+0 -]{0,2}", any::<u32>(), "o[+0 -]{0,2}[0-9]{0,3}").prop_map(|(p, n, c)| format!("{p}{n}:{c}")),
             ],
             with_prefix in any::<bool>(),
         ) {

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use self::clicks::{Action, Approvers, Clicker, Nonce, Refusal};
 use self::outbox::{id_of, Groups, Job, Outbox};
 use self::rest::{Body, Rest, RestError, Retry};
-use crate::approval::{Actor, Channel, Settlement, Verdict};
+use crate::approval::{Actor, Channel, Request, Settlement, Verdict};
 use crate::redact::Redactor;
 use crate::transport::{DecideOutcome, Decider, Notice};
 
@@ -274,6 +274,8 @@ impl Discord {
             decider: decider.clone(),
             settled: Mutex::new(HashMap::new()),
             groups: Groups::default(),
+            questions: Mutex::new(HashMap::new()),
+            redactor: redactor.clone(),
         });
         let interactions =
             std::mem::replace(&mut gateway.interactions, mpsc::unbounded_channel().1);
@@ -344,6 +346,10 @@ impl ServeState {
         match notice {
             Notice::Show(request) => {
                 let number = request.number;
+                if request.is_question() {
+                    // Before posting, so a fast click finds its labels.
+                    self.clicks.remember_question(&request);
+                }
                 let _ = self.jobs.send(Job::Show(request));
                 match &self.gateway_lost {
                     Some(why) => {
@@ -362,6 +368,7 @@ impl ServeState {
             } => {
                 self.open.remove(&number);
                 self.clicks.mark_settled(number, &settlement);
+                self.clicks.forget_question(number);
                 let _ = self.jobs.send(Job::Settled {
                     number,
                     settlement,
@@ -417,6 +424,11 @@ struct ClickContext {
     settled: Mutex<HashMap<u32, Settlement>>,
     /// Group messages: group id → request numbers (written by the outbox).
     groups: Groups,
+    /// Open questions, by number: where an answer's labels come from
+    /// (never from the click payload).
+    questions: Mutex<HashMap<u32, Request>>,
+    /// For the answer modal, which repeats agent text.
+    redactor: Redactor,
 }
 
 impl ClickContext {
@@ -432,6 +444,25 @@ impl ClickContext {
             .ok()
             .and_then(|map| map.get(&group).cloned())
             .unwrap_or_default()
+    }
+
+    fn remember_question(&self, request: &Request) {
+        if let Ok(mut map) = self.questions.lock() {
+            map.insert(request.number, request.clone());
+        }
+    }
+
+    fn forget_question(&self, number: u32) {
+        if let Ok(mut map) = self.questions.lock() {
+            map.remove(&number);
+        }
+    }
+
+    fn question(&self, number: u32) -> Option<Request> {
+        self.questions
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&number).cloned())
     }
 
     fn settlement_of(&self, number: u32) -> Option<Settlement> {
@@ -452,8 +483,11 @@ struct Click {
     clicker: Clicker,
     actor: Actor,
     reason: Option<String>,
-    /// The request numbers chosen in a group message's select menu.
+    /// The values chosen in a select menu: request numbers in a group
+    /// message, option indexes in a question.
     selected: Vec<u32>,
+    /// A submitted modal's `(input id, value)` pairs.
+    texts: Vec<(String, String)>,
 }
 
 /// Receives every interaction the bot gets, drops those of other runs
@@ -472,6 +506,7 @@ async fn dispatch_clicks(
 
 fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
     let mut selected = Vec::new();
+    let mut texts = Vec::new();
     let (id, token, custom_id, member, user, channel_id, reason) = match interaction {
         Interaction::Component(c) => {
             if let ComponentInteractionDataKind::StringSelect { values } = &c.data.kind {
@@ -488,15 +523,22 @@ fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
             )
         }
         Interaction::Modal(m) => {
-            let reason = m
+            texts = m
                 .data
                 .components
                 .iter()
                 .flat_map(|row| row.components.iter())
-                .find_map(|c| match c {
-                    ActionRowComponent::InputText(t) if t.custom_id == "reason" => t.value.clone(),
+                .filter_map(|c| match c {
+                    ActionRowComponent::InputText(t) => {
+                        Some((t.custom_id.clone(), t.value.clone()?))
+                    }
                     _ => None,
-                });
+                })
+                .collect::<Vec<_>>();
+            let reason = texts
+                .iter()
+                .find(|(id, _)| id == "reason")
+                .map(|(_, v)| v.clone());
             (
                 m.id,
                 &m.token,
@@ -511,7 +553,7 @@ fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
     };
     let (number, action) = clicks::decode(nonce, custom_id)?;
     let is_modal = matches!(interaction, Interaction::Modal(_));
-    if is_modal != (action == Action::ReasonSubmitted) {
+    if is_modal != action.is_modal_submission() {
         return None;
     }
     let name = member
@@ -536,6 +578,7 @@ fn parse_click(nonce: &Nonce, interaction: &Interaction) -> Option<Click> {
         },
         reason,
         selected,
+        texts,
     })
 }
 
@@ -586,6 +629,10 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             .await;
         return;
     }
+    if click.action.is_for_question() {
+        answer_question(&ctx, &click, ack).await;
+        return;
+    }
     let single = match click.action {
         Action::ApproveSelected | Action::ApproveAll => Some((Verdict::Approve, true)),
         Action::DenySelected | Action::DenyAll => Some((Verdict::Deny { reason: None }, true)),
@@ -602,7 +649,12 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             },
             false,
         )),
-        Action::DenyWithReason => None,
+        Action::DenyWithReason
+        | Action::Pick(_)
+        | Action::PickSelected
+        | Action::AnswerInWords
+        | Action::AnswerSubmitted
+        | Action::Dismiss => None,
     };
     let Some((verdict, is_group)) = single else {
         // "Deny with reason…": the modal is the acknowledgement.
@@ -634,6 +686,61 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         ctx.mark_settled(click.number, settlement);
     }
     followup(&ctx, &click, &outcome_text(&outcome)).await;
+}
+
+/// A click on a question (an option, the select menu, the answer modal,
+/// Dismiss), already authorized. The answer's labels come from the pending
+/// request; one that does not fit is refused privately and consumes
+/// nothing.
+async fn answer_question<F, Fut>(ctx: &ClickContext, click: &Click, ack: F)
+where
+    F: Fn(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, RestError>>,
+{
+    if let Some(settlement) = ctx.settlement_of(click.number) {
+        report_ack(ack(render::ephemeral(&already_decided(&settlement))).await);
+        return;
+    }
+    let Some(request) = ctx.question(click.number) else {
+        // Not an open question of this run: a permission request (whose
+        // decision a question's answer can never be), or unknown.
+        report_ack(ack(render::ephemeral(&outcome_text(&DecideOutcome::WrongKind))).await);
+        return;
+    };
+    let verdict = match click.action {
+        Action::AnswerInWords => {
+            // The modal is the acknowledgement.
+            report_ack(ack(render::answer_modal(&request, &ctx.redactor, &ctx.nonce)).await);
+            return;
+        }
+        Action::Dismiss => Verdict::Deny { reason: None },
+        action => {
+            let Some(answers) = clicks::answer_of(&request, action, &click.selected, &click.texts)
+            else {
+                let text = "That answer does not fit the question: nothing was sent. Choose one of its options, or type an answer it accepts.";
+                report_ack(ack(render::ephemeral(text)).await);
+                return;
+            };
+            Verdict::Answer { answers }
+        }
+    };
+    report_ack(ack(render::deferred_ephemeral()).await);
+    let outcome = ctx
+        .decider
+        .decide(click.number, verdict, click.actor.clone())
+        .await;
+    let text = match &outcome {
+        DecideOutcome::Accepted(settlement) => {
+            ctx.mark_settled(click.number, settlement);
+            if click.action == Action::Dismiss {
+                "Dismissed: the agent was told no answer is coming.".to_owned()
+            } else {
+                outcome_text(&outcome)
+            }
+        }
+        _ => outcome_text(&outcome),
+    };
+    followup(ctx, click, &text).await;
 }
 
 /// Replaces the deferred private answer with `text`.
@@ -717,6 +824,9 @@ fn outcome_text(outcome: &DecideOutcome) -> String {
     match outcome {
         DecideOutcome::Accepted(Settlement::ApprovedAndTrusted { .. }) => {
             "Approved, and trusted for the rest of this run: OpenCode was told to go ahead.".into()
+        }
+        DecideOutcome::Accepted(Settlement::Answered { .. }) => {
+            "Answered: the agent received your answer.".into()
         }
         DecideOutcome::Accepted(s) if s.is_approved() => {
             "Approved: OpenCode was told to go ahead.".into()

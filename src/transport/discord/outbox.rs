@@ -8,7 +8,8 @@
 //! message went out is posted directly in its final state (no buttons to
 //! click on a request that can no longer be answered), and when many
 //! requests wait to be posted at once (parallel subagents) they go out as
-//! one group message instead of a burst that would hit the rate limit.
+//! one group message instead of a burst that would hit the rate limit
+//! (questions excepted: each is posted on its own, with its own options).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -129,11 +130,14 @@ impl Outbox {
                 Queued::Post {
                     request,
                     settled: None,
-                } if open_posts_ahead(&queue) + 1 >= GROUP_THRESHOLD => {
+                } if !request.is_question() && open_posts_ahead(&queue) + 1 >= GROUP_THRESHOLD => {
                     let mut requests = vec![*request];
                     while requests.len() < GROUP_MAX {
                         match queue.front() {
-                            Some(Queued::Post { settled: None, .. }) => {}
+                            Some(Queued::Post {
+                                settled: None,
+                                request,
+                            }) if !request.is_question() => {}
                             _ => break,
                         }
                         if let Some(Queued::Post { request, .. }) = queue.pop_front() {
@@ -374,11 +378,15 @@ impl Run {
     }
 }
 
-/// How many open (unsettled) posts wait at the front of the queue.
+/// How many open (unsettled) permission requests wait to be posted at the
+/// front of the queue. Questions are never grouped: a group message only
+/// approves or denies, and a question needs its own answer.
 fn open_posts_ahead(queue: &VecDeque<Queued>) -> usize {
     queue
         .iter()
-        .take_while(|q| matches!(q, Queued::Post { settled: None, .. }))
+        .take_while(
+            |q| matches!(q, Queued::Post { settled: None, request } if !request.is_question()),
+        )
         .count()
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::clicks::{encode, Action, Nonce};
+use super::clicks::{answer_input_id, encode, Action, Nonce, MAX_PICK};
 use super::RunInfo;
 use crate::approval::{Channel, Request, Settlement};
 use crate::redact::{terminal_safe_bounded, Redactor};
@@ -163,7 +163,13 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
         Settlement::Answered { by, answers } => format!(
             "💬 Answered by {} at {when}: {}",
             who(by),
-            field_text(&answers.iter().map(|a| a.join(", ")).collect::<Vec<_>>().join("; "))
+            field_text(
+                &answers
+                    .iter()
+                    .map(|a| a.join(", "))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         ),
         Settlement::DeniedByRule { rule } => format!(
             "⛔ Denied at {when} by the --deny rule `{}`",
@@ -206,6 +212,7 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
 fn settlement_colour(settlement: &Settlement) -> u32 {
     match settlement {
         s if s.is_approved() => APPROVED,
+        Settlement::Answered { .. } => APPROVED,
         Settlement::Superseded { .. } | Settlement::RepliedElsewhere { .. } => NEUTRAL,
         _ => DENIED,
     }
@@ -321,6 +328,9 @@ pub fn request_message(
     nonce: &Nonce,
     settled: Option<(&Settlement, SystemTime)>,
 ) -> Rendered {
+    if request.is_question() {
+        return question_message(request, redactor, nonce, settled);
+    }
     let agent = request.agent.as_deref().map_or_else(
         || "main agent".to_owned(),
         |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
@@ -391,6 +401,298 @@ pub fn request_message(
         payload["attachments"] = Value::Array(attachments);
     }
     Rendered { payload, files }
+}
+
+/// Discord's limits on components.
+const BUTTON_LABEL: usize = 80;
+const SELECT_LABEL: usize = 100;
+const BUTTONS_PER_ROW: usize = 5;
+/// Rows of option buttons (the fifth row holds "answer" and "Dismiss").
+const OPTION_ROWS: usize = 4;
+/// Text inputs in one modal, and the limits on its labels.
+const MODAL_INPUTS: usize = 5;
+const MODAL_LABEL: usize = 45;
+const PLACEHOLDER: usize = 100;
+/// What a typed answer may hold.
+const ANSWER_MAX: usize = 1000;
+
+/// Agent text for a component label (labels show no markdown and ping
+/// nobody): cleaned, on one line, bounded, never empty.
+fn label_text(redactor: &Redactor, text: &str, max: usize, fallback: &str) -> String {
+    let one_line = clean(redactor, text, 4 * max).replace(['\n', '\t'], " ");
+    let shown = truncate(one_line.trim(), max - 1).0;
+    if shown.trim().is_empty() {
+        fallback.to_owned()
+    } else {
+        shown
+    }
+}
+
+/// The text of every question, escaped for the embed description.
+fn questions_text(request: &Request, redactor: &Redactor) -> (String, String) {
+    let several = request.questions.len() > 1;
+    let mut shown = String::new();
+    let mut plain = String::new();
+    for (i, q) in request.questions.iter().enumerate() {
+        let header = clean(redactor, &q.header, 4096);
+        let text = clean(redactor, &q.text, MAX_TEXT_BYTES);
+        if !shown.is_empty() {
+            shown.push('\n');
+        }
+        let number = if several {
+            format!("{}.", i + 1)
+        } else {
+            String::new()
+        };
+        let header = header.replace('\n', " ");
+        match (header.trim().is_empty(), several) {
+            (true, false) => {
+                let _ = writeln!(shown, "{}", escape_markdown(&text));
+            }
+            (true, true) => {
+                let _ = writeln!(shown, "**{number}** {}", escape_markdown(&text));
+            }
+            (false, _) => {
+                let _ = writeln!(
+                    shown,
+                    "**{}**\n{}",
+                    format!("{number} {}", escape_markdown(&header)).trim(),
+                    escape_markdown(&text)
+                );
+            }
+        }
+        let _ = writeln!(plain, "{number} {header}\n{text}");
+        for (n, (label, description)) in q.options.iter().enumerate() {
+            let label = clean(redactor, label, 4096).replace('\n', " ");
+            let description = clean(redactor, description, 4096).replace('\n', " ");
+            let _ = write!(shown, "> **{}.** {}", n + 1, escape_markdown(&label));
+            if !description.trim().is_empty() {
+                let _ = write!(shown, " — {}", escape_markdown(&description));
+            }
+            shown.push('\n');
+            let _ = writeln!(plain, "  {}) {label} — {description}", n + 1);
+        }
+        let how = match (q.multiple, q.options.is_empty(), q.custom) {
+            (_, true, true) => "*Answer in your own words.*",
+            (_, true, false) => "*No options and no free text: it can only be dismissed.*",
+            (true, false, true) => "*Choose one or more, or answer in your own words.*",
+            (true, false, false) => "*Choose one or more.*",
+            (false, false, true) => "*Choose one, or answer in your own words.*",
+            (false, false, false) => "*Choose one.*",
+        };
+        shown.push_str(how);
+        shown.push('\n');
+    }
+    (shown, plain)
+}
+
+/// The components of an open question: option buttons (or a select menu
+/// when they are many or several may be chosen), "answer in your own
+/// words" (a modal) and "Dismiss". Several questions are answered through
+/// the modal only.
+fn question_components(request: &Request, redactor: &Redactor, nonce: &Nonce) -> Value {
+    let number = request.number;
+    let mut rows = Vec::new();
+    let mut last = Vec::new();
+    match request.questions.as_slice() {
+        [q] => {
+            let count = q.options.len();
+            if count > 0 && !q.multiple && count <= BUTTONS_PER_ROW * OPTION_ROWS {
+                let buttons: Vec<Value> = q
+                    .options
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (label, _))| {
+                        let index = u8::try_from(i).ok()?;
+                        Some(json!({
+                            "type": 2,
+                            "style": 1,
+                            "label": label_text(redactor, label, BUTTON_LABEL, &format!("Option {}", i + 1)),
+                            "custom_id": encode(nonce, number, Action::Pick(index)),
+                        }))
+                    })
+                    .collect();
+                for chunk in buttons.chunks(BUTTONS_PER_ROW) {
+                    rows.push(json!({ "type": 1, "components": chunk }));
+                }
+            } else if count > 0 {
+                let options: Vec<Value> = q
+                    .options
+                    .iter()
+                    .take(usize::from(MAX_PICK))
+                    .enumerate()
+                    .map(|(i, (label, description))| {
+                        let mut option = json!({
+                            "label": label_text(redactor, label, SELECT_LABEL, &format!("Option {}", i + 1)),
+                            "value": i.to_string(),
+                        });
+                        let description = label_text(redactor, description, SELECT_LABEL, "");
+                        if !description.is_empty() {
+                            option["description"] = Value::String(description);
+                        }
+                        option
+                    })
+                    .collect();
+                let max = if q.multiple { options.len() } else { 1 };
+                rows.push(json!({ "type": 1, "components": [{
+                    "type": 3,
+                    "custom_id": encode(nonce, number, Action::PickSelected),
+                    "placeholder": if q.multiple { "Choose one or more…" } else { "Choose one…" },
+                    "min_values": 1,
+                    "max_values": max,
+                    "options": options,
+                }]}));
+            }
+            // Typing is also the way to options a menu cannot hold.
+            if q.custom || count > usize::from(MAX_PICK) {
+                let label = if q.custom {
+                    "Answer in your own words…"
+                } else {
+                    "Type the answer…"
+                };
+                last.push(json!({ "type": 2, "style": 2, "label": label, "custom_id": encode(nonce, number, Action::AnswerInWords) }));
+            }
+        }
+        questions if questions.len() <= MODAL_INPUTS => {
+            last.push(json!({ "type": 2, "style": 1, "label": "Answer…", "custom_id": encode(nonce, number, Action::AnswerInWords) }));
+        }
+        _ => {}
+    }
+    last.push(json!({ "type": 2, "style": 4, "label": "Dismiss", "custom_id": encode(nonce, number, Action::Dismiss) }));
+    rows.push(json!({ "type": 1, "components": last }));
+    Value::Array(rows)
+}
+
+/// The message for a question of the agent: open (options, answer,
+/// dismiss) when `settled` is `None`, else its final state without
+/// components.
+#[must_use]
+pub fn question_message(
+    request: &Request,
+    redactor: &Redactor,
+    nonce: &Nonce,
+    settled: Option<(&Settlement, SystemTime)>,
+) -> Rendered {
+    let agent = request.agent.as_deref().map_or_else(
+        || "main agent".to_owned(),
+        |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
+    );
+    let mut fields = vec![
+        field("Asked by", agent, true),
+        field("Request", format!("#{}", request.number), true),
+    ];
+    let (colour, components) = match settled {
+        None => {
+            fields.push(field(
+                "Deadline",
+                format!("<t:{}:R>", unix(request.deadline_wall)),
+                true,
+            ));
+            if request.questions.len() > MODAL_INPUTS {
+                fields.push(field(
+                    "Note",
+                    "Too many questions to answer here: answer in the terminal, or dismiss.".into(),
+                    false,
+                ));
+            }
+            (PENDING, question_components(request, redactor, nonce))
+        }
+        Some((settlement, at)) => {
+            // The answer repeats agent text (option labels): redacted too.
+            let shown = match settlement {
+                Settlement::Answered { by, answers } => Settlement::Answered {
+                    by: by.clone(),
+                    answers: answers
+                        .iter()
+                        .map(|a| a.iter().map(|t| clean(redactor, t, 4096)).collect())
+                        .collect(),
+                },
+                other => other.clone(),
+            };
+            let mut text = settlement_text(&shown, at);
+            if matches!(settlement, Settlement::Denied { .. }) {
+                // A question is not denied but dismissed.
+                text = text.replacen("⛔ Denied by", "🚫 Dismissed by", 1);
+            }
+            fields.push(field("Decision", text, false));
+            (settlement_colour(settlement), json!([]))
+        }
+    };
+    let title = format!("Request #{}: question", request.number);
+    let budget = EMBED_TOTAL
+        .saturating_sub(title.chars().count() + fields_chars(&fields))
+        .min(DESCRIPTION);
+    let (shown, plain) = questions_text(request, redactor);
+    let mut files = Vec::new();
+    let description = if shown.chars().count() <= budget {
+        shown
+    } else {
+        files.push(Attachment {
+            filename: format!("question-{}.txt", request.number),
+            content: plain.into_bytes(),
+        });
+        let note = "\n*Cut short: the whole question is attached.*";
+        let (cut, _) = truncate(&shown, budget.saturating_sub(note.chars().count() + 2));
+        format!("{cut}{note}")
+    };
+    let mut payload = json!({
+        "embeds": [{
+            "title": title,
+            "description": description,
+            "color": colour,
+            "fields": fields,
+        }],
+        "components": components,
+        "allowed_mentions": no_mentions(),
+    });
+    if !files.is_empty() {
+        payload["attachments"] = json!([{ "id": 0, "filename": files[0].filename }]);
+    }
+    Rendered { payload, files }
+}
+
+/// Interaction callback: the modal that answers question request
+/// `request` in words, one text input per question (at most five).
+#[must_use]
+pub fn answer_modal(request: &Request, redactor: &Redactor, nonce: &Nonce) -> Value {
+    let several = request.questions.len() > 1;
+    let inputs: Vec<Value> = request
+        .questions
+        .iter()
+        .take(MODAL_INPUTS)
+        .enumerate()
+        .map(|(i, q)| {
+            let fallback = if several {
+                format!("Question {}", i + 1)
+            } else {
+                "Your answer".to_owned()
+            };
+            let label = label_text(redactor, &q.header, MODAL_LABEL, &fallback);
+            let placeholder = match (q.custom, q.options.is_empty()) {
+                (true, _) => "Your own words (or an option's label)".to_owned(),
+                (false, false) => "An option's number (1, or 1,3) or its label".to_owned(),
+                (false, true) => "This question accepts no typed answer".to_owned(),
+            };
+            json!({ "type": 1, "components": [{
+                "type": 4,
+                "custom_id": answer_input_id(i),
+                "style": 2,
+                "label": label,
+                "placeholder": truncate(&placeholder, PLACEHOLDER - 1).0,
+                "min_length": 1,
+                "max_length": ANSWER_MAX,
+                "required": true,
+            }]})
+        })
+        .collect();
+    json!({
+        "type": 9,
+        "data": {
+            "custom_id": encode(nonce, request.number, Action::AnswerSubmitted),
+            "title": format!("Answer request #{}", request.number),
+            "components": inputs,
+        }
+    })
 }
 
 /// The edit that puts a posted request message into its final state.
@@ -897,6 +1199,149 @@ mod tests {
         );
     }
 
+    fn question_request(questions: Vec<crate::approval::Question>) -> Request {
+        let mut r = request();
+        r.id = "que_1".into();
+        r.number = 7;
+        r.kind = "question".into();
+        r.patterns = Vec::new();
+        r.command = None;
+        r.description = None;
+        r.questions = questions;
+        r
+    }
+
+    fn asked(options: usize, multiple: bool, custom: bool) -> crate::approval::Question {
+        crate::approval::Question {
+            header: "Deploy @everyone".into(),
+            text: "Ship **now**? <@123> [yes](http://evil)".into(),
+            options: (1..=options)
+                .map(|i| (format!("Option {i} `x`"), format!("does thing {i} @here")))
+                .collect(),
+            multiple,
+            custom,
+        }
+    }
+
+    #[test]
+    fn open_question_with_option_buttons() {
+        let req = question_request(vec![asked(2, false, true)]);
+        let r = request_message(&req, &Redactor::default(), &nonce(), None);
+        assert!(r.files.is_empty());
+        assert_eq!(r.payload["allowed_mentions"], no_mentions());
+        let text = r.payload["embeds"].to_string();
+        assert!(
+            !text.contains("@everyone") && !text.contains("**now**"),
+            "{text}"
+        );
+        insta::assert_json_snapshot!(r.payload);
+    }
+
+    #[test]
+    fn question_components_by_shape() {
+        let red = Redactor::default();
+        let shape = |q: Vec<crate::approval::Question>| {
+            request_message(&question_request(q), &red, &nonce(), None).payload["components"]
+                .clone()
+        };
+        // 20 single-choice options: four rows of five buttons, then the
+        // answer and Dismiss buttons.
+        let many = shape(vec![asked(20, false, false)]);
+        assert_eq!(many.as_array().map(Vec::len), Some(5));
+        assert_eq!(many[4]["components"][0]["label"], "Dismiss");
+        // 21 options, or several to choose: a select menu.
+        let menu = shape(vec![asked(21, false, true)]);
+        assert_eq!(menu[0]["components"][0]["type"], 3);
+        assert_eq!(menu[0]["components"][0]["max_values"], 1);
+        let multi = shape(vec![asked(3, true, false)]);
+        assert_eq!(multi[0]["components"][0]["max_values"], 3);
+        // More than a menu holds: 25 shown, typing reaches the rest.
+        let huge = shape(vec![asked(30, false, false)]);
+        assert_eq!(
+            huge[0]["components"][0]["options"].as_array().map(Vec::len),
+            Some(25)
+        );
+        assert_eq!(huge[1]["components"][0]["label"], "Type the answer…");
+        // No options, no free text: only Dismiss.
+        let none = shape(vec![asked(0, false, false)]);
+        assert_eq!(
+            none,
+            json!([{ "type": 1, "components": [{ "type": 2, "style": 4, "label": "Dismiss", "custom_id": "gk1:00112233aabbccdd:7:x" }] }])
+        );
+        // Six questions: too many for a modal.
+        let six = shape((0..6).map(|_| asked(2, false, true)).collect());
+        assert_eq!(six[0]["components"].as_array().map(Vec::len), Some(1));
+        // A long label is cut to Discord's 80.
+        let mut long = asked(1, false, false);
+        long.options[0].0 = "y".repeat(200);
+        let cut = shape(vec![long]);
+        assert_eq!(
+            cut[0]["components"][0]["label"]
+                .as_str()
+                .map(|l| l.chars().count()),
+            Some(80)
+        );
+    }
+
+    #[test]
+    fn several_questions_and_their_modal() {
+        let red = Redactor::default();
+        let mut second = asked(3, true, false);
+        second.header = String::new();
+        second.text = "Which targets?".into();
+        let req = question_request(vec![asked(2, false, true), second]);
+        let open = request_message(&req, &red, &nonce(), None);
+        let modal = answer_modal(&req, &red, &nonce());
+        let answered = request_final_edit(
+            &req,
+            &red,
+            &nonce(),
+            &Settlement::Answered {
+                by: user(),
+                answers: vec![
+                    vec!["Option 1 `x`".into()],
+                    vec!["a **b** @everyone".into()],
+                ],
+            },
+            at(1_800_000_100),
+        );
+        let dismissed = request_final_edit(
+            &req,
+            &red,
+            &nonce(),
+            &Settlement::Denied {
+                by: user(),
+                reason: None,
+            },
+            at(1_800_000_100),
+        );
+        for r in [&answered, &dismissed] {
+            assert_eq!(r["components"], json!([]));
+            assert_eq!(r["allowed_mentions"], no_mentions());
+        }
+        assert!(!answered.to_string().contains("@everyone"));
+        insta::assert_json_snapshot!(json!({
+            "open": open.payload,
+            "modal": modal,
+            "answered": answered,
+            "dismissed_fields": dismissed["embeds"][0]["fields"],
+        }));
+    }
+
+    #[test]
+    fn a_huge_question_is_attached() {
+        let mut q = asked(25, true, true);
+        q.text = "@everyone ".repeat(2000);
+        let req = question_request(vec![q]);
+        let r = request_message(&req, &Redactor::default(), &nonce(), None);
+        assert_eq!(r.files.len(), 1);
+        assert_eq!(r.payload["attachments"][0]["filename"], "question-7.txt");
+        let description = r.payload["embeds"][0]["description"]
+            .as_str()
+            .expect("description");
+        assert!(description.chars().count() <= 4096);
+    }
+
     #[test]
     fn fence_and_markdown_cannot_break_out() {
         let escaped = escape_markdown("**x** `y` @everyone <@1> # h");
@@ -1141,6 +1586,58 @@ mod prop_tests {
                 .collect();
             check_payload(&group_message(7, &requests, &BTreeMap::new(), &red, &nonce).payload)?;
             check_payload(&group_edit(7, &requests, &states, &red, &nonce))?;
+        }
+    }
+
+    prop_compose! {
+        fn question()(
+            header in hostile(),
+            text in hostile(),
+            options in prop::collection::vec((hostile(), hostile()), 0..30),
+            multiple in any::<bool>(),
+            custom in any::<bool>(),
+        ) -> crate::approval::Question {
+            crate::approval::Question { header, text, options, multiple, custom }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Hostile questions: within Discord's limits open and settled,
+        /// button labels within 80, at most five rows of components.
+        #[test]
+        fn a_question_message_fits(
+            request in request(),
+            questions in prop::collection::vec(question(), 1..7),
+            settlement in settlement(),
+        ) {
+            let mut request = request;
+            request.kind = "question".into();
+            request.questions = questions;
+            let red = Redactor::default();
+            let nonce = Nonce::fixed("00112233aabbccdd");
+            let open = request_message(&request, &red, &nonce, None);
+            check_payload(&open.payload)?;
+            let rows = open.payload["components"].as_array().cloned().unwrap_or_default();
+            prop_assert!((1..=5).contains(&rows.len()));
+            for row in &rows {
+                let components = row["components"].as_array().cloned().unwrap_or_default();
+                prop_assert!((1..=5).contains(&components.len()));
+                for c in &components {
+                    if c["type"] == 2 {
+                        prop_assert!((1..=80).contains(&chars(&c["label"])), "{}", c["label"]);
+                    }
+                }
+            }
+            let modal = answer_modal(&request, &red, &nonce);
+            let inputs = modal["data"]["components"].as_array().cloned().unwrap_or_default();
+            prop_assert!(inputs.len() <= 5);
+            for input in &inputs {
+                prop_assert!((1..=45).contains(&chars(&input["components"][0]["label"])));
+            }
+            let at = UNIX_EPOCH + Duration::from_secs(1_800_000_100);
+            check_payload(&request_final_edit(&request, &red, &nonce, &settlement, at))?;
         }
     }
 
