@@ -333,8 +333,13 @@ fn first_answer(port: u16, dir: &Path) -> Option<Duration> {
          Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).ok()?;
+    // Until the end of the headers: the server may keep the connection open.
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).ok().filter(|&n| n > 0)?;
+        answer.extend_from_slice(&buf[..n]);
+    }
     answer
         .starts_with(b"HTTP/1.1 200")
         .then(|| started.elapsed())
