@@ -588,10 +588,14 @@ async fn begin(
     message: &str,
     run_time: Duration,
 ) -> Result<(EventStream, String), End> {
-    let stream = events::subscribe_within(api, SUBSCRIBE_TIMEOUT)
-        .await
-        .map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
-    let root = pick_session(api, spec, gates).await?;
+    // The session can be picked while the stream opens: nothing is asked
+    // before the prompt, and only the prompt must wait for `server.connected`.
+    let (stream, root) = tokio::join!(
+        events::subscribe_within(api, SUBSCRIBE_TIMEOUT),
+        pick_session(api, spec, gates)
+    );
+    let stream = stream.map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
+    let root = root?;
     let files: Vec<PromptPart> = spec
         .files
         .iter()
