@@ -10,12 +10,18 @@ use crate::support::gatekeep::Gatekeep;
 
 const TAIL: &[&str] = &["run", "-m", "fake/model", "write", "the", "file"];
 
+/// gatekeep at a terminal, supervising the run `tail` describes against
+/// `fake`'s workspace.
+fn launch(fake: &FakeOpenCode, args: &[&str], tail: &[&str], envs: &[(&str, &str)]) -> Gatekeep {
+    let mut all = vec!["--dir", fake.workspace().to_str().expect("utf-8")];
+    all.extend_from_slice(args);
+    Gatekeep::at_terminal(&all, fake.program(), tail, envs)
+}
+
 /// gatekeep at a terminal, supervising a run against `fake`, and the root
 /// session it created once the prompt arrived.
 async fn started(fake: &FakeOpenCode, args: &[&str]) -> (Gatekeep, String) {
-    let mut all = vec!["--dir", fake.workspace().to_str().expect("utf-8")];
-    all.extend_from_slice(args);
-    let gk = Gatekeep::at_terminal(&all, fake.program(), TAIL, &[]);
+    let gk = launch(fake, args, TAIL, &[]);
     let prompt = fake.wait_for_prompt().await;
     (gk, prompt.session_id)
 }
@@ -305,12 +311,7 @@ async fn a_broken_event_stream_reconnects_and_finds_requests_asked_during_the_ga
 async fn session_flag_continues_the_given_session() {
     let fake = FakeOpenCode::start();
     let existing = fake.create_root_session();
-    let gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
-        fake.program(),
-        &["run", "-s", &existing, "carry", "on"],
-        &[],
-    );
+    let gk = launch(&fake, &[], &["run", "-s", &existing, "carry", "on"], &[]);
     let prompt = fake.wait_for_prompt().await;
     assert_eq!(prompt.session_id, existing);
     assert_eq!(fake.sessions().len(), 1, "no new session may be created");
@@ -324,12 +325,7 @@ async fn continue_picks_the_most_recent_root_session_and_fork_copies_it() {
     let fake = FakeOpenCode::start();
     let _older = fake.create_root_session();
     let latest = fake.create_root_session();
-    let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
-        fake.program(),
-        &["run", "-c", "--fork", "try", "again"],
-        &[],
-    );
+    let mut gk = launch(&fake, &[], &["run", "-c", "--fork", "try", "again"], &[]);
     let prompt = fake.wait_for_prompt().await;
     let fork = fake
         .sessions()
@@ -345,9 +341,9 @@ async fn continue_picks_the_most_recent_root_session_and_fork_copies_it() {
 #[tokio::test]
 async fn command_flag_runs_a_slash_command_with_the_message_as_arguments() {
     let fake = FakeOpenCode::start();
-    let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
-        fake.program(),
+    let mut gk = launch(
+        &fake,
+        &[],
         &["run", "--command", "review", "src/lib.rs"],
         &[],
     );
@@ -371,12 +367,7 @@ async fn opencode_that_fails_to_start_exits_4_with_its_output() {
         },
         ..FakeOptions::default()
     });
-    let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
-        fake.program(),
-        TAIL,
-        &[],
-    );
+    let mut gk = launch(&fake, &[], TAIL, &[]);
     assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
     assert!(
         gk.screen().contains("config is broken at line 7"),
@@ -440,14 +431,9 @@ async fn gate_forces_ask_for_the_root_session_every_agent_and_the_server() {
 #[tokio::test]
 async fn gate_refuses_an_unreadable_opencode_config_content_before_starting() {
     let fake = FakeOpenCode::start();
-    let mut gk = Gatekeep::at_terminal(
-        &[
-            "--dir",
-            fake.workspace().to_str().expect("utf-8"),
-            "--gate",
-            "bash",
-        ],
-        fake.program(),
+    let mut gk = launch(
+        &fake,
+        &["--gate", "bash"],
         TAIL,
         &[("OPENCODE_CONFIG_CONTENT", "{not json")],
     );
@@ -520,12 +506,7 @@ async fn another_terminal_lists_and_decides_through_the_same_registry() {
     let state = tempfile::tempdir().expect("state dir");
     let state_dir = state.path().to_str().expect("utf-8").to_owned();
     let fake = FakeOpenCode::start();
-    let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
-        fake.program(),
-        TAIL,
-        &[("XDG_RUNTIME_DIR", &state_dir)],
-    );
+    let mut gk = launch(&fake, &[], TAIL, &[("XDG_RUNTIME_DIR", &state_dir)]);
     let root = fake.wait_for_prompt().await.session_id;
     let id = fake.ask_permission(&root, "bash", "make release");
     gk.expect("command: make release").await;
@@ -573,12 +554,7 @@ async fn with_several_runs_live_a_decision_must_name_its_run() {
     let (one, two) = (FakeOpenCode::start(), FakeOpenCode::start());
     let mut gks = Vec::new();
     for fake in [&one, &two] {
-        gks.push(Gatekeep::at_terminal(
-            &["--dir", fake.workspace().to_str().expect("utf-8")],
-            fake.program(),
-            TAIL,
-            &[("XDG_RUNTIME_DIR", &state_dir)],
-        ));
+        gks.push(launch(&fake, &[], TAIL, &[("XDG_RUNTIME_DIR", &state_dir)]));
     }
     let root_two = two.wait_for_prompt().await.session_id;
     let root_one = one.wait_for_prompt().await.session_id;
