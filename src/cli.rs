@@ -43,17 +43,15 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List the pending requests of a live run, from another terminal.
     Pending {
-        /// The run's id (needed when several runs are live).
-        #[arg(long, value_name = "ID")]
-        run: Option<String>,
+        #[command(flatten)]
+        run: RunSelector,
     },
     /// Approve pending request N of a live run, from another terminal.
     Approve {
         /// The request's number, as `gatekeep pending` shows it.
         number: u32,
-        /// The run's id (needed when several runs are live).
-        #[arg(long, value_name = "ID")]
-        run: Option<String>,
+        #[command(flatten)]
+        run: RunSelector,
     },
     /// Deny pending request N of a live run, from another terminal.
     Deny {
@@ -62,9 +60,8 @@ pub enum Command {
         /// Feedback the model receives with the denial.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
-        /// The run's id (needed when several runs are live).
-        #[arg(long, value_name = "ID")]
-        run: Option<String>,
+        #[command(flatten)]
+        run: RunSelector,
     },
     /// Work with an audit log written by `gatekeep run --audit-log`.
     Audit {
@@ -77,6 +74,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Which live run `pending`, `approve` and `deny` talk to.
+#[derive(Debug, Args)]
+pub struct RunSelector {
+    /// The run's id (needed when several runs are live).
+    #[arg(long = "run", value_name = "ID")]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

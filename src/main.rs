@@ -40,19 +40,33 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { file },
         } => verify_audit(&file),
         Command::Doctor(args) => exit(gatekeep::doctor::run(&args)),
-        Command::Pending { run } => control_client(run, None),
-        Command::Approve { number, run } => control_client(run, Some((number, true, None))),
+        Command::Pending { run } => control_client(run.id, control::ClientRequest::Pending),
+        Command::Approve { number, run } => control_client(
+            run.id,
+            control::ClientRequest::Decide {
+                number,
+                approve: true,
+                reason: None,
+            },
+        ),
         Command::Deny {
             number,
             reason,
             run,
-        } => control_client(run, Some((number, false, reason))),
+        } => control_client(
+            run.id,
+            control::ClientRequest::Decide {
+                number,
+                approve: false,
+                reason,
+            },
+        ),
     }
 }
 
 /// `gatekeep pending|approve|deny`: 0 done, 1 the decision did not win,
 /// 3 no (such) live run.
-fn control_client(run: Option<String>, decision: Option<(u32, bool, Option<String>)>) -> ExitCode {
+fn control_client(run: Option<String>, request: control::ClientRequest) -> ExitCode {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,8 +78,8 @@ fn control_client(run: Option<String>, decision: Option<(u32, bool, Option<Strin
         let dir = control::state_dir();
         // `pending` without --run lists every live run; a decision needs
         // exactly one.
-        let runs = match (&decision, run) {
-            (None, None) => control::live_runs(&dir).await,
+        let runs = match (&request, run) {
+            (control::ClientRequest::Pending, None) => control::live_runs(&dir).await,
             (_, run) => match control::pick_run(&dir, run.as_deref()).await {
                 Ok(run) => vec![run],
                 Err(err) => {
@@ -78,14 +92,6 @@ fn control_client(run: Option<String>, decision: Option<(u32, bool, Option<Strin
             eprintln!("gatekeep: error: {}", control::ControlError::NoRun(dir));
             return exit(Code::ChannelUnavailable);
         }
-        let request = match decision {
-            None => control::ClientRequest::Pending,
-            Some((number, approve, reason)) => control::ClientRequest::Decide {
-                number,
-                approve,
-                reason,
-            },
-        };
         let mut code = ExitCode::SUCCESS;
         for run in runs {
             let answered = control_answer(&run, control::ask(&dir, &run, &request).await);
