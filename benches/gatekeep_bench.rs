@@ -793,7 +793,7 @@ async fn real_run(oc: &RealOpencode) -> (Duration, Duration, Close) {
 
 /// (3) and (4) for the OpenCode client, `opencode run --attach <fake>`,
 /// against the same flood. The client answers a `permission.asked` of its
-/// own session with `reject` by itself (DESIGN §1): one asked after the
+/// own session with `reject` by itself (docs/design.md): one asked after the
 /// flood is the end marker, as the Discord message is for gatekeep.
 async fn attach_client_flood(sizes: &Sizes, report: &mut Report) {
     let llm = FakeLlm::start();

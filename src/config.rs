@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::approval::registry::{DenyRule, DenyRuleError};
+use crate::approval::rules::{DenyRule, DenyRuleError};
 use crate::cli::RunArgs;
 use crate::tail::{self, RunSpec, TailError};
 

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use tokio::sync::mpsc;
 
+use crate::approval::messages::Notice;
 use crate::config::Verbosity;
 use crate::redact::{terminal_safe_bounded, Redactor};
-use crate::transport::Notice;
 
 /// Longest agent text printed in one piece to the terminal.
 const MAX_TEXT: usize = 64 * 1024;
@@ -307,13 +307,16 @@ impl Console {
                 tokio::select! {
                     notice = notices.recv() => match notice {
                         Some(Notice::Show(request)) => {
-                            pending.insert(request.number, request.deadline_wall);
+                            pending.insert(request.number, request.deadline.wall);
                             console.pending(pending.clone());
                         }
                         Some(Notice::Settled { number, .. }) => {
                             if pending.remove(&number).is_some() {
                                 console.pending(pending.clone());
                             }
+                        }
+                        Some(Notice::Undelivered { number, detail }) => {
+                            console.error(&format!("could not answer request #{number}: {detail}"));
                         }
                         Some(Notice::Refused { .. } | Notice::Decided { .. }) => {}
                         Some(Notice::RunEnded(_)) | None => break,

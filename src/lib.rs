@@ -3,44 +3,60 @@
 //!
 //! # Layout
 //!
+//! The data flow, one module per step (docs/design.md has the long form):
+//!
 //! ```text
-//!   OpenCode events ─asked/replied─► approval task ─Notice─► transports (terminal, Discord)
-//!   transports ─decide(number, verdict)─► approval task ─reply─► OpenCode API
-//!   supervisor owns: the `opencode serve` child, every task, the cancellation
-//!   token and the one shutdown sequence (deny pending → abort → dispose → stop)
+//!   opencode serve ─SSE─► opencode::events ─wire::Event─► run::events
+//!        ─opencode::bridge (Ask, Echo)─► approval::messages::Input
+//!        ─► approval::task (owns approval::registry) ─Notice─► transport::{discord, terminal, local},
+//!                                                               records::audit, console
+//!   transports ─Decider::decide(number, verdict)─► approval::task
+//!        ─Reply─► opencode::bridge::OpenCodeReplier ─► OpenCode API
+//!   run owns: the `opencode serve` child, every task, and the one shutdown
+//!   sequence (run::teardown: deny pending → sweep → abort → dispose → stop)
 //! ```
+//!
+//! Arrows point one way: [`approval`] imports no transport, no HTTP and
+//! nothing of OpenCode; [`opencode`] and [`transport`] import approval types.
+//! The one shutdown signal is the run's end reason: signals, the clock and
+//! the event loop each produce one, and [`run`] passes it down to the
+//! teardown and, through `Notice::RunEnded`, to every follower.
 //!
 //! - [`cli`]: the raw command line (clap); [`tail`] parses the
 //!   `opencode run …` words after `--`; [`config`] is the validated result.
-//! - [`opencode`]: wire types, the SSE event stream, API calls and the child
-//!   process. Nothing outside it knows OpenCode's JSON shapes.
-//! - [`approval`]: the registry (a pure state machine: every request settled
-//!   exactly once) and the task that owns it, its deadlines and the replies.
-//! - [`transport`]: approval channels. Each renders requests with pure
-//!   functions and sends decisions back through a [`transport::Decider`].
+//! - [`opencode`]: wire types, the SSE event stream, API calls, the child
+//!   process, `--gate`, the one reader of OpenCode's configuration, and the
+//!   bridge to approval types. Nothing outside it knows OpenCode's JSON.
+//! - [`approval`]: what is asked ([`approval::Ask`]) and shown
+//!   ([`approval::Shown`]), the registry (a pure state machine: every request
+//!   settled exactly once), the deny and trust rules, the messages of the
+//!   task that owns it, and the task.
+//! - [`transport`]: approval channels (Discord, the terminal, other
+//!   terminals of the same user). Each renders requests with pure functions
+//!   and sends decisions back through an [`approval::messages::Decider`].
+//! - [`run`]: one run, a file per step (start, followers, events, sessions,
+//!   teardown); [`signals`] turns SIGINT/SIGTERM/SIGHUP into end reasons;
+//!   [`exit`] maps outcomes to the documented exit codes.
+//! - [`records`]: the hash-chained `--audit-log` and the `--summary-json`.
 //! - [`redact`]: secret redaction and neutralising of untrusted agent text,
-//!   shared by every channel.
-//! - [`supervisor`]: one run from start to teardown; [`signals`] turns
-//!   SIGINT/SIGTERM/SIGHUP into end reasons; [`exit`] maps outcomes to the
-//!   documented exit codes.
-//! - [`console`]: gatekeep's own output (a live status line at a terminal,
-//!   timestamped lines elsewhere); [`summary`] writes `--summary-json`;
-//!   [`audit`] is the hash-chained `--audit-log` (a notice subscriber like a
-//!   transport) and its verifier.
+//!   shared by every channel; [`console`]: all of gatekeep's own output (a
+//!   live status line at a terminal, timestamped lines elsewhere).
+//! - [`doctor`]: `gatekeep doctor`, the checks before an unattended run.
+
+// Every dependency is used by the library (the binary and the tests link
+// them all too, so the lint is checked on the library alone).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod approval;
-pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod control;
 pub mod doctor;
 pub mod exit;
-pub mod gate;
 pub mod opencode;
+pub mod records;
 pub mod redact;
+pub mod run;
 pub mod signals;
-pub mod summary;
-pub mod supervisor;
 pub mod tail;
 pub mod transport;

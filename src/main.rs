@@ -8,10 +8,11 @@ use std::time::SystemTime;
 use clap::{CommandFactory, Parser};
 use gatekeep::cli::{AuditCommand, Cli, Command, RunArgs};
 use gatekeep::config::{ApprovalChannel, RunConfig, Surroundings, Verbosity};
-use gatekeep::control;
 use gatekeep::exit::Code;
+use gatekeep::records::{audit, summary};
+use gatekeep::run;
 use gatekeep::signals::Signals;
-use gatekeep::{audit, summary, supervisor};
+use gatekeep::transport::local;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -40,10 +41,10 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { file },
         } => verify_audit(&file),
         Command::Doctor(args) => exit(gatekeep::doctor::run(&args)),
-        Command::Pending { run } => control_client(run.id, control::ClientRequest::Pending),
+        Command::Pending { run } => control_client(run.id, &local::ClientRequest::Pending),
         Command::Approve { number, run } => control_client(
             run.id,
-            control::ClientRequest::Decide {
+            &local::ClientRequest::Decide {
                 number,
                 approve: true,
                 reason: None,
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
             run,
         } => control_client(
             run.id,
-            control::ClientRequest::Decide {
+            &local::ClientRequest::Decide {
                 number,
                 approve: false,
                 reason,
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
 
 /// `gatekeep pending|approve|deny`: 0 done, 1 the decision did not win,
 /// 3 no (such) live run.
-fn control_client(run: Option<String>, request: control::ClientRequest) -> ExitCode {
+fn control_client(run: Option<String>, request: &local::ClientRequest) -> ExitCode {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,12 +76,12 @@ fn control_client(run: Option<String>, request: control::ClientRequest) -> ExitC
         return ExitCode::from(1);
     };
     runtime.block_on(async {
-        let dir = control::state_dir();
+        let dir = local::state_dir();
         // `pending` without --run lists every live run; a decision needs
         // exactly one.
-        let runs = match (&request, run) {
-            (control::ClientRequest::Pending, None) => control::live_runs(&dir).await,
-            (_, run) => match control::pick_run(&dir, run.as_deref()).await {
+        let runs = match (request, run) {
+            (local::ClientRequest::Pending, None) => local::live_runs(&dir).await,
+            (_, run) => match local::pick_run(&dir, run.as_deref()).await {
                 Ok(run) => vec![run],
                 Err(err) => {
                     eprintln!("gatekeep: error: {err}");
@@ -89,12 +90,12 @@ fn control_client(run: Option<String>, request: control::ClientRequest) -> ExitC
             },
         };
         if runs.is_empty() {
-            eprintln!("gatekeep: error: {}", control::ControlError::NoRun(dir));
+            eprintln!("gatekeep: error: {}", local::ControlError::NoRun(dir));
             return exit(Code::ChannelUnavailable);
         }
         let mut code = ExitCode::SUCCESS;
         for run in runs {
-            let answered = control_answer(&run, control::ask(&dir, &run, &request).await);
+            let answered = control_answer(&run, local::ask(&dir, &run, request).await);
             if answered != ExitCode::SUCCESS {
                 code = answered;
             }
@@ -106,11 +107,11 @@ fn control_client(run: Option<String>, request: control::ClientRequest) -> ExitC
 /// Print one run's answer; its exit code.
 fn control_answer(
     run: &str,
-    answer: Result<control::ClientResponse, control::ControlError>,
+    answer: Result<local::ClientResponse, local::ControlError>,
 ) -> ExitCode {
     {
         match answer {
-            Ok(control::ClientResponse::Pending { pending }) => {
+            Ok(local::ClientResponse::Pending { pending }) => {
                 if pending.is_empty() {
                     println!("run {run}: nothing is waiting for an answer");
                 }
@@ -128,15 +129,15 @@ fn control_answer(
                 }
                 ExitCode::SUCCESS
             }
-            Ok(control::ClientResponse::Accepted { settlement }) => {
+            Ok(local::ClientResponse::Accepted { settlement }) => {
                 println!("run {run}: {settlement}");
                 ExitCode::SUCCESS
             }
-            Ok(control::ClientResponse::Refused { why }) => {
+            Ok(local::ClientResponse::Refused { why }) => {
                 eprintln!("gatekeep: run {run}: {why}");
                 ExitCode::from(1)
             }
-            Ok(control::ClientResponse::Error { message }) => {
+            Ok(local::ClientResponse::Error { message }) => {
                 eprintln!("gatekeep: error: run {run}: {message}");
                 ExitCode::from(1)
             }
@@ -209,7 +210,7 @@ fn run(args: RunArgs) -> Code {
 /// How far a run got.
 enum Ended {
     /// The supervisor ran.
-    Run(Box<supervisor::Outcome>),
+    Run(Box<run::Outcome>),
     /// gatekeep stopped before the supervisor ran; the error was printed.
     NotStarted { code: Code, detail: String },
     /// The supervisor panicked (a bug); exit 1.
@@ -248,7 +249,7 @@ fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
     // A log that cannot be written fails the run before anything starts:
     // decisions must not go unrecorded.
     if let Some(path) = &config.audit_log {
-        if let Err(err) = gatekeep::audit::check_writable(path) {
+        if let Err(err) = gatekeep::records::audit::check_writable(path) {
             return not_started(Code::Usage, err.to_string());
         }
     }
@@ -299,7 +300,7 @@ fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
             // Installed before anything starts, so no signal is lost.
             let signals = Signals::install()
                 .map_err(|err| format!("could not install signal handlers: {err}"))?;
-            Ok::<_, String>(supervisor::run(config, message, signals).await)
+            Ok::<_, String>(run::run(config, message, signals).await)
         })
     }));
     // The stdin reader thread may be blocked in a read that cannot be
@@ -316,7 +317,7 @@ fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
     };
     eprintln!(
         "gatekeep: run {} after {} — {} approved, {} denied (exit {})",
-        supervisor::describe(&outcome),
+        run::describe(&outcome),
         humantime::format_duration(std::time::Duration::from_secs(outcome.duration.as_secs())),
         outcome.ledger.approved(),
         outcome.ledger.denied(),

@@ -1,7 +1,7 @@
 //! The `opencode run …` words after `--`, read as a description of the run.
 //!
 //! gatekeep never executes `opencode run` (it auto-rejects every permission
-//! in about 20 ms, DESIGN §1): it performs the run itself against
+//! in about 20 ms; docs/design.md): it performs the run itself against
 //! `opencode serve`. So the tail is parsed here, strictly: flags that would
 //! bypass approvals or change how the run is driven are refused with an
 //! explanation, unknown flags are refused by name, and nothing is started

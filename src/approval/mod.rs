@@ -2,29 +2,44 @@
 //! request is settled exactly once.
 //!
 //! [`registry`] is a pure state machine (no tokio, no I/O) so every race in
-//! DESIGN §5 can be tested by calling it in order. [`task`] is the one task
+//! docs/design.md ("The approval registry") can be tested by calling it in order. [`task`] is the one task
 //! that owns a registry, its deadlines and the replies to OpenCode.
 
+pub mod messages;
 pub mod registry;
+pub mod rules;
 pub mod task;
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-/// A permission request as the approval side sees it: already parsed from the
-/// OpenCode event, not yet sanitized for any transport (each transport renders
-/// untrusted text its own way).
+/// What OpenCode asks, as the approval side sees it: already translated from
+/// OpenCode's event by the bridge (`opencode::bridge`), not yet sanitized
+/// for any transport (each transport renders untrusted text its own way).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// OpenCode's request id (`per_…`): what a reply is sent to.
+pub struct Ask {
+    /// OpenCode's request id (`per_…`, `que_…`): what a reply is sent to.
     pub id: String,
-    /// Short number shown to humans and carried in button ids; assigned by
-    /// the registry, unique within a run.
-    pub number: u32,
     pub session_id: String,
     /// Which agent asked: `None` for the root session, else a label for the
     /// subagent (its session title or agent name).
     pub agent: Option<String>,
+    pub subject: Subject,
+}
+
+/// What is asked: a permission for one tool call, or the agent's questions.
+/// Each is settled only by its own kind of answer (an approval never settles
+/// a question, an answer never settles a permission).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Permission(Permission),
+    /// The agent's `question` tool: never empty.
+    Question(Vec<Question>),
+}
+
+/// A permission request for one tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permission {
     /// Permission kind: `bash`, `edit`, `external_directory`, …
     pub kind: String,
     pub patterns: Vec<String>,
@@ -36,14 +51,179 @@ pub struct Request {
     pub diff: Option<String>,
     /// The agent's own description of what it wants to do.
     pub description: Option<String>,
-    /// Wall-clock deadline, for display (Discord relative timestamps).
-    pub deadline_wall: SystemTime,
+}
+
+impl Ask {
+    /// A permission request.
+    #[must_use]
+    pub fn permission_request(
+        id: impl Into<String>,
+        session_id: impl Into<String>,
+        permission: Permission,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            session_id: session_id.into(),
+            agent: None,
+            subject: Subject::Permission(permission),
+        }
+    }
+
+    /// A `bash` permission request for `command`, as OpenCode asks it: the
+    /// command is also its pattern.
+    #[must_use]
+    pub fn bash(id: impl Into<String>, session_id: impl Into<String>, command: &str) -> Self {
+        Self::permission_request(
+            id,
+            session_id,
+            Permission {
+                kind: "bash".to_owned(),
+                patterns: vec![command.to_owned()],
+                command: Some(command.to_owned()),
+                ..Permission::default()
+            },
+        )
+    }
+
+    /// The agent's questions.
+    #[must_use]
+    pub fn question(
+        id: impl Into<String>,
+        session_id: impl Into<String>,
+        questions: Vec<Question>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            session_id: session_id.into(),
+            agent: None,
+            subject: Subject::Question(questions),
+        }
+    }
+
+    /// The permission kind, or `question`.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        match &self.subject {
+            Subject::Permission(p) => &p.kind,
+            Subject::Question(_) => "question",
+        }
+    }
+
+    /// The one line that says what would happen if approved (for a
+    /// question: the first question).
+    #[must_use]
+    pub fn summary(&self) -> &str {
+        match &self.subject {
+            Subject::Permission(p) => p
+                .command
+                .as_deref()
+                .or(p.path.as_deref())
+                .or(p.patterns.first().map(String::as_str))
+                .unwrap_or(""),
+            Subject::Question(q) => q.first().map_or("", |q| q.text.as_str()),
+        }
+    }
+
+    /// A question of the agent, not a permission request.
+    #[must_use]
+    pub fn is_question(&self) -> bool {
+        matches!(self.subject, Subject::Question(_))
+    }
+
+    /// The permission asked for, if this is a permission request.
+    #[must_use]
+    pub fn permission(&self) -> Option<&Permission> {
+        match &self.subject {
+            Subject::Permission(p) => Some(p),
+            Subject::Question(_) => None,
+        }
+    }
+
+    /// The questions asked, empty for a permission request.
+    #[must_use]
+    pub fn questions(&self) -> &[Question] {
+        match &self.subject {
+            Subject::Permission(_) => &[],
+            Subject::Question(q) => q,
+        }
+    }
+
+    /// The command of a `bash` permission request.
+    #[must_use]
+    pub fn command(&self) -> Option<&str> {
+        self.permission().and_then(|p| p.command.as_deref())
+    }
+
+    /// The file path of an edit or an external directory.
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        self.permission().and_then(|p| p.path.as_deref())
+    }
+
+    /// The unified diff of an edit.
+    #[must_use]
+    pub fn diff(&self) -> Option<&str> {
+        self.permission().and_then(|p| p.diff.as_deref())
+    }
+
+    /// The agent's own description of the tool call.
+    #[must_use]
+    pub fn description(&self) -> Option<&str> {
+        self.permission().and_then(|p| p.description.as_deref())
+    }
+
+    /// OpenCode's patterns for the permission (what `always` would cover).
+    #[must_use]
+    pub fn patterns(&self) -> &[String] {
+        self.permission().map_or(&[], |p| p.patterns.as_slice())
+    }
+}
+
+/// A registered request, as every channel shows it: the registry's output,
+/// so nothing outside it makes up a number or a deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// Short number shown to humans and carried in button ids; assigned by
+    /// the registry, unique within a run.
+    pub number: u32,
+    pub deadline: Deadline,
+    pub ask: Ask,
+}
+
+/// When a request is denied for want of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// What the registry expires by.
+    pub at: Instant,
+    /// The same moment on the wall clock, for display (Discord relative
+    /// timestamps).
+    pub wall: SystemTime,
     /// Time left when the request was registered, for terminal display.
-    pub time_left: Duration,
-    /// Non-empty when this is a question of the agent's `question` tool
-    /// rather than a permission request: it is settled only by an answer
-    /// (or dismissed), never by an approval.
-    pub questions: Vec<Question>,
+    pub left: Duration,
+}
+
+impl Deadline {
+    /// A deadline `left` from now that is shown as `wall`: for rendering
+    /// where the wall clock is fixed (snapshots, reports).
+    #[must_use]
+    pub fn shown_as(wall: SystemTime, left: Duration) -> Self {
+        Self {
+            at: Instant::now() + left,
+            wall,
+            left,
+        }
+    }
+
+    /// The deadline `at`, seen from `now` (and the wall clock's now).
+    #[must_use]
+    pub fn from_now(now: Instant, at: Instant) -> Self {
+        let left = at.saturating_duration_since(now);
+        Self {
+            at,
+            wall: SystemTime::now() + left,
+            left,
+        }
+    }
 }
 
 /// One question the agent asks (its `question` tool).
@@ -59,23 +239,47 @@ pub struct Question {
     pub custom: bool,
 }
 
-impl Request {
-    /// The one line that says what would happen if approved (for a
-    /// question: the first question).
+/// The one reading of an answer to a question, shared by every channel:
+/// whatever the channel's input looks like, the answer sent to OpenCode is
+/// a list of option labels or one free text.
+impl Question {
+    /// The labels of the options at `indexes` (0-based; order and repeats
+    /// do not matter). `None` when an index does not exist, nothing was
+    /// chosen, or several were for a single choice.
     #[must_use]
-    pub fn subject(&self) -> &str {
-        self.command
-            .as_deref()
-            .or(self.path.as_deref())
-            .or(self.patterns.first().map(String::as_str))
-            .or(self.questions.first().map(|q| q.text.as_str()))
-            .unwrap_or("")
+    pub fn pick(&self, indexes: &[usize]) -> Option<Vec<String>> {
+        let mut indexes = indexes.to_vec();
+        indexes.sort_unstable();
+        indexes.dedup();
+        if indexes.is_empty() || (indexes.len() > 1 && !self.multiple) {
+            return None;
+        }
+        indexes
+            .iter()
+            .map(|i| self.options.get(*i).map(|(label, _)| label.clone()))
+            .collect()
     }
 
-    /// A question of the agent, not a permission request.
+    /// Option numbers as a person types them: `2` or `1,3` (1-based).
     #[must_use]
-    pub fn is_question(&self) -> bool {
-        !self.questions.is_empty()
+    pub fn pick_numbers(&self, text: &str) -> Option<Vec<String>> {
+        let picks = text
+            .split(',')
+            .map(|n| {
+                let n: usize = n.trim().parse().ok()?;
+                self.options
+                    .get(n.checked_sub(1)?)
+                    .map(|(label, _)| label.clone())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (!picks.is_empty() && (self.multiple || picks.len() == 1)).then_some(picks)
+    }
+
+    /// A free-text answer, where the question accepts one.
+    #[must_use]
+    pub fn free_text(&self, text: &str) -> Option<Vec<String>> {
+        let text = text.trim();
+        (self.custom && !text.is_empty()).then(|| vec![text.to_owned()])
     }
 }
 
@@ -125,6 +329,43 @@ pub enum Verdict {
     Answer {
         answers: Vec<Vec<String>>,
     },
+}
+
+/// What OpenCode says became of a request, whoever answered it: its
+/// `permission.replied` / `question.replied` / `question.rejected` echo,
+/// translated from OpenCode's words by the bridge. A word gatekeep does not
+/// know is kept as it is and never taken for a rejection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Echo {
+    /// `once` or `always`.
+    Approved,
+    /// `reject`: OpenCode also rejects the session's other pending requests.
+    Rejected,
+    /// A question was answered.
+    Answered,
+    /// A question was dismissed.
+    Dismissed,
+    Unknown(String),
+}
+
+impl Echo {
+    /// Whether this echo lets the agent go ahead (an approval or an answer).
+    #[must_use]
+    pub fn lets_agent_proceed(&self) -> bool {
+        matches!(self, Echo::Approved | Echo::Answered)
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Echo::Approved => "approved",
+            Echo::Rejected => "rejected",
+            Echo::Answered => "answered",
+            Echo::Dismissed => "dismissed",
+            Echo::Unknown(word) => word,
+        })
+    }
 }
 
 /// Why the run is ending; every request still pending is denied with it.
@@ -218,13 +459,34 @@ pub enum Settlement {
     ChannelFailed {
         detail: String,
     },
-    /// OpenCode reported a reply gatekeep did not send (another client).
+    /// OpenCode reported a reply gatekeep did not send (another client), or
+    /// stopped waiting on it while the event stream was down (`None`: how it
+    /// was answered is not known).
     RepliedElsewhere {
-        reply: String,
+        echo: Option<Echo>,
     },
 }
 
 impl Settlement {
+    /// The settlement's stable name in the summary and the audit log.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Settlement::Approved { .. } => "approved",
+            Settlement::ApprovedAndTrusted { .. } => "approved_and_trusted",
+            Settlement::ApprovedByRule { .. } => "approved_by_trust_rule",
+            Settlement::DeniedByRule { .. } => "denied_by_rule",
+            Settlement::Answered { .. } => "answered",
+            Settlement::Denied { .. } => "denied",
+            Settlement::Expired => "expired",
+            Settlement::DeniedWithRelated { .. } => "denied_with_related",
+            Settlement::Superseded { .. } => "superseded",
+            Settlement::RunEnded(_) => "run_ended",
+            Settlement::ChannelFailed { .. } => "channel_failed",
+            Settlement::RepliedElsewhere { .. } => "replied_elsewhere",
+        }
+    }
+
     #[must_use]
     pub fn is_approved(&self) -> bool {
         matches!(
@@ -312,8 +574,11 @@ impl fmt::Display for Settlement {
             Settlement::ChannelFailed { detail } => {
                 write!(f, "denied: approval channel failure ({detail})")
             }
-            Settlement::RepliedElsewhere { reply } => {
-                write!(f, "answered outside gatekeep: {reply}")
+            Settlement::RepliedElsewhere { echo: Some(echo) } => {
+                write!(f, "answered outside gatekeep: {echo}")
+            }
+            Settlement::RepliedElsewhere { echo: None } => {
+                f.write_str("answered outside gatekeep while the event stream was down")
             }
         }
     }

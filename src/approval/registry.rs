@@ -4,7 +4,7 @@
 //! Nothing here does I/O or reads a clock: the caller passes `now`, and every
 //! transition returns what must happen next ([`Settled`] values carry the
 //! reject that OpenCode must receive, if any). That keeps every race in
-//! DESIGN §5 — click vs. deadline vs. `permission.replied` vs. re-ask vs. the
+//! docs/design.md, "The approval registry" — click vs. deadline vs. `permission.replied` vs. re-ask vs. the
 //! run ending — testable as a plain sequence of calls.
 //!
 //! States: `Open` → `Claimed` (a human's decision is being sent) → `Settled`.
@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Actor, EndReason, Request, Settlement, Verdict};
+use super::rules::{DenyRule, TrustRule};
+use super::{Actor, Ask, Deadline, Echo, EndReason, Settlement, Shown, Verdict};
 
 /// One request's place in the registry.
 #[derive(Debug)]
 struct Entry {
-    request: Request,
-    deadline: Instant,
+    shown: Shown,
     state: State,
 }
 
@@ -64,7 +64,7 @@ pub struct Settled {
 pub enum Asked {
     /// Registered and open: show it.
     Open {
-        request: Request,
+        shown: Shown,
         /// A previous entry with the same OpenCode id that this one replaced.
         superseded: Option<Settled>,
     },
@@ -108,74 +108,6 @@ pub enum ClaimFailed {
     AlreadySettled,
 }
 
-/// A `--deny KIND:GLOB` rule: matching requests are denied without asking.
-#[derive(Debug, Clone)]
-pub struct DenyRule {
-    kind: String,
-    glob: globset::GlobMatcher,
-    /// As the user wrote it, for messages.
-    text: String,
-}
-
-/// Why a `--deny` rule could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DenyRuleError {
-    #[error("invalid --deny `{0}`: expected KIND:GLOB, e.g. `bash:rm -rf *`")]
-    Shape(String),
-    #[error("invalid --deny `{rule}`: {reason}")]
-    Glob { rule: String, reason: String },
-}
-
-impl DenyRule {
-    pub fn parse(text: &str) -> Result<Self, DenyRuleError> {
-        let (kind, glob) = text
-            .split_once(':')
-            .filter(|(k, g)| !k.trim().is_empty() && !g.is_empty())
-            .ok_or_else(|| DenyRuleError::Shape(text.to_owned()))?;
-        // `*` must also match `/`: commands and paths are matched whole.
-        let glob = globset::GlobBuilder::new(glob)
-            .literal_separator(false)
-            .build()
-            .map_err(|e| DenyRuleError::Glob {
-                rule: text.to_owned(),
-                reason: e.kind().to_string(),
-            })?
-            .compile_matcher();
-        Ok(Self {
-            kind: kind.trim().to_owned(),
-            glob,
-            text: text.to_owned(),
-        })
-    }
-
-    /// Matches the request's kind and its command, path or any pattern.
-    fn matches(&self, request: &Request) -> bool {
-        (self.kind == request.kind || self.kind == "*")
-            && request
-                .command
-                .iter()
-                .chain(request.path.iter())
-                .chain(request.patterns.iter())
-                .any(|s| self.glob.is_match(s))
-    }
-}
-
-/// A run-scoped trust rule: made from one pending request by a human, it
-/// approves the same exact request (kind and command or path) again.
-#[derive(Debug, Clone)]
-struct TrustRule {
-    made_on: u32,
-    kind: String,
-    subject: String,
-    by: Actor,
-}
-
-impl TrustRule {
-    fn matches(&self, request: &Request) -> bool {
-        self.kind == request.kind && !self.subject.is_empty() && request.subject() == self.subject
-    }
-}
-
 /// All requests of one run, keyed by their short number.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -205,36 +137,39 @@ impl Registry {
     }
 
     /// Register a request before anyone is shown it, so that a fast click
-    /// already finds it. The request's `number` is assigned here.
-    pub fn ask(&mut self, mut request: Request, deadline: Instant) -> Asked {
+    /// already finds it. The request's number is assigned here.
+    pub fn ask(&mut self, ask: Ask, deadline: Deadline) -> Asked {
         self.last_number += 1;
         let number = self.last_number;
-        request.number = number;
 
         // Decided without asking anyone: the run is closing, a --deny rule
         // matches (it always wins), or a trust rule does.
         let automatic = if let Some(reason) = self.closed {
             Some(Settlement::RunEnded(reason))
-        } else if let Some(rule) = self.deny_rules.iter().find(|r| r.matches(&request)) {
+        } else if let Some(rule) = self.deny_rules.iter().find(|r| r.matches(&ask)) {
             Some(Settlement::DeniedByRule {
                 rule: rule.text.clone(),
             })
         } else {
             self.trust_rules
                 .iter()
-                .find(|r| r.matches(&request))
+                .find(|r| r.matches(&ask))
                 .map(|r| Settlement::ApprovedByRule {
                     rule_of: r.made_on,
                     by: r.by.clone(),
                 })
         };
+        let shown = Shown {
+            number,
+            deadline,
+            ask,
+        };
         if let Some(settlement) = automatic {
-            self.by_id.insert(request.id.clone(), number);
+            self.by_id.insert(shown.ask.id.clone(), number);
             self.entries.insert(
                 number,
                 Entry {
-                    request,
-                    deadline,
+                    shown,
                     state: State::Open,
                 },
             );
@@ -248,21 +183,17 @@ impl Registry {
         // entry answers for the id from now on, so the old one needs no reply.
         let superseded = self
             .by_id
-            .insert(request.id.clone(), number)
+            .insert(shown.ask.id.clone(), number)
             .and_then(|old| self.settle(old, Settlement::Superseded { by_number: number }, false));
 
         self.entries.insert(
             number,
             Entry {
-                request: request.clone(),
-                deadline,
+                shown: shown.clone(),
                 state: State::Open,
             },
         );
-        Asked::Open {
-            request,
-            superseded,
-        }
+        Asked::Open { shown, superseded }
     }
 
     /// A human decided. The first decision claims the entry synchronously;
@@ -284,11 +215,11 @@ impl Registry {
         match &entry.state {
             State::Settled(s) => return Err(Refusal::AlreadyDecided(s.clone())),
             State::Claimed { .. } => return Err(Refusal::InProgress),
-            State::Open if now >= entry.deadline => return Err(Refusal::PastDeadline),
+            State::Open if now >= entry.shown.deadline.at => return Err(Refusal::PastDeadline),
             State::Open => {}
         }
         // Each kind of pending entry takes only its own kind of answer.
-        let question = entry.request.is_question();
+        let question = entry.shown.ask.is_question();
         let reply = match &verdict {
             Verdict::Approve | Verdict::ApproveAndTrust if question => {
                 return Err(Refusal::WrongKind)
@@ -308,7 +239,7 @@ impl Registry {
         entry.state = State::Claimed { verdict, by };
         Ok(Claim {
             number,
-            request_id: entry.request.id.clone(),
+            request_id: entry.shown.ask.id.clone(),
             reply,
         })
     }
@@ -320,12 +251,8 @@ impl Registry {
             return None;
         };
         if *verdict == Verdict::ApproveAndTrust {
-            self.trust_rules.push(TrustRule {
-                made_on: number,
-                kind: entry.request.kind.clone(),
-                subject: entry.request.subject().to_owned(),
-                by: by.clone(),
-            });
+            self.trust_rules
+                .push(TrustRule::made_from(number, &entry.shown.ask, by.clone()));
         }
         let settlement = settlement_of(verdict.clone(), by.clone());
         self.settle(number, settlement, false)
@@ -340,7 +267,7 @@ impl Registry {
         if !matches!(entry.state, State::Claimed { .. }) {
             return ClaimFailed::AlreadySettled;
         }
-        if now >= entry.deadline {
+        if now >= entry.shown.deadline.at {
             return match self.settle(number, Settlement::Expired, true) {
                 Some(settled) => ClaimFailed::Denied(settled),
                 None => ClaimFailed::AlreadySettled,
@@ -350,22 +277,23 @@ impl Registry {
         ClaimFailed::Reopened
     }
 
-    /// OpenCode's `permission.replied`: the authoritative settlement signal.
+    /// OpenCode's echo of a reply (`permission.replied`, `question.replied`,
+    /// `question.rejected`): the authoritative settlement signal.
     ///
     /// A `reject` makes OpenCode reject every other pending request of the
     /// same session, so those open entries settle as "denied with the related
     /// request" (and get a reject of their own, which is harmless if OpenCode
     /// already dropped them). Claimed entries are left to their own echo.
-    pub fn replied(&mut self, session_id: &str, request_id: &str, reply: &str) -> Vec<Settled> {
+    pub fn replied(&mut self, session_id: &str, request_id: &str, echo: &Echo) -> Vec<Settled> {
         let mut out = Vec::new();
         let number = self.by_id.get(request_id).copied();
         if let Some(number) = number {
             let settlement = match self.entries.get(&number).map(|e| &e.state) {
-                Some(State::Claimed { verdict, by }) if reply_matches(verdict, reply) => {
+                Some(State::Claimed { verdict, by }) if echo_matches(verdict, echo) => {
                     Some(settlement_of(verdict.clone(), by.clone()))
                 }
                 Some(State::Open | State::Claimed { .. }) => Some(Settlement::RepliedElsewhere {
-                    reply: reply.to_owned(),
+                    echo: Some(echo.clone()),
                 }),
                 Some(State::Settled(_)) | None => None,
             };
@@ -373,13 +301,13 @@ impl Registry {
                 out.extend(self.settle(number, settlement, false));
             }
         }
-        if reply == "reject" {
+        if *echo == Echo::Rejected {
             let related: Vec<u32> = self
                 .entries
                 .iter()
                 .filter(|(n, e)| {
                     Some(**n) != number
-                        && e.request.session_id == session_id
+                        && e.shown.ask.session_id == session_id
                         && matches!(e.state, State::Open)
                 })
                 .map(|(n, _)| *n)
@@ -388,7 +316,7 @@ impl Registry {
                 let settlement = match number {
                     Some(related) => Settlement::DeniedWithRelated { related },
                     None => Settlement::RepliedElsewhere {
-                        reply: reply.to_owned(),
+                        echo: Some(echo.clone()),
                     },
                 };
                 out.extend(self.settle(n, settlement, true));
@@ -412,9 +340,7 @@ impl Registry {
         sorted(gone)
             .into_iter()
             .filter_map(|n| {
-                let settlement = Settlement::RepliedElsewhere {
-                    reply: "answered while the event stream was down".to_owned(),
-                };
+                let settlement = Settlement::RepliedElsewhere { echo: None };
                 self.settle(n, settlement, false)
             })
             .collect()
@@ -435,7 +361,7 @@ impl Registry {
         let due: Vec<u32> = self
             .entries
             .iter()
-            .filter(|(_, e)| matches!(e.state, State::Open) && now >= e.deadline)
+            .filter(|(_, e)| matches!(e.state, State::Open) && now >= e.shown.deadline.at)
             .map(|(n, _)| *n)
             .collect();
         sorted(due)
@@ -451,7 +377,7 @@ impl Registry {
         self.entries
             .values()
             .filter(|e| matches!(e.state, State::Open))
-            .map(|e| e.deadline)
+            .map(|e| e.shown.deadline.at)
             .min()
     }
 
@@ -478,20 +404,20 @@ impl Registry {
 
     /// Requests not yet settled, oldest first.
     #[must_use]
-    pub fn pending(&self) -> Vec<&Request> {
-        let mut out: Vec<&Request> = self
+    pub fn pending(&self) -> Vec<&Shown> {
+        let mut out: Vec<&Shown> = self
             .entries
             .values()
             .filter(|e| !matches!(e.state, State::Settled(_)))
-            .map(|e| &e.request)
+            .map(|e| &e.shown)
             .collect();
         out.sort_by_key(|r| r.number);
         out
     }
 
     #[must_use]
-    pub fn request(&self, number: u32) -> Option<&Request> {
-        self.entries.get(&number).map(|e| &e.request)
+    pub fn request(&self, number: u32) -> Option<&Shown> {
+        self.entries.get(&number).map(|e| &e.shown)
     }
 
     /// Whether OpenCode's request id belongs to this run (a known entry).
@@ -508,7 +434,7 @@ impl Registry {
             return None;
         }
         entry.state = State::Settled(settlement.clone());
-        let question = entry.request.is_question();
+        let question = entry.shown.ask.is_question();
         let reply = send_reply.then(|| {
             if question {
                 // A question is never approved by a rule; every automatic
@@ -526,8 +452,8 @@ impl Registry {
         });
         Some(Settled {
             number,
-            request_id: entry.request.id.clone(),
-            session_id: entry.request.session_id.clone(),
+            request_id: entry.shown.ask.id.clone(),
+            session_id: entry.shown.ask.session_id.clone(),
             settlement,
             reply,
         })
@@ -543,11 +469,13 @@ fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
     }
 }
 
-fn reply_matches(verdict: &Verdict, reply: &str) -> bool {
+/// Whether OpenCode's echo is the one gatekeep's own claimed reply causes.
+/// A denied question echoes as dismissed.
+fn echo_matches(verdict: &Verdict, echo: &Echo) -> bool {
     match verdict {
-        Verdict::Approve | Verdict::ApproveAndTrust => reply == "once",
-        Verdict::Deny { .. } => reply == "reject" || reply == "rejected",
-        Verdict::Answer { .. } => reply == "answered",
+        Verdict::Approve | Verdict::ApproveAndTrust => *echo == Echo::Approved,
+        Verdict::Deny { .. } => matches!(echo, Echo::Rejected | Echo::Dismissed),
+        Verdict::Answer { .. } => *echo == Echo::Answered,
     }
 }
 
@@ -561,23 +489,19 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::approval::Channel;
+    use crate::approval::rules::DenyRuleError;
+    use crate::approval::{Channel, Permission, Subject};
 
-    fn request(id: &str, session: &str) -> Request {
-        Request {
-            id: id.to_owned(),
-            number: 0,
-            session_id: session.to_owned(),
-            agent: None,
-            kind: "bash".to_owned(),
-            patterns: vec!["echo hi".to_owned()],
-            command: Some("echo hi".to_owned()),
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: SystemTime::UNIX_EPOCH,
-            time_left: Duration::from_secs(60),
-            questions: Vec::new(),
+    fn request(id: &str, session: &str) -> Ask {
+        Ask::bash(id, session, "echo hi")
+    }
+
+    /// A deadline at `at`; the wall clock is only for display.
+    fn due(at: Instant) -> Deadline {
+        Deadline {
+            at,
+            wall: SystemTime::UNIX_EPOCH,
+            left: Duration::from_secs(60),
         }
     }
 
@@ -590,9 +514,9 @@ mod tests {
     }
 
     fn open(reg: &mut Registry, id: &str, session: &str, deadline: Instant) -> u32 {
-        match reg.ask(request(id, session), deadline) {
+        match reg.ask(request(id, session), due(deadline)) {
             Asked::Open {
-                request,
+                shown: request,
                 superseded,
             } => {
                 assert!(superseded.is_none());
@@ -615,7 +539,7 @@ mod tests {
         assert_eq!(settled.settlement, Settlement::Approved { by: alice() });
         assert_eq!(settled.reply, None);
         // The echo of our own reply changes nothing.
-        assert!(reg.replied("ses_1", "per_a", "once").is_empty());
+        assert!(reg.replied("ses_1", "per_a", &Echo::Approved).is_empty());
     }
 
     #[test]
@@ -705,7 +629,7 @@ mod tests {
             .claim(a, Verdict::Deny { reason: None }, alice(), now)
             .expect("claim a");
 
-        let settled = reg.replied("ses_1", "per_a", "reject");
+        let settled = reg.replied("ses_1", "per_a", &Echo::Rejected);
         let numbers: Vec<u32> = settled.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -718,13 +642,13 @@ mod tests {
             Settlement::DeniedWithRelated { related: a }
         );
         // The cascaded entries' own echoes are then no-ops.
-        assert!(reg.replied("ses_1", "per_b", "reject").is_empty());
+        assert!(reg.replied("ses_1", "per_b", &Echo::Rejected).is_empty());
         // c's echo says reject (OpenCode cascaded it): it was not approved.
-        let c_settled = reg.replied("ses_1", "per_c", "reject");
+        let c_settled = reg.replied("ses_1", "per_c", &Echo::Rejected);
         assert_eq!(
             c_settled[0].settlement,
             Settlement::RepliedElsewhere {
-                reply: "reject".to_owned()
+                echo: Some(Echo::Rejected)
             }
         );
         assert_eq!(
@@ -740,9 +664,9 @@ mod tests {
         let mut reg = Registry::new();
         let first = open(&mut reg, "per_a", "ses_1", later);
         let Asked::Open {
-            request,
+            shown: request,
             superseded,
-        } = reg.ask(request("per_a", "ses_1"), later)
+        } = reg.ask(request("per_a", "ses_1"), due(later))
         else {
             panic!("refused")
         };
@@ -789,7 +713,7 @@ mod tests {
                 EndReason::TimedOut
             )))
         );
-        match reg.ask(request("per_late", "ses_1"), later) {
+        match reg.ask(request("per_late", "ses_1"), due(later)) {
             Asked::Refused(s) => assert!(matches!(s.reply, Some(Reply::Reject { .. }))),
             Asked::Open { .. } => panic!("a request after close must be denied"),
         }
@@ -801,7 +725,7 @@ mod tests {
         let now = Instant::now();
         let mut reg = Registry::new();
         let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
-        let settled = reg.replied("ses_1", "per_a", "once");
+        let settled = reg.replied("ses_1", "per_a", &Echo::Approved);
         assert_eq!(settled[0].number, n);
         assert_eq!(settled[0].reply, None);
         assert!(reg.pending().is_empty());
@@ -827,12 +751,17 @@ mod tests {
         );
     }
 
-    fn request_for(id: &str, kind: &str, command: &str) -> Request {
-        Request {
-            kind: kind.to_owned(),
-            command: Some(command.to_owned()),
-            ..request(id, "ses_1")
-        }
+    fn request_for(id: &str, kind: &str, command: &str) -> Ask {
+        Ask::permission_request(
+            id,
+            "ses_1",
+            Permission {
+                kind: kind.to_owned(),
+                patterns: vec!["echo hi".to_owned()],
+                command: Some(command.to_owned()),
+                ..Permission::default()
+            },
+        )
     }
 
     #[test]
@@ -840,8 +769,8 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         let mut reg = Registry::new();
-        let Asked::Open { request: first, .. } =
-            reg.ask(request_for("per_a", "bash", "cargo test"), later)
+        let Asked::Open { shown: first, .. } =
+            reg.ask(request_for("per_a", "bash", "cargo test"), due(later))
         else {
             panic!("refused")
         };
@@ -851,7 +780,7 @@ mod tests {
         let s = reg.claim_succeeded(first.number).expect("settled");
         assert_eq!(s.settlement, Settlement::ApprovedAndTrusted { by: alice() });
 
-        match reg.ask(request_for("per_b", "bash", "cargo test"), later) {
+        match reg.ask(request_for("per_b", "bash", "cargo test"), due(later)) {
             Asked::Refused(s) => {
                 assert_eq!(
                     s.settlement,
@@ -866,11 +795,14 @@ mod tests {
         }
         // A different command, or the same text under another kind, is asked.
         assert!(matches!(
-            reg.ask(request_for("per_c", "bash", "cargo test --release"), later),
+            reg.ask(
+                request_for("per_c", "bash", "cargo test --release"),
+                due(later)
+            ),
             Asked::Open { .. }
         ));
         assert!(matches!(
-            reg.ask(request_for("per_d", "edit", "cargo test"), later),
+            reg.ask(request_for("per_d", "edit", "cargo test"), due(later)),
             Asked::Open { .. }
         ));
     }
@@ -881,8 +813,8 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let rule = DenyRule::parse("bash:rm -rf *").expect("valid rule");
         let mut reg = Registry::with_deny_rules(vec![rule]);
-        let Asked::Open { request: first, .. } =
-            reg.ask(request_for("per_a", "bash", "rm -rf"), later)
+        let Asked::Open { shown: first, .. } =
+            reg.ask(request_for("per_a", "bash", "rm -rf"), due(later))
         else {
             panic!("`rm -rf` alone does not match `rm -rf *`")
         };
@@ -890,7 +822,7 @@ mod tests {
             .claim(first.number, Verdict::ApproveAndTrust, alice(), now)
             .expect("claim");
         let _s = reg.claim_succeeded(first.number);
-        match reg.ask(request_for("per_b", "bash", "rm -rf /"), later) {
+        match reg.ask(request_for("per_b", "bash", "rm -rf /"), due(later)) {
             Asked::Refused(s) => {
                 assert_eq!(
                     s.settlement,
@@ -924,17 +856,15 @@ mod tests {
         assert!(any_kind.matches(&request_for("per_x", "read", "cat secret.txt")));
     }
 
-    fn a_question(id: &str) -> Request {
-        Request {
-            kind: "question".to_owned(),
-            command: None,
-            questions: vec![crate::approval::Question {
+    fn a_question(id: &str) -> Ask {
+        Ask {
+            subject: Subject::Question(vec![crate::approval::Question {
                 header: "Q".to_owned(),
                 text: "Which?".to_owned(),
                 options: vec![("A".to_owned(), String::new())],
                 multiple: false,
                 custom: true,
-            }],
+            }]),
             ..request(id, "ses_1")
         }
     }
@@ -944,7 +874,7 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         let mut reg = Registry::new();
-        let Asked::Open { request, .. } = reg.ask(a_question("que_a"), later) else {
+        let Asked::Open { shown: request, .. } = reg.ask(a_question("que_a"), due(later)) else {
             panic!("refused")
         };
         let question = request.number;
@@ -981,7 +911,7 @@ mod tests {
     fn an_unanswered_question_is_dismissed_not_rejected_like_a_permission() {
         let now = Instant::now();
         let mut reg = Registry::new();
-        let Asked::Open { request, .. } = reg.ask(a_question("que_a"), now) else {
+        let Asked::Open { shown: request, .. } = reg.ask(a_question("que_a"), due(now)) else {
             panic!("refused")
         };
         let expired = reg.expire_due(now);

@@ -11,49 +11,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::messages::{DecideOutcome, Input, Notice, Notifier};
 use super::registry::{Asked, Claim, ClaimFailed, Refusal, Registry, Reply, Settled};
-use super::{Actor, EndReason, Request, Settlement, Verdict};
-use crate::transport::{DecideOutcome, Notice};
-
-/// Messages into the approval task.
-#[derive(Debug)]
-pub enum Input {
-    /// OpenCode asked for a permission (`number`, deadlines are filled here).
-    Asked(Request),
-    /// OpenCode's `permission.replied`.
-    Replied {
-        session_id: String,
-        request_id: String,
-        reply: String,
-    },
-    /// The event stream was down and is back: every request OpenCode waits
-    /// on now. Unknown ones are registered; known open ones missing from it
-    /// were answered during the gap.
-    Resync(Vec<Request>),
-    /// A human decided, through some transport.
-    Decide {
-        number: u32,
-        verdict: Verdict,
-        actor: Actor,
-        ack: oneshot::Sender<DecideOutcome>,
-    },
-    /// A transport could not show or relay the request.
-    ChannelFailed { number: u32, detail: String },
-    /// A decision attempt refused by a transport (unauthorized, wrong
-    /// channel); passed on to every subscriber for the record.
-    Refused {
-        number: Option<u32>,
-        actor: Actor,
-        why: String,
-    },
-    /// The run is ending: deny everything pending, then stop.
-    Close {
-        reason: EndReason,
-        done: oneshot::Sender<Ledger>,
-    },
-}
+use super::{Actor, Ask, Deadline, EndReason, Settlement, Shown, Verdict};
 
 /// Why a reply could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +66,7 @@ impl Deadlines {
 /// One settled request, for the run summary.
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
-    pub request: Request,
+    pub request: Shown,
     pub settlement: Settlement,
     pub asked_at: SystemTime,
     pub settled_at: SystemTime,
@@ -129,29 +91,6 @@ impl Ledger {
     #[must_use]
     pub fn denied(&self) -> u32 {
         self.entries.len() as u32 - self.approved()
-    }
-}
-
-/// Sends notices to every transport. A transport that has gone away is
-/// simply skipped: the registry, not the transport, is the source of truth.
-#[derive(Debug, Clone, Default)]
-pub struct Notifier {
-    /// The other ends are held by each transport's task.
-    senders: Vec<mpsc::UnboundedSender<Notice>>,
-}
-
-impl Notifier {
-    /// Add a transport; returns the receiver it reads from.
-    pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Notice> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.senders.push(tx);
-        rx
-    }
-
-    pub fn send(&self, notice: &Notice) {
-        for tx in &self.senders {
-            let _ = tx.send(notice.clone());
-        }
     }
 }
 
@@ -181,7 +120,7 @@ impl<R: Replier> ApprovalTask<R> {
 
     /// Deny requests matching any of `rules` at once (`--deny`).
     #[must_use]
-    pub fn with_deny_rules(mut self, rules: Vec<super::registry::DenyRule>) -> Self {
+    pub fn with_deny_rules(mut self, rules: Vec<super::rules::DenyRule>) -> Self {
         self.registry = Registry::with_deny_rules(rules);
         self
     }
@@ -238,9 +177,9 @@ impl<R: Replier> ApprovalTask<R> {
             Input::Replied {
                 session_id,
                 request_id,
-                reply,
+                echo,
             } => {
-                let settled = self.registry.replied(&session_id, &request_id, &reply);
+                let settled = self.registry.replied(&session_id, &request_id, &echo);
                 self.settled_all(settled).await;
             }
             Input::Decide {
@@ -274,20 +213,15 @@ impl<R: Replier> ApprovalTask<R> {
         }
     }
 
-    async fn asked(&mut self, mut request: Request) {
+    async fn asked(&mut self, ask: Ask) {
         let asked = now();
-        let deadline = self.deadlines.for_request(asked);
-        request.time_left = deadline.saturating_duration_since(asked);
-        request.deadline_wall = SystemTime::now() + request.time_left;
-        match self.registry.ask(request, deadline) {
-            Asked::Open {
-                request,
-                superseded,
-            } => {
+        let deadline = Deadline::from_now(asked, self.deadlines.for_request(asked));
+        match self.registry.ask(ask, deadline) {
+            Asked::Open { shown, superseded } => {
                 self.asked_at
-                    .insert(request.number, (asked, SystemTime::now()));
+                    .insert(shown.number, (asked, SystemTime::now()));
                 self.settled_all(superseded).await;
-                self.notifier.send(&Notice::Show(request));
+                self.notifier.send(&Notice::Show(shown));
             }
             Asked::Refused(settled) => {
                 self.asked_at
@@ -385,8 +319,12 @@ impl<R: Replier> ApprovalTask<R> {
             // NotFound means OpenCode already let go of it: a deny holds
             // either way. Other failures are swept up by the teardown's
             // `GET /permission` pass.
-            if let Err(ReplyError::Failed(err)) = self.replier.reply(&s.request_id, reply).await {
-                eprintln!("gatekeep: could not answer request #{}: {err}", s.number);
+            if let Err(ReplyError::Failed(detail)) = self.replier.reply(&s.request_id, reply).await
+            {
+                self.notifier.send(&Notice::Undelivered {
+                    number: s.number,
+                    detail,
+                });
             }
         }
     }
@@ -426,7 +364,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::approval::Channel;
+    use crate::approval::{Channel, Echo};
 
     /// Records every reply; answers `NotFound` for ids listed in `gone`.
     #[derive(Clone, Default)]
@@ -454,22 +392,8 @@ mod tests {
         }
     }
 
-    fn request(id: &str) -> Request {
-        Request {
-            id: id.to_owned(),
-            number: 0,
-            session_id: "ses_1".to_owned(),
-            agent: None,
-            kind: "bash".to_owned(),
-            patterns: vec![],
-            command: Some("touch x".to_owned()),
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: SystemTime::UNIX_EPOCH,
-            time_left: Duration::ZERO,
-            questions: Vec::new(),
-        }
+    fn request(id: &str) -> Ask {
+        Ask::bash(id, "ses_1", "touch x")
     }
 
     struct Harness {
@@ -506,7 +430,7 @@ mod tests {
         }
     }
 
-    async fn shown(h: &mut Harness) -> Request {
+    async fn shown(h: &mut Harness) -> Shown {
         match h.notices.recv().await {
             Some(Notice::Show(r)) => r,
             other => panic!("expected a request to show, got {other:?}"),
@@ -514,7 +438,7 @@ mod tests {
     }
 
     async fn decide(h: &Harness, number: u32, verdict: Verdict) -> DecideOutcome {
-        crate::transport::Decider::new(h.tx.clone())
+        crate::approval::messages::Decider::new(h.tx.clone())
             .decide(number, verdict, bob())
             .await
     }
@@ -548,7 +472,7 @@ mod tests {
             .await
             .expect("send");
         let shown = shown(&mut h).await;
-        assert_eq!(shown.time_left, Duration::from_secs(30));
+        assert_eq!(shown.deadline.left, Duration::from_secs(30));
         match h.notices.recv().await {
             Some(Notice::Settled { settlement, .. }) => assert_eq!(settlement, Settlement::Expired),
             other => panic!("expected expiry, got {other:?}"),
@@ -563,7 +487,7 @@ mod tests {
         h.tx.send(Input::Asked(request("per_a")))
             .await
             .expect("send");
-        assert_eq!(shown(&mut h).await.time_left, Duration::from_secs(60));
+        assert_eq!(shown(&mut h).await.deadline.left, Duration::from_secs(60));
     }
 
     #[tokio::test]
@@ -573,7 +497,7 @@ mod tests {
             .await
             .expect("send");
         let _ = shown(&mut h).await;
-        let (done, ledger) = oneshot::channel();
+        let (done, ledger) = tokio::sync::oneshot::channel();
         h.tx.send(Input::Close {
             reason: EndReason::Interrupted,
             done,
@@ -624,7 +548,7 @@ mod tests {
         h.tx.send(Input::Replied {
             session_id: "ses_1".to_owned(),
             request_id: "per_a".to_owned(),
-            reply: "reject".to_owned(),
+            echo: Echo::Rejected,
         })
         .await
         .expect("send");

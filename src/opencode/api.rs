@@ -1,4 +1,4 @@
-//! OpenCode's HTTP API, the calls gatekeep makes (DESIGN §1, §3).
+//! OpenCode's HTTP API, the calls gatekeep makes (docs/design.md, "Start-up" and "OpenCode facts relied on").
 //!
 //! Every call carries Basic auth (user `opencode`, the server's random
 //! password), the absolute workspace as `?directory=` (without it OpenCode
@@ -89,7 +89,7 @@ pub struct Api {
 
 /// A reply to a permission request. There is deliberately no `Always`:
 /// it would allow the pattern for every session of the directory until the
-/// server restarts (DESIGN §3), which no single human click should do.
+/// server restarts (docs/design.md, "OpenCode facts relied on"), which no single human click should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// Allow this one call.
@@ -311,7 +311,7 @@ impl Api {
             .to_owned();
         let http = reqwest::Client::builder()
             // A system HTTP(S)_PROXY must never see loopback traffic carrying
-            // the password (DESIGN §4).
+            // the password (docs/design.md, "Discord facts relied on").
             .no_proxy()
             .connect_timeout(timeout)
             .build()
@@ -407,7 +407,7 @@ impl Api {
     }
 
     /// `POST /session/{id}/abort`. Does not clear pending permissions: reject
-    /// them first (DESIGN §3).
+    /// them first (docs/design.md, "OpenCode facts relied on").
     pub async fn abort(&self, session_id: &str) -> Result<(), ApiError> {
         const OP: &str = "abort session";
         let path = format!("session/{}/abort", seg(session_id)?);

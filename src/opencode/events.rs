@@ -3,7 +3,7 @@
 //! [`subscribe`] returns only once the subscription is provably live: HTTP
 //! 200 *and* the first `server.connected` frame received. A lazy client that
 //! connects on first poll would open the stream after the prompt and miss
-//! the first permission request (DESIGN §1 step 3), so the ordering is the
+//! the first permission request (docs/design.md, "Start-up"), so the ordering is the
 //! point of this module.
 //!
 //! The bytes go through a lossy UTF-8 decoder before the SSE parser:

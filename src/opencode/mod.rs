@@ -18,6 +18,9 @@
 //! - [`events`]: the SSE subscription, ordered before the prompt.
 //! - [`server`]: the child in its own process group, dying with gatekeep.
 pub mod api;
+pub mod bridge;
+pub mod config;
 pub mod events;
+pub mod gate;
 pub mod server;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! The `opencode serve` child process (DESIGN §1 steps 1–2).
+//! The `opencode serve` child process (docs/design.md, "Start-up").
 //!
 //! One [`Server`] is one child in its own process group, dying with
 //! gatekeep, with a fresh random `OPENCODE_SERVER_PASSWORD` so no other local

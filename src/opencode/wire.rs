@@ -86,12 +86,14 @@ pub enum Event {
         field: String,
         delta: String,
     },
-    /// `question.asked` (the `question` tool). Kept raw: gatekeep only
-    /// rejects or relays it. The ids are pulled out when present.
+    /// `question.asked` (the `question` tool). Read leniently: a question
+    /// whose parts cannot be read is still dismissed by its id.
     QuestionAsked {
         id: Option<String>,
         session_id: Option<String>,
-        raw: Value,
+        /// `None` when the questions cannot be read (then the question is
+        /// dismissed: OpenCode would wait on it forever).
+        questions: Option<Vec<QuestionInfo>>,
     },
     /// `question.replied`: a question was answered (the authoritative
     /// settlement, like `permission.replied`).
@@ -442,8 +444,7 @@ pub struct QuestionOption {
 
 /// The questions of a `question.asked` event's raw properties; `None` when
 /// they cannot be read (the caller then dismisses the question).
-#[must_use]
-pub fn questions_of(raw: &Value) -> Option<Vec<QuestionInfo>> {
+fn questions_of(raw: &Value) -> Option<Vec<QuestionInfo>> {
     let list: Vec<QuestionInfo> = serde_json::from_value(raw.get("questions")?.clone()).ok()?;
     (!list.is_empty()).then_some(list)
 }
@@ -509,7 +510,7 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
                 .get("sessionID")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            raw: props,
+            questions: questions_of(&props),
         },
         "question.replied" | "question.rejected" => {
             let p: QuestionSettledProps = from_props(props).map_err(malformed)?;

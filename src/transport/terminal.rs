@@ -16,8 +16,8 @@ use std::io::BufRead;
 
 use tokio::sync::mpsc;
 
-use super::{DecideOutcome, Decider, Notice};
-use crate::approval::{Actor, Channel, Request, Verdict};
+use crate::approval::messages::{DecideOutcome, Decider, Notice};
+use crate::approval::{Actor, Channel, Shown, Verdict};
 use crate::console::Console;
 use crate::redact::{terminal_safe_bounded, Redactor};
 
@@ -103,11 +103,11 @@ fn parse_answer(line: &str) -> Answer {
 }
 
 /// Render one question of the agent for the terminal.
-fn render_question(request: &Request, redactor: &Redactor, who: &str) -> String {
+fn render_question(request: &Shown, redactor: &Redactor, who: &str) -> String {
     let clean = |s: &str| redactor.shown(s, MAX_SHOWN);
     let mut out = String::new();
     let _ = writeln!(out, "\n[#{}] question from the agent{who}", request.number);
-    for (i, q) in request.questions.iter().enumerate() {
+    for (i, q) in request.ask.questions().iter().enumerate() {
         let header = if q.header.is_empty() {
             String::new()
         } else {
@@ -134,8 +134,8 @@ fn render_question(request: &Request, redactor: &Redactor, who: &str) -> String 
 }
 
 /// The time left and how to answer, ending the prompt.
-fn footer(out: &mut String, request: &Request, how: &str, pick: &str) {
-    let left = std::time::Duration::from_secs(request.time_left.as_secs());
+fn footer(out: &mut String, request: &Shown, how: &str, pick: &str) {
+    let left = std::time::Duration::from_secs(request.deadline.left.as_secs());
     let _ = writeln!(out, "  time left: {}", humantime::format_duration(left));
     let pick = if request.number > 1 {
         format!(" — {pick}")
@@ -148,65 +148,60 @@ fn footer(out: &mut String, request: &Request, how: &str, pick: &str) {
 /// A typed answer to a question: per question (separated by `;`), option
 /// numbers (`1` or `1,3`) or free text after `=`. `None` when it does not
 /// fit the question.
-fn parse_question_answer(text: &str, request: &Request) -> Option<Vec<Vec<String>>> {
+fn parse_question_answer(text: &str, request: &Shown) -> Option<Vec<Vec<String>>> {
     let parts: Vec<&str> = text.split(';').map(str::trim).collect();
-    if parts.len() != request.questions.len() {
+    if parts.len() != request.ask.questions().len() {
         return None;
     }
     parts
         .iter()
-        .zip(&request.questions)
-        .map(|(part, q)| {
-            if let Some(free) = part.strip_prefix('=') {
-                let free = free.trim();
-                return (q.custom && !free.is_empty()).then(|| vec![free.to_owned()]);
-            }
-            let picks: Option<Vec<String>> = part
-                .split(',')
-                .map(|n| {
-                    let n: usize = n.trim().parse().ok()?;
-                    q.options
-                        .get(n.checked_sub(1)?)
-                        .map(|(label, _)| label.clone())
-                })
-                .collect();
-            picks.filter(|p| !p.is_empty() && (q.multiple || p.len() == 1))
+        .zip(request.ask.questions())
+        .map(|(part, q)| match part.strip_prefix('=') {
+            Some(free) => q.free_text(free),
+            None => q.pick_numbers(part),
         })
         .collect()
 }
 
 /// Render one request for the terminal. Pure, so it can be tested.
 #[must_use]
-pub fn render(request: &Request, redactor: &Redactor) -> String {
+pub fn render(request: &Shown, redactor: &Redactor) -> String {
     let clean = |s: &str| redactor.shown(s, MAX_SHOWN);
     let mut out = String::new();
-    let who = match &request.agent {
+    let who = match &request.ask.agent {
         Some(agent) => format!(" (subagent: {})", clean(agent)),
         None => String::new(),
     };
-    if request.is_question() {
+    if request.ask.is_question() {
         return render_question(request, redactor, &who);
     }
     let _ = writeln!(
         out,
         "\n[#{}] approval needed: {}{}",
         request.number,
-        clean(&request.kind),
+        clean(request.ask.kind()),
         who
     );
-    if let Some(command) = &request.command {
+    if let Some(command) = &request.ask.command() {
         let _ = writeln!(out, "  command: {}", clean(command));
     }
-    if let Some(path) = &request.path {
+    if let Some(path) = &request.ask.path() {
         let _ = writeln!(out, "  path: {}", clean(path));
     }
-    if request.command.is_none() && request.path.is_none() && !request.patterns.is_empty() {
-        let _ = writeln!(out, "  patterns: {}", clean(&request.patterns.join(", ")));
+    if request.ask.command().is_none()
+        && request.ask.path().is_none()
+        && !request.ask.patterns().is_empty()
+    {
+        let _ = writeln!(
+            out,
+            "  patterns: {}",
+            clean(&request.ask.patterns().join(", "))
+        );
     }
-    if let Some(description) = &request.description {
+    if let Some(description) = &request.ask.description() {
         let _ = writeln!(out, "  why: {}", clean(description));
     }
-    if let Some(diff) = &request.diff {
+    if let Some(diff) = &request.ask.diff() {
         let _ = writeln!(out, "  diff:");
         for line in clean(diff).lines() {
             let _ = writeln!(out, "    {line}");
@@ -230,7 +225,7 @@ pub async fn serve(
     actor: Actor,
     console: Console,
 ) {
-    let mut pending: BTreeMap<u32, Request> = BTreeMap::new();
+    let mut pending: BTreeMap<u32, Shown> = BTreeMap::new();
     // A deny-with-reason waiting for its reason on the next line.
     let mut awaiting_reason: Option<u32> = None;
     let mut input_open = true;
@@ -255,11 +250,11 @@ pub async fn serve(
                     }
                 }
                 Some(Notice::Decided { request, settlement }) => {
-                    let subject = redactor.shown(request.subject(), 200);
-                    let kind = terminal_safe_bounded(&request.kind, 64);
+                    let subject = redactor.shown(request.ask.summary(), 200);
+                    let kind = terminal_safe_bounded(request.ask.kind(), 64);
                     console.say(&format!("\n[#{}] {kind} `{subject}`: {settlement}", request.number));
                 }
-                Some(Notice::Refused { .. }) => {}
+                Some(Notice::Refused { .. } | Notice::Undelivered { .. }) => {}
                 Some(Notice::RunEnded(_)) | None => return,
             },
             line = lines.recv(), if input_open => {
@@ -268,17 +263,17 @@ pub async fn serve(
                     // requests stay pending until their deadline.
                     input_open = false;
                     if !pending.is_empty() {
-                        eprintln!("\ngatekeep: stdin closed; pending requests will be denied at their deadline");
+                        console.say("\ngatekeep: stdin closed; pending requests will be denied at their deadline");
                     }
                     continue;
                 };
                 let decision = match awaiting_reason.take() {
                     Some(number) => Some((number, Verdict::Deny { reason: reason_of(&line) })),
-                    None => interpret(&line, &pending, &mut awaiting_reason),
+                    None => interpret(&line, &pending, &mut awaiting_reason, &console),
                 };
                 if let Some((number, verdict)) = decision {
                     let outcome = decider.decide(number, verdict, actor.clone()).await;
-                    report(number, &outcome);
+                    report(number, &outcome, &console);
                 }
             }
         }
@@ -294,7 +289,11 @@ fn reason_of(line: &str) -> Option<String> {
 /// the oldest pending request is the target when it is a question. `None`
 /// when the line is not for a question (a permission answer follows).
 #[allow(clippy::option_option)]
-fn question_answer(line: &str, pending: &BTreeMap<u32, Request>) -> Option<Option<(u32, Verdict)>> {
+fn question_answer(
+    line: &str,
+    pending: &BTreeMap<u32, Shown>,
+    console: &Console,
+) -> Option<Option<(u32, Verdict)>> {
     let line = line.trim();
     let (target, rest) = match line
         .strip_prefix('#')
@@ -306,37 +305,38 @@ fn question_answer(line: &str, pending: &BTreeMap<u32, Request>) -> Option<Optio
         ),
         None => (pending.values().next(), line),
     };
-    let request = target.filter(|r| r.is_question())?;
+    let request = target.filter(|r| r.ask.is_question())?;
     if matches!(rest, "d" | "n" | "no" | "deny" | "dismiss") {
         return Some(Some((request.number, Verdict::Deny { reason: None })));
     }
     if let Some(answers) = parse_question_answer(rest, request) {
         return Some(Some((request.number, Verdict::Answer { answers })));
     }
-    eprintln!(
+    console.say(&format!(
         "gatekeep: #{} is a question: answer with its option numbers or `= your own words`, one answer per question separated by `;`, or d to dismiss",
         request.number
-    );
+    ));
     Some(None)
 }
 
 /// Turn a typed line into a decision, or explain why it is not one.
 fn interpret(
     line: &str,
-    pending: &BTreeMap<u32, Request>,
+    pending: &BTreeMap<u32, Shown>,
     awaiting_reason: &mut Option<u32>,
+    console: &Console,
 ) -> Option<(u32, Verdict)> {
     if line.trim().is_empty() {
         return None;
     }
-    if let Some(answered) = question_answer(line, pending) {
+    if let Some(answered) = question_answer(line, pending, console) {
         return answered;
     }
     let answer = parse_answer(line);
     let target = |n: Option<u32>| n.or_else(|| pending.keys().next().copied());
     let (number, verdict) = match answer {
         Answer::Unclear => {
-            eprintln!("gatekeep: type a (approve), d (deny) or r (deny with a reason), optionally with a request number");
+            console.say("gatekeep: type a (approve), d (deny) or r (deny with a reason), optionally with a request number");
             return None;
         }
         Answer::Approve(n) => (target(n), Verdict::Approve),
@@ -350,37 +350,39 @@ fn interpret(
         ),
         Answer::DenyWithReason(n, None) => {
             if let Some(number) = target(n) {
-                eprint!("reason for denying #{number}: ");
+                console.prompt(&format!("reason for denying #{number}: "));
                 *awaiting_reason = Some(number);
             } else {
-                eprintln!("gatekeep: nothing is waiting for an answer");
+                console.say("gatekeep: nothing is waiting for an answer");
             }
             return None;
         }
     };
     if number.is_none() {
-        eprintln!("gatekeep: nothing is waiting for an answer");
+        console.say("gatekeep: nothing is waiting for an answer");
     }
     number.map(|n| (n, verdict))
 }
 
-fn report(number: u32, outcome: &DecideOutcome) {
+fn report(number: u32, outcome: &DecideOutcome, console: &Console) {
     match outcome {
         // The settlement itself is printed when its notice arrives.
         DecideOutcome::Accepted(_) => {}
         DecideOutcome::AlreadyDecided(s) => {
-            eprintln!("gatekeep: #{number} was already decided: {s}");
+            console.say(&format!("gatekeep: #{number} was already decided: {s}"));
         }
-        DecideOutcome::InProgress => eprintln!("gatekeep: #{number} is being decided already"),
-        DecideOutcome::Unknown => eprintln!("gatekeep: there is no request #{number}"),
+        DecideOutcome::InProgress => {
+            console.say(&format!("gatekeep: #{number} is being decided already"));
+        }
+        DecideOutcome::Unknown => console.say(&format!("gatekeep: there is no request #{number}")),
         DecideOutcome::RunEnded => {
-            eprintln!("gatekeep: the run is ending; nothing more is forwarded");
+            console.say("gatekeep: the run is ending; nothing more is forwarded");
         }
         DecideOutcome::WrongKind => {
-            eprintln!("gatekeep: #{number} takes another kind of answer (a question is answered with its option numbers or text; a permission with a, t, d or r)");
+            console.say(&format!("gatekeep: #{number} takes another kind of answer (a question is answered with its option numbers or text; a permission with a, t, d or r)"));
         }
         DecideOutcome::Failed(e) => {
-            eprintln!("gatekeep: #{number} could not be delivered to OpenCode ({e}); it is still open, try again");
+            console.say(&format!("gatekeep: #{number} could not be delivered to OpenCode ({e}); it is still open, try again"));
         }
     }
 }
@@ -390,31 +392,32 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::approval::{Ask, Deadline, Permission, Subject};
 
-    fn question(multiple: bool) -> Request {
-        Request {
-            id: "que_1".into(),
+    /// A console for the tests' explanations (nothing is asserted on them).
+    fn quiet() -> Console {
+        Console::new(crate::config::Verbosity::Quiet)
+    }
+
+    fn question(multiple: bool) -> Shown {
+        Shown {
             number: 1,
-            session_id: "ses".into(),
-            agent: None,
-            kind: "question".into(),
-            patterns: vec![],
-            command: None,
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: SystemTime::UNIX_EPOCH,
-            time_left: Duration::from_secs(60),
-            questions: vec![crate::approval::Question {
-                header: "Pick".into(),
-                text: "Which database?".into(),
-                options: vec![
-                    ("Postgres".into(), "the usual".into()),
-                    ("SQLite".into(), "embedded".into()),
-                ],
-                multiple,
-                custom: true,
-            }],
+            deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::from_secs(60)),
+            ask: Ask {
+                id: "que_1".into(),
+                session_id: "ses".into(),
+                agent: None,
+                subject: Subject::Question(vec![crate::approval::Question {
+                    header: "Pick".into(),
+                    text: "Which database?".into(),
+                    options: vec![
+                        ("Postgres".into(), "the usual".into()),
+                        ("SQLite".into(), "embedded".into()),
+                    ],
+                    multiple,
+                    custom: true,
+                }]),
+            },
         }
     }
 
@@ -440,14 +443,14 @@ mod tests {
         );
         assert_eq!(parse_question_answer("3", &single), None);
         assert_eq!(parse_question_answer("a", &single), None);
-        let pending: BTreeMap<u32, Request> = [(1, single)].into();
+        let pending: BTreeMap<u32, Shown> = [(1, single)].into();
         assert_eq!(
-            question_answer("a", &pending),
+            question_answer("a", &pending, &quiet()),
             Some(None),
             "an approval is not an answer"
         );
         assert!(matches!(
-            question_answer("#1 d", &pending),
+            question_answer("#1 d", &pending, &quiet()),
             Some(Some((1, Verdict::Deny { .. })))
         ));
     }
@@ -469,22 +472,25 @@ mod tests {
 
     #[test]
     fn rendering_neutralises_escapes_and_redacts_secrets() {
-        let request = Request {
-            id: "per_1".into(),
+        let request = Shown {
             number: 1,
-            session_id: "ses".into(),
-            agent: Some("general".into()),
-            kind: "bash".into(),
-            patterns: vec![],
-            command: Some(
-                "echo \u{1b}[31mred\u{1b}[0m ghp_0123456789abcdefghijklmnopqrstuvwxyzAB".into(),
-            ),
-            path: None,
-            diff: None,
-            description: Some("prints".into()),
-            deadline_wall: SystemTime::UNIX_EPOCH,
-            time_left: Duration::from_secs(90),
-            questions: Vec::new(),
+            deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::from_secs(90)),
+            ask: Ask {
+                id: "per_1".into(),
+                session_id: "ses".into(),
+                agent: Some("general".into()),
+                subject: Subject::Permission(Permission {
+                    kind: "bash".into(),
+                    patterns: vec![],
+                    command: Some(
+                        "echo \u{1b}[31mred\u{1b}[0m ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"
+                            .into(),
+                    ),
+                    path: None,
+                    diff: None,
+                    description: Some("prints".into()),
+                }),
+            },
         };
         let shown = render(&request, &Redactor::new(vec![]));
         assert!(!shown.contains('\u{1b}'), "{shown}");

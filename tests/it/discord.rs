@@ -4,14 +4,14 @@
 //! must arrive within Discord's 3 s.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use gatekeep::approval::messages::{Decider, Input, Notice, Notifier, RunReport};
 use gatekeep::approval::registry::Reply;
-use gatekeep::approval::task::{ApprovalTask, Deadlines, Input, Notifier, Replier, ReplyError};
-use gatekeep::approval::{EndReason, Question, Request, Settlement};
+use gatekeep::approval::task::{ApprovalTask, Deadlines, Replier, ReplyError};
+use gatekeep::approval::{Ask, Echo, EndReason, Question, Settlement};
 use gatekeep::redact::Redactor;
 use gatekeep::transport::discord::{self, RunInfo, Settings};
-use gatekeep::transport::{Decider, Notice, RunReport};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -115,7 +115,11 @@ impl Harness {
         tokio::spawn(
             ApprovalTask::new(replies.clone(), notifier.clone(), deadlines).run(inputs_rx),
         );
-        let serve = tokio::spawn(transport.serve(discord_rx, Decider::new(inputs.clone())));
+        let serve = tokio::spawn(transport.serve(
+            discord_rx,
+            Decider::new(inputs.clone()),
+            gatekeep::console::Console::new(gatekeep::config::Verbosity::Normal),
+        ));
         Self {
             fake,
             thread,
@@ -133,7 +137,7 @@ impl Harness {
         let id = self.ask_raw(command).await;
         let number = self
             .wait_notice(&format!("Show({id})"), |n| match n {
-                Notice::Show(r) if r.id == id => Some(r.number),
+                Notice::Show(r) if r.ask.id == id => Some(r.number),
                 _ => None,
             })
             .await;
@@ -147,21 +151,10 @@ impl Harness {
             *n += 1;
             format!("per_{n}")
         };
-        let request = Request {
-            id: id.clone(),
-            number: 0,
-            session_id: "ses_root".into(),
-            agent: None,
-            kind: "bash".into(),
-            patterns: vec![command.to_owned()],
-            command: Some(command.to_owned()),
-            path: None,
-            diff: None,
-            description: Some("Run a command".into()),
-            deadline_wall: SystemTime::now(),
-            time_left: Duration::ZERO,
-            questions: Vec::new(),
-        };
+        let mut request = Ask::bash(id.clone(), "ses_root", command);
+        if let gatekeep::approval::Subject::Permission(p) = &mut request.subject {
+            p.description = Some("Run a command".into());
+        }
         self.inputs
             .send(Input::Asked(request))
             .await
@@ -176,28 +169,14 @@ impl Harness {
             *n += 1;
             format!("que_{n}")
         };
-        let request = Request {
-            id: id.clone(),
-            number: 0,
-            session_id: "ses_root".into(),
-            agent: None,
-            kind: "question".into(),
-            patterns: Vec::new(),
-            command: None,
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: SystemTime::now(),
-            time_left: Duration::ZERO,
-            questions,
-        };
+        let request = Ask::question(id.clone(), "ses_root", questions);
         self.inputs
             .send(Input::Asked(request))
             .await
             .expect("approval task alive");
         let number = self
             .wait_notice(&format!("Show({id})"), |n| match n {
-                Notice::Show(r) if r.id == id => Some(r.number),
+                Notice::Show(r) if r.ask.id == id => Some(r.number),
                 _ => None,
             })
             .await;
@@ -534,7 +513,7 @@ async fn approve_and_trust_approves_the_same_request_again_without_asking() {
             Notice::Decided {
                 request,
                 settlement,
-            } if request.id == again => Some(settlement.clone()),
+            } if request.ask.id == again => Some(settlement.clone()),
             _ => None,
         })
         .await;
@@ -704,7 +683,7 @@ async fn click_after_settlement_gets_already_decided() {
         .send(Input::Replied {
             session_id: "ses_root".into(),
             request_id: id.clone(),
-            reply: "reject".into(),
+            echo: Echo::Rejected,
         })
         .await
         .expect("task");

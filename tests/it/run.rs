@@ -554,7 +554,7 @@ async fn with_several_runs_live_a_decision_must_name_its_run() {
     let (one, two) = (FakeOpenCode::start(), FakeOpenCode::start());
     let mut gks = Vec::new();
     for fake in [&one, &two] {
-        gks.push(launch(&fake, &[], TAIL, &[("XDG_RUNTIME_DIR", &state_dir)]));
+        gks.push(launch(fake, &[], TAIL, &[("XDG_RUNTIME_DIR", &state_dir)]));
     }
     let root_two = two.wait_for_prompt().await.session_id;
     let root_one = one.wait_for_prompt().await.session_id;

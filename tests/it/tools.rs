@@ -276,12 +276,12 @@ async fn an_unwritable_audit_log_refuses_the_run_before_anything_starts() {
 fn audit_verify_says_where_the_chain_breaks() {
     let files = Files::new();
     let path = files.path("audit.jsonl");
-    let mut prev = gatekeep::audit::GENESIS.to_owned();
+    let mut prev = gatekeep::records::audit::GENESIS.to_owned();
     let mut text = String::new();
     for seq in 1..=3 {
         let line =
             format!(r#"{{"seq":{seq},"event":"decision","decision":"denied","prev":"{prev}"}}"#);
-        prev = gatekeep::audit::line_hash(line.as_bytes());
+        prev = gatekeep::records::audit::line_hash(line.as_bytes());
         text.push_str(&line);
         text.push('\n');
     }

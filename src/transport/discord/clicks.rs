@@ -10,7 +10,7 @@ use std::fmt;
 
 use rand::Rng;
 
-use crate::approval::{Question, Request};
+use crate::approval::{Question, Shown};
 
 /// Prefix and version of gatekeep's component ids.
 const PREFIX: &str = "gk1";
@@ -253,38 +253,28 @@ pub fn answer_input_id(index: usize) -> String {
 /// is accepted, a missing answer): nothing is decided then.
 #[must_use]
 pub fn answer_of(
-    request: &Request,
+    request: &Shown,
     action: Action,
     selected: &[u32],
     texts: &[(String, String)],
 ) -> Option<Vec<Vec<String>>> {
-    let questions = &request.questions;
+    let questions = request.ask.questions();
     match action {
         Action::Pick(index) => {
-            let [q] = questions.as_slice() else {
+            let [q] = questions else {
                 return None;
             };
-            let (label, _) = q.options.get(usize::from(index))?;
-            Some(vec![vec![label.clone()]])
+            Some(vec![q.pick(&[usize::from(index)])?])
         }
         Action::PickSelected => {
-            let [q] = questions.as_slice() else {
+            let [q] = questions else {
                 return None;
             };
-            let mut indexes: Vec<usize> = selected
+            let indexes: Vec<usize> = selected
                 .iter()
                 .map(|i| usize::try_from(*i).ok())
                 .collect::<Option<_>>()?;
-            indexes.sort_unstable();
-            indexes.dedup();
-            if indexes.is_empty() || (indexes.len() > 1 && !q.multiple) {
-                return None;
-            }
-            let labels = indexes
-                .iter()
-                .map(|i| q.options.get(*i).map(|(label, _)| label.clone()))
-                .collect::<Option<Vec<_>>>()?;
-            Some(vec![labels])
+            Some(vec![q.pick(&indexes)?])
         }
         Action::AnswerSubmitted => questions
             .iter()
@@ -314,24 +304,13 @@ fn typed_answer(q: &Question, text: &str) -> Option<Vec<String>> {
     {
         return Some(vec![label.clone()]);
     }
-    if q.custom {
-        return Some(vec![text.to_owned()]);
-    }
-    let picks = text
-        .split(',')
-        .map(|n| {
-            let n: usize = n.trim().parse().ok()?;
-            q.options
-                .get(n.checked_sub(1)?)
-                .map(|(label, _)| label.clone())
-        })
-        .collect::<Option<Vec<_>>>()?;
-    (!picks.is_empty() && (q.multiple || picks.len() == 1)).then_some(picks)
+    q.free_text(text).or_else(|| q.pick_numbers(text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::{Ask, Deadline, Subject};
 
     #[test]
     fn round_trip_and_foreign_ids() {
@@ -390,21 +369,16 @@ mod tests {
         }
     }
 
-    fn asking(questions: Vec<Question>) -> Request {
-        Request {
-            id: "que_1".into(),
+    fn asking(questions: Vec<Question>) -> Shown {
+        Shown {
             number: 4,
-            session_id: "ses_1".into(),
-            agent: None,
-            kind: "question".into(),
-            patterns: Vec::new(),
-            command: None,
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: std::time::UNIX_EPOCH,
-            time_left: std::time::Duration::from_secs(60),
-            questions,
+            deadline: Deadline::shown_as(std::time::UNIX_EPOCH, std::time::Duration::from_secs(60)),
+            ask: Ask {
+                id: "que_1".into(),
+                session_id: "ses_1".into(),
+                agent: None,
+                subject: Subject::Question(questions),
+            },
         }
     }
 
@@ -421,7 +395,7 @@ mod tests {
         let pick = |i| answer_of(&single, Action::Pick(i), &[], &[]);
         assert_eq!(pick(1), Some(vec![vec!["SQLite".to_owned()]]));
         assert_eq!(pick(2), None, "no such option");
-        let select = |values: &[u32], r: &Request| answer_of(r, Action::PickSelected, values, &[]);
+        let select = |values: &[u32], r: &Shown| answer_of(r, Action::PickSelected, values, &[]);
         assert_eq!(
             select(&[0], &single),
             Some(vec![vec!["Postgres".to_owned()]])
@@ -435,7 +409,7 @@ mod tests {
         );
         assert_eq!(select(&[3], &multiple), None);
         // Typed: a label, option numbers, free text only where accepted.
-        let submit = |r: &Request, pairs: &[(&str, &str)]| {
+        let submit = |r: &Shown, pairs: &[(&str, &str)]| {
             answer_of(r, Action::AnswerSubmitted, &[], &typed(pairs))
         };
         assert_eq!(

@@ -34,9 +34,10 @@ use tokio::sync::mpsc;
 use self::clicks::{Action, Approvers, Clicker, Nonce, Refusal};
 use self::outbox::{id_of, Groups, Job, Outbox};
 use self::rest::{Body, Rest, RestError, Retry};
-use crate::approval::{Actor, Channel, Request, Settlement, Verdict};
+use crate::approval::messages::{DecideOutcome, Decider, Notice};
+use crate::approval::{Actor, Channel, Settlement, Shown, Verdict};
+use crate::console::Console;
 use crate::redact::Redactor;
-use crate::transport::{DecideOutcome, Decider, Notice};
 
 /// Everything `connect` may take, at most: gateway lookup, READY, start
 /// message and thread.
@@ -253,6 +254,7 @@ impl Discord {
         self,
         mut notices: mpsc::UnboundedReceiver<Notice>,
         decider: Decider,
+        console: Console,
     ) -> Result<(), Error> {
         let Discord {
             rest,
@@ -276,6 +278,7 @@ impl Discord {
             groups: Groups::default(),
             questions: Mutex::new(HashMap::new()),
             redactor: redactor.clone(),
+            console: console.clone(),
         });
         let interactions =
             std::mem::replace(&mut gateway.interactions, mpsc::unbounded_channel().1);
@@ -292,6 +295,7 @@ impl Discord {
             thread_id,
             decider,
             groups: Arc::clone(&clicks.groups),
+            console: console.clone(),
         };
         let outbox = tokio::spawn(outbox.run(jobs_rx));
 
@@ -318,10 +322,10 @@ impl Discord {
         let _ = jobs.send(Job::Finish(report));
         drop((jobs, state));
         if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
-            eprintln!(
-                "gatekeep: discord: gave up updating messages after {}",
+            console.error(&format!(
+                "discord: gave up updating messages after {}",
                 humantime::format_duration(DRAIN_TIMEOUT)
-            );
+            ));
         }
         dispatcher.abort();
         gateway.shutdown().await;
@@ -346,7 +350,7 @@ impl ServeState {
         match notice {
             Notice::Show(request) => {
                 let number = request.number;
-                if request.is_question() {
+                if request.ask.is_question() {
                     // Before posting, so a fast click finds its labels.
                     self.clicks.remember_question(&request);
                 }
@@ -389,7 +393,7 @@ impl ServeState {
                     at: SystemTime::now(),
                 });
             }
-            Notice::Refused { .. } | Notice::RunEnded(_) => {}
+            Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::RunEnded(_) => {}
         }
     }
 
@@ -400,7 +404,9 @@ impl ServeState {
             "the Discord gateway connection ended: {}",
             why.unwrap_or_else(|| "the gateway task stopped".into())
         );
-        eprintln!("gatekeep: discord: {why}; open requests are denied");
+        self.clicks
+            .console
+            .error(&format!("discord: {why}; open requests are denied"));
         for number in std::mem::take(&mut self.open) {
             self.clicks
                 .decider
@@ -426,9 +432,11 @@ struct ClickContext {
     groups: Groups,
     /// Open questions, by number: where an answer's labels come from
     /// (never from the click payload).
-    questions: Mutex<HashMap<u32, Request>>,
+    questions: Mutex<HashMap<u32, Shown>>,
     /// For the answer modal, which repeats agent text.
     redactor: Redactor,
+    /// Where failures to answer a click are reported.
+    console: Console,
 }
 
 impl ClickContext {
@@ -446,7 +454,7 @@ impl ClickContext {
             .unwrap_or_default()
     }
 
-    fn remember_question(&self, request: &Request) {
+    fn remember_question(&self, request: &Shown) {
         if let Ok(mut map) = self.questions.lock() {
             map.insert(request.number, request.clone());
         }
@@ -458,7 +466,7 @@ impl ClickContext {
         }
     }
 
-    fn question(&self, number: u32) -> Option<Request> {
+    fn question(&self, number: u32) -> Option<Shown> {
         self.questions
             .lock()
             .ok()
@@ -615,7 +623,7 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             Refusal::WrongChannel => "Not authorized: this button is not in this run's thread.",
             Refusal::NotApprover => "Not authorized: you are not an approver for this run.",
         };
-        report_ack(ack(render::ephemeral(text)).await);
+        report_ack(&ctx.console, ack(render::ephemeral(text)).await);
         // Recorded for the audit log; changes nothing.
         let number = match click.action {
             Action::ApproveSelected
@@ -662,22 +670,25 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             Some(settlement) => render::ephemeral(&already_decided(&settlement)),
             None => render::reason_modal(&ctx.nonce, click.number),
         };
-        report_ack(ack(answer).await);
+        report_ack(&ctx.console, ack(answer).await);
         return;
     };
     if is_group {
-        report_ack(ack(render::deferred_ephemeral()).await);
+        report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
         let text = decide_group(&ctx, &click, verdict).await;
         followup(&ctx, &click, &text).await;
         return;
     }
     if let Some(settlement) = ctx.settlement_of(click.number) {
-        report_ack(ack(render::ephemeral(&already_decided(&settlement))).await);
+        report_ack(
+            &ctx.console,
+            ack(render::ephemeral(&already_decided(&settlement))).await,
+        );
         return;
     }
     // A failed acknowledgement does not void the human's decision: the
     // approval message shows the outcome either way.
-    report_ack(ack(render::deferred_ephemeral()).await);
+    report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
     let outcome = ctx
         .decider
         .decide(click.number, verdict, click.actor.clone())
@@ -698,19 +709,28 @@ where
     Fut: std::future::Future<Output = Result<serde_json::Value, RestError>>,
 {
     if let Some(settlement) = ctx.settlement_of(click.number) {
-        report_ack(ack(render::ephemeral(&already_decided(&settlement))).await);
+        report_ack(
+            &ctx.console,
+            ack(render::ephemeral(&already_decided(&settlement))).await,
+        );
         return;
     }
     let Some(request) = ctx.question(click.number) else {
         // Not an open question of this run: a permission request (whose
         // decision a question's answer can never be), or unknown.
-        report_ack(ack(render::ephemeral(&outcome_text(&DecideOutcome::WrongKind))).await);
+        report_ack(
+            &ctx.console,
+            ack(render::ephemeral(&outcome_text(&DecideOutcome::WrongKind))).await,
+        );
         return;
     };
     let verdict = match click.action {
         Action::AnswerInWords => {
             // The modal is the acknowledgement.
-            report_ack(ack(render::answer_modal(&request, &ctx.redactor, &ctx.nonce)).await);
+            report_ack(
+                &ctx.console,
+                ack(render::answer_modal(&request, &ctx.redactor, &ctx.nonce)).await,
+            );
             return;
         }
         Action::Dismiss => Verdict::Deny { reason: None },
@@ -718,13 +738,13 @@ where
             let Some(answers) = clicks::answer_of(&request, action, &click.selected, &click.texts)
             else {
                 let text = "That answer does not fit the question: nothing was sent. Choose one of its options, or type an answer it accepts.";
-                report_ack(ack(render::ephemeral(text)).await);
+                report_ack(&ctx.console, ack(render::ephemeral(text)).await);
                 return;
             };
             Verdict::Answer { answers }
         }
     };
-    report_ack(ack(render::deferred_ephemeral()).await);
+    report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
     let outcome = ctx
         .decider
         .decide(click.number, verdict, click.actor.clone())
@@ -764,7 +784,7 @@ async fn followup(ctx: &ClickContext, click: &Click, text: &str) {
         )
         .await
     {
-        eprintln!("gatekeep: discord: {e}");
+        ctx.console.error(&format!("discord: {e}"));
     }
 }
 
@@ -806,9 +826,9 @@ async fn decide_group(ctx: &ClickContext, click: &Click, verdict: Verdict) -> St
     lines.join("\n")
 }
 
-fn report_ack(result: Result<serde_json::Value, RestError>) {
+fn report_ack(console: &Console, result: Result<serde_json::Value, RestError>) {
     if let Err(e) = result {
-        eprintln!("gatekeep: discord: {e}");
+        console.error(&format!("discord: {e}"));
     }
 }
 

@@ -23,9 +23,10 @@ use super::clicks::Nonce;
 use super::render;
 use super::rest::{Body, Rest, Retry};
 use super::RunInfo;
-use crate::approval::{Request, Settlement};
+use crate::approval::messages::{Decider, RunReport};
+use crate::approval::{Settlement, Shown};
+use crate::console::Console;
 use crate::redact::Redactor;
-use crate::transport::{Decider, RunReport};
 
 /// From this many open requests waiting to be posted, they are grouped.
 pub const GROUP_THRESHOLD: usize = 4;
@@ -41,7 +42,7 @@ pub type Groups = Arc<Mutex<HashMap<u32, Vec<u32>>>>;
 /// What the outbox is asked to do. Sent by `Discord::serve`.
 #[derive(Debug)]
 pub enum Job {
-    Show(Request),
+    Show(Shown),
     Settled {
         number: u32,
         settlement: Settlement,
@@ -56,7 +57,7 @@ pub enum Job {
 enum Queued {
     Post {
         /// Boxed: a request is far larger than the other variants.
-        request: Box<Request>,
+        request: Box<Shown>,
         settled: Option<(Settlement, SystemTime)>,
     },
     Edit {
@@ -68,18 +69,18 @@ enum Queued {
 }
 
 /// Where a posted request is shown.
-enum Shown {
+enum Placement {
     /// Boxed: a request is far larger than a group id.
     Single {
         message_id: u64,
-        request: Box<Request>,
+        request: Box<Shown>,
     },
     InGroup(u32),
 }
 
 struct Group {
     message_id: u64,
-    requests: Vec<Request>,
+    requests: Vec<Shown>,
     states: BTreeMap<u32, (Settlement, SystemTime)>,
 }
 
@@ -93,13 +94,15 @@ pub struct Outbox {
     pub thread_id: u64,
     /// Told about requests whose message could not be posted.
     pub decider: Decider,
+    /// Where delivery failures are reported.
+    pub console: Console,
     pub groups: Groups,
 }
 
 /// The outbox task's own state.
 struct Run {
     outbox: Outbox,
-    shown: HashMap<u32, Shown>,
+    shown: HashMap<u32, Placement>,
     groups: HashMap<u32, Group>,
 }
 
@@ -130,14 +133,16 @@ impl Outbox {
                 Queued::Post {
                     request,
                     settled: None,
-                } if !request.is_question() && open_posts_ahead(&queue) + 1 >= GROUP_THRESHOLD => {
+                } if !request.ask.is_question()
+                    && open_posts_ahead(&queue) + 1 >= GROUP_THRESHOLD =>
+                {
                     let mut requests = vec![*request];
                     while requests.len() < GROUP_MAX {
                         match queue.front() {
                             Some(Queued::Post {
                                 settled: None,
                                 request,
-                            }) if !request.is_question() => {}
+                            }) if !request.ask.is_question() => {}
                             _ => break,
                         }
                         if let Some(Queued::Post { request, .. }) = queue.pop_front() {
@@ -189,7 +194,7 @@ impl Outbox {
             )
             .await
         {
-            eprintln!("gatekeep: discord: {e}");
+            self.console.error(&format!("discord: {e}"));
         }
         let edit = render::run_start_final(&self.info, &self.redactor, report);
         let path = format!(
@@ -209,13 +214,13 @@ impl Outbox {
             )
             .await
         {
-            eprintln!("gatekeep: discord: {e}");
+            self.console.error(&format!("discord: {e}"));
         }
     }
 }
 
 impl Run {
-    async fn post(&mut self, request: Request, settled: Option<(Settlement, SystemTime)>) {
+    async fn post(&mut self, request: Shown, settled: Option<(Settlement, SystemTime)>) {
         let o = &self.outbox;
         let rendered = render::request_message(
             &request,
@@ -237,7 +242,7 @@ impl Run {
                 if let Some(message_id) = id_of(&v) {
                     self.shown.insert(
                         request.number,
-                        Shown::Single {
+                        Placement::Single {
                             message_id,
                             request: Box::new(request),
                         },
@@ -246,20 +251,20 @@ impl Run {
             }
             // Fail closed: a request nobody can see is denied.
             Err(e) if settled.is_none() => {
-                eprintln!(
-                    "gatekeep: discord: request #{} could not be posted, so it is denied: {e}",
+                o.console.error(&format!(
+                    "discord: request #{} could not be posted, so it is denied: {e}",
                     request.number
-                );
+                ));
                 o.decider.channel_failed(request.number, e).await;
             }
-            Err(e) => eprintln!(
-                "gatekeep: discord: could not show the final state of request #{}: {e}",
+            Err(e) => o.console.error(&format!(
+                "discord: could not show the final state of request #{}: {e}",
                 request.number
-            ),
+            )),
         }
     }
 
-    async fn post_group(&mut self, requests: Vec<Request>) {
+    async fn post_group(&mut self, requests: Vec<Shown>) {
         let o = &self.outbox;
         let group = requests[0].number;
         let numbers: Vec<u32> = requests.iter().map(|r| r.number).collect();
@@ -278,7 +283,7 @@ impl Run {
             Ok(v) => {
                 if let Some(message_id) = id_of(&v) {
                     for n in &numbers {
-                        self.shown.insert(*n, Shown::InGroup(group));
+                        self.shown.insert(*n, Placement::InGroup(group));
                     }
                     self.groups.insert(
                         group,
@@ -291,11 +296,11 @@ impl Run {
                 }
             }
             Err(e) => {
-                eprintln!(
-                    "gatekeep: discord: requests #{}–#{} could not be posted, so they are denied: {e}",
+                o.console.error(&format!(
+                    "discord: requests #{}–#{} could not be posted, so they are denied: {e}",
                     numbers[0],
                     numbers[numbers.len() - 1]
-                );
+                ));
                 for n in numbers {
                     o.decider.channel_failed(n, e.clone()).await;
                 }
@@ -314,7 +319,7 @@ impl Run {
         // channel failure) — nothing to update.
         match self.shown.get(&number) {
             None => {}
-            Some(Shown::Single {
+            Some(Placement::Single {
                 message_id,
                 request,
             }) => {
@@ -331,12 +336,12 @@ impl Run {
                     )
                     .await
                 {
-                    eprintln!(
-                        "gatekeep: discord: could not update the message of request #{number}: {e}"
-                    );
+                    o.console.error(&format!(
+                        "discord: could not update the message of request #{number}: {e}"
+                    ));
                 }
             }
-            Some(Shown::InGroup(group)) => {
+            Some(Placement::InGroup(group)) => {
                 let group = *group;
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
@@ -369,9 +374,9 @@ impl Run {
                     )
                     .await
                 {
-                    eprintln!(
-                        "gatekeep: discord: could not update the group of request #{number}: {e}"
-                    );
+                    o.console.error(&format!(
+                        "discord: could not update the group of request #{number}: {e}"
+                    ));
                 }
             }
         }
@@ -385,7 +390,7 @@ fn open_posts_ahead(queue: &VecDeque<Queued>) -> usize {
     queue
         .iter()
         .take_while(
-            |q| matches!(q, Queued::Post { settled: None, request } if !request.is_question()),
+            |q| matches!(q, Queued::Post { settled: None, request } if !request.ask.is_question()),
         )
         .count()
 }

@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 
 use super::clicks::{answer_input_id, encode, Action, Nonce, MAX_PICK};
 use super::RunInfo;
-use crate::approval::{Channel, Request, Settlement};
+use crate::approval::messages::RunReport;
+use crate::approval::{Channel, Permission, Settlement, Shown, Subject};
 use crate::redact::{terminal_safe_bounded, Redactor};
-use crate::transport::RunReport;
 
 /// Embed colours: pending (blurple), approved (green), denied (red), neutral.
 const PENDING: u32 = 0x0058_65F2;
@@ -145,6 +145,17 @@ fn field(name: &str, value: String, inline: bool) -> Value {
 /// in Discord are shown as a mention (rendered, never pinged).
 #[must_use]
 pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
+    settlement_line(settlement, at, false)
+}
+
+/// [`settlement_text`], where a human's denial of a question reads as a
+/// dismissal (a question is not denied, it is dismissed).
+fn settlement_line(settlement: &Settlement, at: SystemTime, question: bool) -> String {
+    let denied = if question {
+        "🚫 Dismissed by"
+    } else {
+        "⛔ Denied by"
+    };
     let who = |by: &crate::approval::Actor| match by.channel {
         Channel::Discord if by.id.parse::<u64>().is_ok() => format!("<@{}>", by.id),
         _ => format!("{} ({})", field_text(&by.name), by.channel),
@@ -175,12 +186,12 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
             "⛔ Denied at {when} by the --deny rule `{}`",
             field_text(rule).replace('`', "'")
         ),
-        Settlement::Denied { by, reason: None } => format!("⛔ Denied by {} at {when}", who(by)),
+        Settlement::Denied { by, reason: None } => format!("{denied} {} at {when}", who(by)),
         Settlement::Denied {
             by,
             reason: Some(r),
         } => format!(
-            "⛔ Denied by {} at {when}, with reason:\n> {}",
+            "{denied} {} at {when}, with reason:\n> {}",
             who(by),
             field_text(r).replace('\n', "\n> ")
         ),
@@ -203,8 +214,14 @@ pub fn settlement_text(settlement: &Settlement, at: SystemTime) -> String {
             "⛔ Denied at {when}: the approval channel failed ({})",
             field_text(detail)
         ),
-        Settlement::RepliedElsewhere { reply } => {
-            format!("ℹ️ Answered outside gatekeep: {}", field_text(reply))
+        Settlement::RepliedElsewhere { echo: Some(echo) } => {
+            format!(
+                "ℹ️ Answered outside gatekeep: {}",
+                field_text(&echo.to_string())
+            )
+        }
+        Settlement::RepliedElsewhere { echo: None } => {
+            "ℹ️ Answered outside gatekeep while the event stream was down".to_owned()
         }
     }
 }
@@ -235,11 +252,11 @@ fn buttons(nonce: &Nonce, number: u32) -> Value {
 /// The description (what would run, in code blocks) and the attachments
 /// for whatever does not fit inline, in at most `budget` characters (what
 /// the embed's other text leaves of Discord's limits).
-fn describe(request: &Request, redactor: &Redactor, budget: usize) -> (String, Vec<Attachment>) {
-    let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
+fn describe(request: &Shown, redactor: &Redactor, budget: usize) -> (String, Vec<Attachment>) {
+    let subject = clean(redactor, request.ask.summary(), MAX_TEXT_BYTES);
     let diff = request
-        .diff
-        .as_deref()
+        .ask
+        .diff()
         .map(|d| clean(redactor, d, MAX_TEXT_BYTES));
     let texts = (subject.as_str(), diff.as_deref());
     let shown = describe_within(request, texts, (INLINE_SUBJECT, INLINE_DIFF), (400, 800));
@@ -256,7 +273,7 @@ fn describe(request: &Request, redactor: &Redactor, budget: usize) -> (String, V
 /// shown whole (`inline`, measured after escaping) and the previews of
 /// attached text (`preview`).
 fn describe_within(
-    request: &Request,
+    request: &Shown,
     (subject, diff): (&str, Option<&str>),
     inline: (usize, usize),
     preview: (usize, usize),
@@ -267,7 +284,11 @@ fn describe_within(
     let subject_chars = subject.chars().count();
     if subject.is_empty() || fence_safe(subject).chars().count() <= inline.0 {
         description.push_str(&code_block(
-            if request.command.is_some() { "sh" } else { "" },
+            if request.ask.command().is_some() {
+                "sh"
+            } else {
+                ""
+            },
             subject,
         ));
     } else {
@@ -317,21 +338,22 @@ fn fields_chars(fields: &[Value]) -> usize {
         .sum()
 }
 
-/// The message for one request: open (with buttons) when `settled` is
+/// The message for one request: open (with its buttons) when `settled` is
 /// `None`, else in its final state with the buttons removed. Files are
 /// attached only when posting, never when editing (Discord keeps the
 /// original attachments on an edit that does not mention them).
+///
+/// A permission shows its command, path or diff and Approve / Deny buttons;
+/// a question shows its questions with option buttons, an answer form and
+/// Dismiss. Everything else is the same for both.
 #[must_use]
 pub fn request_message(
-    request: &Request,
+    request: &Shown,
     redactor: &Redactor,
     nonce: &Nonce,
     settled: Option<(&Settlement, SystemTime)>,
 ) -> Rendered {
-    if request.is_question() {
-        return question_message(request, redactor, nonce, settled);
-    }
-    let agent = request.agent.as_deref().map_or_else(
+    let agent = request.ask.agent.as_deref().map_or_else(
         || "main agent".to_owned(),
         |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
     );
@@ -339,32 +361,35 @@ pub fn request_message(
         field("Asked by", agent, true),
         field("Request", format!("#{}", request.number), true),
     ];
-    if let Some(d) = &request.description {
-        fields.push(field(
-            "Description",
-            field_text(&clean(redactor, d, 4096)),
-            false,
-        ));
+    if let Subject::Permission(p) = &request.ask.subject {
+        permission_fields(p, redactor, &mut fields);
     }
-    if !request.patterns.is_empty() && request.command.is_none() && request.path.is_none() {
-        let patterns = request.patterns.join("\n");
-        fields.push(field(
-            "Patterns",
-            field_text(&clean(redactor, &patterns, 4096)),
-            false,
-        ));
-    }
+    let question = request.ask.is_question();
     let (colour, components) = match settled {
         None => {
             fields.push(field(
                 "Deadline",
-                format!("<t:{}:R>", unix(request.deadline_wall)),
+                format!("<t:{}:R>", unix(request.deadline.wall)),
                 true,
             ));
-            (PENDING, buttons(nonce, request.number))
+            if request.ask.questions().len() > MODAL_INPUTS {
+                fields.push(field(
+                    "Note",
+                    "Too many questions to answer here: answer in the terminal, or dismiss.".into(),
+                    false,
+                ));
+            }
+            let components = if question {
+                question_components(request, redactor, nonce)
+            } else {
+                buttons(nonce, request.number)
+            };
+            (PENDING, components)
         }
         Some((settlement, at)) => {
-            fields.push(field("Decision", settlement_text(settlement, at), false));
+            // An answer repeats agent text (option labels): redacted too.
+            let text = settlement_line(&redacted_answers(settlement, redactor), at, question);
+            fields.push(field("Decision", text, false));
             (settlement_colour(settlement), json!([]))
         }
     };
@@ -372,7 +397,7 @@ pub fn request_message(
         &format!(
             "Request #{}: {}",
             request.number,
-            clean(redactor, &request.kind, 64)
+            clean(redactor, request.ask.kind(), 64)
         ),
         250,
     )
@@ -380,7 +405,11 @@ pub fn request_message(
     let budget = EMBED_TOTAL
         .saturating_sub(title.chars().count() + fields_chars(&fields))
         .min(DESCRIPTION);
-    let (description, files) = describe(request, redactor, budget);
+    let (description, files) = if question {
+        question_description(request, redactor, budget)
+    } else {
+        describe(request, redactor, budget)
+    };
 
     let mut payload = json!({
         "embeds": [{
@@ -401,6 +430,59 @@ pub fn request_message(
         payload["attachments"] = Value::Array(attachments);
     }
     Rendered { payload, files }
+}
+
+/// A permission's own fields: the agent's description, and the patterns
+/// when there is no command or path to show.
+fn permission_fields(p: &Permission, redactor: &Redactor, fields: &mut Vec<Value>) {
+    if let Some(d) = &p.description {
+        fields.push(field(
+            "Description",
+            field_text(&clean(redactor, d, 4096)),
+            false,
+        ));
+    }
+    if !p.patterns.is_empty() && p.command.is_none() && p.path.is_none() {
+        let patterns = p.patterns.join("\n");
+        fields.push(field(
+            "Patterns",
+            field_text(&clean(redactor, &patterns, 4096)),
+            false,
+        ));
+    }
+}
+
+/// The settlement with the labels of an answer redacted.
+fn redacted_answers(settlement: &Settlement, redactor: &Redactor) -> Settlement {
+    match settlement {
+        Settlement::Answered { by, answers } => Settlement::Answered {
+            by: by.clone(),
+            answers: answers
+                .iter()
+                .map(|a| a.iter().map(|t| clean(redactor, t, 4096)).collect())
+                .collect(),
+        },
+        other => other.clone(),
+    }
+}
+
+/// A question's text within `budget`; the whole of it attached when longer.
+fn question_description(
+    request: &Shown,
+    redactor: &Redactor,
+    budget: usize,
+) -> (String, Vec<Attachment>) {
+    let (shown, plain) = questions_text(request, redactor);
+    if shown.chars().count() <= budget {
+        return (shown, Vec::new());
+    }
+    let file = Attachment {
+        filename: format!("question-{}.txt", request.number),
+        content: plain.into_bytes(),
+    };
+    let note = "\n*Cut short: the whole question is attached.*";
+    let (cut, _) = truncate(&shown, budget.saturating_sub(note.chars().count() + 2));
+    (format!("{cut}{note}"), vec![file])
 }
 
 /// Discord's limits on components.
@@ -429,11 +511,11 @@ fn label_text(redactor: &Redactor, text: &str, max: usize, fallback: &str) -> St
 }
 
 /// The text of every question, escaped for the embed description.
-fn questions_text(request: &Request, redactor: &Redactor) -> (String, String) {
-    let several = request.questions.len() > 1;
+fn questions_text(request: &Shown, redactor: &Redactor) -> (String, String) {
+    let several = request.ask.questions().len() > 1;
     let mut shown = String::new();
     let mut plain = String::new();
-    for (i, q) in request.questions.iter().enumerate() {
+    for (i, q) in request.ask.questions().iter().enumerate() {
         let header = clean(redactor, &q.header, 4096);
         let text = clean(redactor, &q.text, MAX_TEXT_BYTES);
         if !shown.is_empty() {
@@ -490,11 +572,11 @@ fn questions_text(request: &Request, redactor: &Redactor) -> (String, String) {
 /// when they are many or several may be chosen), "answer in your own
 /// words" (a modal) and "Dismiss". Several questions are answered through
 /// the modal only.
-fn question_components(request: &Request, redactor: &Redactor, nonce: &Nonce) -> Value {
+fn question_components(request: &Shown, redactor: &Redactor, nonce: &Nonce) -> Value {
     let number = request.number;
     let mut rows = Vec::new();
     let mut last = Vec::new();
-    match request.questions.as_slice() {
+    match request.ask.questions() {
         [q] => {
             let count = q.options.len();
             if count > 0 && !q.multiple && count <= BUTTONS_PER_ROW * OPTION_ROWS {
@@ -563,101 +645,14 @@ fn question_components(request: &Request, redactor: &Redactor, nonce: &Nonce) ->
     Value::Array(rows)
 }
 
-/// The message for a question of the agent: open (options, answer,
-/// dismiss) when `settled` is `None`, else its final state without
-/// components.
-#[must_use]
-pub fn question_message(
-    request: &Request,
-    redactor: &Redactor,
-    nonce: &Nonce,
-    settled: Option<(&Settlement, SystemTime)>,
-) -> Rendered {
-    let agent = request.agent.as_deref().map_or_else(
-        || "main agent".to_owned(),
-        |a| format!("subagent: {}", field_text(&clean(redactor, a, 4096))),
-    );
-    let mut fields = vec![
-        field("Asked by", agent, true),
-        field("Request", format!("#{}", request.number), true),
-    ];
-    let (colour, components) = match settled {
-        None => {
-            fields.push(field(
-                "Deadline",
-                format!("<t:{}:R>", unix(request.deadline_wall)),
-                true,
-            ));
-            if request.questions.len() > MODAL_INPUTS {
-                fields.push(field(
-                    "Note",
-                    "Too many questions to answer here: answer in the terminal, or dismiss.".into(),
-                    false,
-                ));
-            }
-            (PENDING, question_components(request, redactor, nonce))
-        }
-        Some((settlement, at)) => {
-            // The answer repeats agent text (option labels): redacted too.
-            let shown = match settlement {
-                Settlement::Answered { by, answers } => Settlement::Answered {
-                    by: by.clone(),
-                    answers: answers
-                        .iter()
-                        .map(|a| a.iter().map(|t| clean(redactor, t, 4096)).collect())
-                        .collect(),
-                },
-                other => other.clone(),
-            };
-            let mut text = settlement_text(&shown, at);
-            if matches!(settlement, Settlement::Denied { .. }) {
-                // A question is not denied but dismissed.
-                text = text.replacen("⛔ Denied by", "🚫 Dismissed by", 1);
-            }
-            fields.push(field("Decision", text, false));
-            (settlement_colour(settlement), json!([]))
-        }
-    };
-    let title = format!("Request #{}: question", request.number);
-    let budget = EMBED_TOTAL
-        .saturating_sub(title.chars().count() + fields_chars(&fields))
-        .min(DESCRIPTION);
-    let (shown, plain) = questions_text(request, redactor);
-    let mut files = Vec::new();
-    let description = if shown.chars().count() <= budget {
-        shown
-    } else {
-        files.push(Attachment {
-            filename: format!("question-{}.txt", request.number),
-            content: plain.into_bytes(),
-        });
-        let note = "\n*Cut short: the whole question is attached.*";
-        let (cut, _) = truncate(&shown, budget.saturating_sub(note.chars().count() + 2));
-        format!("{cut}{note}")
-    };
-    let mut payload = json!({
-        "embeds": [{
-            "title": title,
-            "description": description,
-            "color": colour,
-            "fields": fields,
-        }],
-        "components": components,
-        "allowed_mentions": no_mentions(),
-    });
-    if !files.is_empty() {
-        payload["attachments"] = json!([{ "id": 0, "filename": files[0].filename }]);
-    }
-    Rendered { payload, files }
-}
-
 /// Interaction callback: the modal that answers question request
 /// `request` in words, one text input per question (at most five).
 #[must_use]
-pub fn answer_modal(request: &Request, redactor: &Redactor, nonce: &Nonce) -> Value {
-    let several = request.questions.len() > 1;
+pub fn answer_modal(request: &Shown, redactor: &Redactor, nonce: &Nonce) -> Value {
+    let several = request.ask.questions().len() > 1;
     let inputs: Vec<Value> = request
-        .questions
+        .ask
+        .questions()
         .iter()
         .take(MODAL_INPUTS)
         .enumerate()
@@ -698,7 +693,7 @@ pub fn answer_modal(request: &Request, redactor: &Redactor, nonce: &Nonce) -> Va
 /// The edit that puts a posted request message into its final state.
 #[must_use]
 pub fn request_final_edit(
-    request: &Request,
+    request: &Shown,
     redactor: &Redactor,
     nonce: &Nonce,
     settlement: &Settlement,
@@ -723,7 +718,7 @@ const GROUP_SUBJECT: usize = 250;
 #[must_use]
 pub fn group_message(
     group: u32,
-    requests: &[Request],
+    requests: &[Shown],
     states: &BTreeMap<u32, (Settlement, SystemTime)>,
     redactor: &Redactor,
     nonce: &Nonce,
@@ -737,15 +732,15 @@ pub fn group_message(
     let share = (EMBED_TOTAL - 500) / requests.len().max(1);
     let note = "\n*Full text in the attached file.*";
     for request in requests {
-        let subject = clean(redactor, request.subject(), MAX_TEXT_BYTES);
-        let agent = request.agent.as_deref().map_or_else(
+        let subject = clean(redactor, request.ask.summary(), MAX_TEXT_BYTES);
+        let agent = request.ask.agent.as_deref().map_or_else(
             || "main agent".to_owned(),
             |a| format!("subagent {}", escape_markdown(&clean(redactor, a, 200))),
         );
         let name = format!(
             "#{} · {} · {agent}",
             request.number,
-            escape_markdown(&clean(redactor, &request.kind, 64))
+            escape_markdown(&clean(redactor, request.ask.kind(), 64))
         );
         let name = truncate(&name, 120).0;
         let room = share.saturating_sub(name.chars().count()).min(FIELD - 1);
@@ -757,20 +752,27 @@ pub fn group_message(
         // Escaping can double the preview.
         let preview = GROUP_SUBJECT.min(room.saturating_sub(fixed) / 2);
         let (shown, cut) = truncate(&subject, preview);
-        let mut value = code_block(if request.command.is_some() { "sh" } else { "" }, &shown);
-        if cut || request.diff.is_some() {
+        let mut value = code_block(
+            if request.ask.command().is_some() {
+                "sh"
+            } else {
+                ""
+            },
+            &shown,
+        );
+        if cut || request.ask.diff().is_some() {
             value.push_str(note);
         }
         let _ = write!(
             file,
             "#{} {}\n{subject}\n",
             request.number,
-            clean(redactor, &request.kind, 64)
+            clean(redactor, request.ask.kind(), 64)
         );
-        if let Some(description) = &request.description {
+        if let Some(description) = &request.ask.description() {
             let _ = writeln!(file, "({})", clean(redactor, description, 4096));
         }
-        if let Some(diff) = &request.diff {
+        if let Some(diff) = &request.ask.diff() {
             let _ = writeln!(file, "{}", clean(redactor, diff, MAX_TEXT_BYTES));
         }
         file.push('\n');
@@ -785,7 +787,7 @@ pub fn group_message(
     }
     let deadline = requests
         .iter()
-        .map(|r| r.deadline_wall)
+        .map(|r| r.deadline.wall)
         .min()
         .map_or(0, unix);
     let description = if open.is_empty() {
@@ -816,7 +818,7 @@ pub fn group_message(
 }
 
 /// The menus and buttons of a group message for its `open` requests.
-fn group_components(group: u32, open: &[&Request], redactor: &Redactor, nonce: &Nonce) -> Value {
+fn group_components(group: u32, open: &[&Shown], redactor: &Redactor, nonce: &Nonce) -> Value {
     if open.is_empty() {
         return json!([]);
     }
@@ -827,7 +829,7 @@ fn group_components(group: u32, open: &[&Request], redactor: &Redactor, nonce: &
                 &format!(
                     "#{} {}",
                     r.number,
-                    clean(redactor, r.subject(), 200).replace('\n', " ")
+                    clean(redactor, r.ask.summary(), 200).replace('\n', " ")
                 ),
                 95,
             )
@@ -859,7 +861,7 @@ fn group_components(group: u32, open: &[&Request], redactor: &Redactor, nonce: &
 #[must_use]
 pub fn group_edit(
     group: u32,
-    requests: &[Request],
+    requests: &[Shown],
     states: &BTreeMap<u32, (Settlement, SystemTime)>,
     redactor: &Redactor,
     nonce: &Nonce,
@@ -1030,26 +1032,37 @@ mod tests {
 
     use super::*;
     use crate::approval::{Actor, EndReason};
+    use crate::approval::{Ask, Deadline, Permission, Subject};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn request() -> Request {
-        Request {
-            id: "per_1".into(),
+    fn request() -> Shown {
+        Shown {
             number: 3,
-            session_id: "ses_1".into(),
-            agent: None,
-            kind: "bash".into(),
-            patterns: vec!["rm -rf build".into()],
-            command: Some("rm -rf build && echo ```done``` @everyone".into()),
-            path: None,
-            diff: None,
-            description: Some("Clean the **build** dir <@123> [x](http://evil)".into()),
-            deadline_wall: at(1_800_000_600),
-            time_left: Duration::from_secs(600),
-            questions: Vec::new(),
+            deadline: Deadline::shown_as(at(1_800_000_600), Duration::from_secs(600)),
+            ask: Ask {
+                id: "per_1".into(),
+                session_id: "ses_1".into(),
+                agent: None,
+                subject: Subject::Permission(Permission {
+                    kind: "bash".into(),
+                    patterns: vec!["rm -rf build".into()],
+                    command: Some("rm -rf build && echo ```done``` @everyone".into()),
+                    path: None,
+                    diff: None,
+                    description: Some("Clean the **build** dir <@123> [x](http://evil)".into()),
+                }),
+            },
+        }
+    }
+
+    /// The permission of a test request, to change one field of it.
+    fn permission(r: &mut Shown) -> &mut Permission {
+        match &mut r.ask.subject {
+            Subject::Permission(p) => p,
+            Subject::Question(_) => unreachable!("a permission request"),
         }
     }
 
@@ -1075,12 +1088,13 @@ mod tests {
     #[test]
     fn subagent_edit_with_diff_and_secret() {
         let mut req = request();
-        req.kind = "edit".into();
-        req.agent = Some("general: write tests".into());
-        req.command = None;
-        req.path = Some("/w/src/main.rs".into());
-        req.diff = Some("--- a\n+++ b\n-old\n+API_KEY=abc123def\n+token ghp_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into());
-        req.description = None;
+        req.ask.agent = Some("general: write tests".into());
+        let p = permission(&mut req);
+        p.kind = "edit".into();
+        p.command = None;
+        p.path = Some("/w/src/main.rs".into());
+        p.diff = Some("--- a\n+++ b\n-old\n+API_KEY=abc123def\n+token ghp_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into());
+        p.description = None;
         let r = request_message(&req, &Redactor::default(), &nonce(), None);
         insta::assert_json_snapshot!(r.payload);
     }
@@ -1088,7 +1102,7 @@ mod tests {
     #[test]
     fn long_command_is_attached_whole() {
         let mut req = request();
-        req.command = Some(format!("echo {} PASSWORD=hunter22", "x".repeat(5000)));
+        permission(&mut req).command = Some(format!("echo {} PASSWORD=hunter22", "x".repeat(5000)));
         let r = request_message(&req, &Redactor::default(), &nonce(), None);
         assert_eq!(r.files.len(), 1);
         let file = String::from_utf8(r.files[0].content.clone()).expect("utf-8");
@@ -1175,11 +1189,11 @@ mod tests {
 
     #[test]
     fn group_of_requests() {
-        let requests: Vec<Request> = (5..9)
+        let requests: Vec<Shown> = (5..9)
             .map(|n| {
                 let mut r = request();
                 r.number = n;
-                r.command = Some(format!("make target{n}"));
+                permission(&mut r).command = Some(format!("make target{n}"));
                 r
             })
             .collect();
@@ -1199,15 +1213,11 @@ mod tests {
         );
     }
 
-    fn question_request(questions: Vec<crate::approval::Question>) -> Request {
+    fn question_request(questions: Vec<crate::approval::Question>) -> Shown {
         let mut r = request();
-        r.id = "que_1".into();
+        r.ask.id = "que_1".into();
         r.number = 7;
-        r.kind = "question".into();
-        r.patterns = Vec::new();
-        r.command = None;
-        r.description = None;
-        r.questions = questions;
+        r.ask.subject = Subject::Question(questions);
         r
     }
 
@@ -1380,7 +1390,7 @@ mod prop_tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::approval::{Actor, EndReason};
+    use crate::approval::{Actor, Ask, Deadline, Echo, EndReason, Permission, Subject};
 
     const TITLE: usize = 256;
     const DESCRIPTION: usize = 4096;
@@ -1458,7 +1468,9 @@ mod prop_tests {
             any::<u32>().prop_map(|by_number| Settlement::Superseded { by_number }),
             Just(Settlement::RunEnded(EndReason::OpenCodeDied)),
             hostile().prop_map(|detail| Settlement::ChannelFailed { detail }),
-            hostile().prop_map(|reply| Settlement::RepliedElsewhere { reply }),
+            hostile().prop_map(|word| Settlement::RepliedElsewhere {
+                echo: Some(Echo::Unknown(word))
+            }),
         ]
     }
 
@@ -1472,21 +1484,23 @@ mod prop_tests {
             diff in prop::option::of(hostile()),
             description in prop::option::of(hostile()),
             patterns in prop::collection::vec(hostile(), 0..4),
-        ) -> Request {
-            Request {
-                id: "per_1".into(),
+        ) -> Shown {
+            Shown {
                 number,
-                session_id: "ses_1".into(),
-                agent,
-                kind,
-                patterns,
-                command,
-                path,
-                diff,
-                description,
-                deadline_wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-                time_left: Duration::from_secs(600),
-                questions: Vec::new(),
+                deadline: Deadline::shown_as(UNIX_EPOCH + Duration::from_secs(1_800_000_000), Duration::from_secs(600)),
+                ask: Ask {
+                    id: "per_1".into(),
+                    session_id: "ses_1".into(),
+                    agent,
+                    subject: Subject::Permission(Permission {
+                        kind,
+                        patterns,
+                        command,
+                        path,
+                        diff,
+                        description,
+                    }),
+                },
             }
         }
     }
@@ -1548,7 +1562,7 @@ mod prop_tests {
             let nonce = Nonce::fixed("00112233aabbccdd");
             let rendered = request_message(&request, &red, &nonce, None);
             check_payload(&rendered.payload)?;
-            let subject = clean(&red, request.subject(), MAX_TEXT_BYTES);
+            let subject = clean(&red, request.ask.summary(), MAX_TEXT_BYTES);
             let description = rendered.payload["embeds"][0]["description"].as_str().unwrap_or("");
             let inline = description.contains(&fence_safe(&subject));
             let attached = rendered.files.iter().any(|f| f.content == subject.as_bytes());
@@ -1570,7 +1584,7 @@ mod prop_tests {
         ) {
             let red = Redactor::default();
             let nonce = Nonce::fixed("00112233aabbccdd");
-            let requests: Vec<Request> = requests
+            let requests: Vec<Shown> = requests
                 .into_iter()
                 .enumerate()
                 .map(|(i, mut r)| {
@@ -1613,8 +1627,7 @@ mod prop_tests {
             settlement in settlement(),
         ) {
             let mut request = request;
-            request.kind = "question".into();
-            request.questions = questions;
+            request.ask.subject = Subject::Question(questions);
             let red = Redactor::default();
             let nonce = Nonce::fixed("00112233aabbccdd");
             let open = request_message(&request, &red, &nonce, None);
@@ -1647,20 +1660,22 @@ mod prop_tests {
     fn a_one_megabyte_command_is_attached_and_fits() {
         let command = "`@everyone\u{202e}\u{1b}[0m rm -rf / ".repeat(1 << 16);
         assert!(command.len() > 1 << 20);
-        let request = Request {
-            id: "per_1".into(),
+        let request = Shown {
             number: 1,
-            session_id: "ses_1".into(),
-            agent: Some("@here".repeat(500)),
-            kind: "bash".into(),
-            patterns: vec![command.clone()],
-            command: Some(command),
-            path: None,
-            diff: Some("```\n".repeat(3000)),
-            description: Some("**".repeat(3000)),
-            deadline_wall: UNIX_EPOCH,
-            time_left: Duration::from_secs(600),
-            questions: Vec::new(),
+            deadline: Deadline::shown_as(UNIX_EPOCH, Duration::from_secs(600)),
+            ask: Ask {
+                id: "per_1".into(),
+                session_id: "ses_1".into(),
+                agent: Some("@here".repeat(500)),
+                subject: Subject::Permission(Permission {
+                    kind: "bash".into(),
+                    patterns: vec![command.clone()],
+                    command: Some(command),
+                    path: None,
+                    diff: Some("```\n".repeat(3000)),
+                    description: Some("**".repeat(3000)),
+                }),
+            },
         };
         let nonce = Nonce::fixed("00112233aabbccdd");
         let rendered = request_message(&request, &Redactor::default(), &nonce, None);

@@ -146,6 +146,17 @@ impl Rest {
             })
     }
 
+    /// `GET /api/v10{path}`, once: for checks that report a failure rather
+    /// than wait it out (`gatekeep doctor`).
+    pub async fn get(&self, what: &'static str, path: &str) -> Result<Value, RestError> {
+        let once = Retry {
+            attempts: 1,
+            ..Retry::ACK
+        };
+        self.send(what, what, Method::GET, path, Body::Empty, once)
+            .await
+    }
+
     /// Sends `body` to `/api/v10{path}`, honouring rate limits and retrying
     /// 429s, 5xx and transport errors within `retry`. `bucket` groups
     /// requests that share a Discord rate limit. Returns the JSON response
@@ -314,6 +325,11 @@ impl Rest {
 pub fn http_client() -> Result<reqwest::Client, RestError> {
     reqwest::Client::builder()
         .no_proxy()
+        .user_agent(concat!(
+            "DiscordBot (gatekeep, ",
+            env!("CARGO_PKG_VERSION"),
+            ")"
+        ))
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .build()

@@ -15,7 +15,7 @@
 //!
 //! The HTTP side checks Basic auth against the recorded password and the
 //! `directory` query parameter on every request, and implements the
-//! endpoints gatekeep uses with the real semantics measured in DESIGN §3:
+//! endpoints gatekeep uses with the real semantics measured on OpenCode 1.18.33 (docs/design.md):
 //! `once` settles one request, `reject` also rejects every other pending
 //! request of the session, unknown ids get 404, abort does *not* clear
 //! pending permissions, dispose ends the streams. A prompt that arrives
@@ -1426,7 +1426,7 @@ async fn reply(
 async fn abort(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
     let mut st = shared.lock();
     st.aborted.push(id.clone());
-    // Pending permissions stay pending: abort does not clear them (DESIGN §3).
+    // Pending permissions stay pending: abort does not clear them (docs/design.md, "OpenCode facts relied on").
     Shared::emit_locked(
         &mut st,
         json!({ "type": "session.error", "properties": { "sessionID": id,
@@ -1878,7 +1878,7 @@ mod tests {
         );
         assert_eq!(replies[2].message(), Some("denied by gatekeep"));
 
-        // Abort does not clear a pending permission (DESIGN §3).
+        // Abort does not clear a pending permission (docs/design.md, "OpenCode facts relied on").
         api.abort(&b).await.expect("abort");
         assert_eq!(
             next(&mut stream).await,

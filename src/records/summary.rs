@@ -123,7 +123,7 @@ pub struct RequestSummary {
     /// What would have run or changed (command, path or pattern), redacted
     /// and shortened.
     pub summary: String,
-    /// See [`decision_name`].
+    /// See [`Settlement::name`].
     pub decision: &'static str,
     pub approved: bool,
     pub by: Option<Person>,
@@ -273,14 +273,15 @@ fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
     };
     RequestSummary {
         number: request.number,
-        id: request.id.clone(),
-        kind: request.kind.clone(),
+        id: request.ask.id.clone(),
+        kind: request.ask.kind().to_owned(),
         agent: request
+            .ask
             .agent
             .as_ref()
             .map(|a| redactor.redact(a).into_owned()),
-        summary: shorten(&redactor.redact(request.subject()), MAX_SUMMARY_CHARS),
-        decision: decision_name(&entry.settlement),
+        summary: shorten(&redactor.redact(request.ask.summary()), MAX_SUMMARY_CHARS),
+        decision: entry.settlement.name(),
         approved: entry.settlement.is_approved(),
         by: by.map(|a| Person {
             id: a.id.clone(),
@@ -291,25 +292,6 @@ fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
         asked_at: rfc3339(entry.asked_at),
         decided_at: rfc3339(entry.settled_at),
         time_to_decision_seconds: seconds(entry.time_to_decision),
-    }
-}
-
-/// The machine name of a settlement, shared with the audit log.
-#[must_use]
-pub fn decision_name(settlement: &Settlement) -> &'static str {
-    match settlement {
-        Settlement::Approved { .. } => "approved",
-        Settlement::ApprovedAndTrusted { .. } => "approved_and_trusted",
-        Settlement::ApprovedByRule { .. } => "approved_by_trust_rule",
-        Settlement::DeniedByRule { .. } => "denied_by_rule",
-        Settlement::Answered { .. } => "answered",
-        Settlement::Denied { .. } => "denied",
-        Settlement::Expired => "expired",
-        Settlement::DeniedWithRelated { .. } => "denied_with_related",
-        Settlement::Superseded { .. } => "superseded",
-        Settlement::RunEnded(_) => "run_ended",
-        Settlement::ChannelFailed { .. } => "channel_failed",
-        Settlement::RepliedElsewhere { .. } => "replied_elsewhere",
     }
 }
 
@@ -357,13 +339,13 @@ pub fn human_requests(ledger: &Ledger, redactor: &Redactor) -> String {
     let mut out = String::new();
     for entry in &ledger.entries {
         // Stripped before redacting (see `Redactor::shown`), bounded after.
-        let subject = shorten(&redactor.shown(entry.request.subject(), usize::MAX), 80);
+        let subject = shorten(&redactor.shown(entry.request.ask.summary(), usize::MAX), 80);
         let settlement = redactor.shown(&entry.settlement.to_string(), usize::MAX);
         let _ = writeln!(
             out,
             "  #{} {} {} — {} after {}",
             entry.request.number,
-            crate::redact::terminal_safe(&entry.request.kind),
+            crate::redact::terminal_safe(entry.request.ask.kind()),
             if subject.is_empty() {
                 String::new()
             } else {
@@ -379,24 +361,27 @@ pub fn human_requests(ledger: &Ledger, redactor: &Redactor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{Actor, Channel, Request};
+    use crate::approval::{Actor, Channel, Shown};
+    use crate::approval::{Ask, Deadline, Permission, Subject};
 
     fn entry(number: u32, command: &str, settlement: Settlement) -> LedgerEntry {
         LedgerEntry {
-            request: Request {
-                id: format!("per_{number}"),
+            request: Shown {
                 number,
-                session_id: "ses_1".to_owned(),
-                agent: None,
-                kind: "bash".to_owned(),
-                patterns: vec![],
-                command: Some(command.to_owned()),
-                path: None,
-                diff: None,
-                description: None,
-                deadline_wall: SystemTime::UNIX_EPOCH,
-                time_left: Duration::ZERO,
-                questions: Vec::new(),
+                deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
+                ask: Ask {
+                    id: format!("per_{number}"),
+                    session_id: "ses_1".to_owned(),
+                    agent: None,
+                    subject: Subject::Permission(Permission {
+                        kind: "bash".to_owned(),
+                        patterns: vec![],
+                        command: Some(command.to_owned()),
+                        path: None,
+                        diff: None,
+                        description: None,
+                    }),
+                },
             },
             settlement,
             asked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),

@@ -27,11 +27,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::approval::{Actor, Request, Settlement};
+use crate::approval::messages::Notice;
+use crate::approval::{Actor, Settlement, Shown};
 use crate::console::Console;
+use crate::records::summary::{rfc3339, shorten};
 use crate::redact::Redactor;
-use crate::summary::{decision_name, rfc3339, shorten};
-use crate::transport::Notice;
 
 /// `prev` of a file's first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -318,7 +318,7 @@ pub async fn record(
             return;
         }
     };
-    let mut shown: HashMap<u32, Request> = HashMap::new();
+    let mut shown: HashMap<u32, Shown> = HashMap::new();
     let mut failed = false;
     while let Some(notice) = notices.recv().await {
         let ended = matches!(notice, Notice::RunEnded(_));
@@ -348,7 +348,7 @@ pub async fn record(
             } => {
                 log.append(settled_line(
                     request.number,
-                    &request.id,
+                    &request.ask.id,
                     Some(&request),
                     &settlement,
                     &redactor,
@@ -359,12 +359,14 @@ pub async fn record(
                 let mut line = Line::new("refused");
                 line.number = number;
                 let request = number.and_then(|n| shown.get(&n));
-                line.request_id = request.map(|r| r.id.as_str());
-                line.kind = request.map(|r| r.kind.as_str());
+                line.request_id = request.map(|r| r.ask.id.as_str());
+                line.kind = request.map(|r| r.ask.kind());
                 line.by = Some(Who::of(&actor));
                 line.reason = Some(shorten(&redactor.redact(&why), MAX_TEXT));
                 log.append(line).await
             }
+            // Not a decision: the teardown's sweep denies it all the same.
+            Notice::Undelivered { .. } => continue,
             Notice::RunEnded(report) => {
                 let mut line = Line::new("run_ended");
                 line.reason = Some(shorten(&redactor.redact(&report.outcome), MAX_TEXT));
@@ -393,7 +395,7 @@ pub async fn record(
 fn settled_line<'a>(
     number: u32,
     request_id: &'a str,
-    request: Option<&'a Request>,
+    request: Option<&'a Shown>,
     settlement: &'a Settlement,
     redactor: &Redactor,
 ) -> Line<'a> {
@@ -414,10 +416,10 @@ fn settled_line<'a>(
     let mut line = Line::new(event);
     line.number = Some(number);
     line.request_id = Some(request_id);
-    line.session_id = request.map(|r| r.session_id.as_str());
-    line.kind = request.map(|r| r.kind.as_str());
-    line.summary = request.map(|r| shorten(&redactor.redact(r.subject()), MAX_TEXT));
-    line.decision = Some(decision_name(settlement));
+    line.session_id = request.map(|r| r.ask.session_id.as_str());
+    line.kind = request.map(|r| r.ask.kind());
+    line.summary = request.map(|r| shorten(&redactor.redact(r.ask.summary()), MAX_TEXT));
+    line.decision = Some(settlement.name());
     match settlement {
         Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
             line.by = Some(Who::of(by));
@@ -516,25 +518,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::approval::messages::RunReport;
+    use crate::approval::{Ask, Deadline, Permission, Subject};
     use crate::approval::{Channel, EndReason};
     use crate::config::Verbosity;
-    use crate::transport::RunReport;
 
-    fn request(number: u32, command: &str) -> Request {
-        Request {
-            id: format!("per_{number}"),
+    fn request(number: u32, command: &str) -> Shown {
+        Shown {
             number,
-            session_id: "ses_1".to_owned(),
-            agent: None,
-            kind: "bash".to_owned(),
-            patterns: vec![],
-            command: Some(command.to_owned()),
-            path: None,
-            diff: None,
-            description: None,
-            deadline_wall: SystemTime::UNIX_EPOCH,
-            time_left: Duration::ZERO,
-            questions: Vec::new(),
+            deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
+            ask: Ask {
+                id: format!("per_{number}"),
+                session_id: "ses_1".to_owned(),
+                agent: None,
+                subject: Subject::Permission(Permission {
+                    kind: "bash".to_owned(),
+                    patterns: vec![],
+                    command: Some(command.to_owned()),
+                    path: None,
+                    diff: None,
+                    description: None,
+                }),
+            },
         }
     }
 

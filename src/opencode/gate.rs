@@ -48,7 +48,7 @@ pub fn server_env(
     let asks: Map<String, Value> = gates.iter().map(|g| (g.clone(), json!("ask"))).collect();
 
     let mut content = match existing.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(text) => match serde_json::from_str::<Value>(text) {
+        Some(text) => match super::config::parse(text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(GateError::ConfigContent("not an object".to_owned())),
             Err(e) => return Err(GateError::ConfigContent(e.to_string())),

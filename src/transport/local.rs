@@ -23,9 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use crate::approval::{Actor, Channel, Request, Verdict};
+use crate::approval::messages::{DecideOutcome, Decider, Notice};
+use crate::approval::{Actor, Channel, Shown, Verdict};
 use crate::redact::Redactor;
-use crate::transport::{DecideOutcome, Decider, Notice};
 
 /// Longest request line a client may send.
 const MAX_LINE: usize = 64 * 1024;
@@ -171,7 +171,7 @@ impl Endpoint {
         decider: Decider,
         redactor: Redactor,
     ) {
-        let mut pending: BTreeMap<u32, Request> = BTreeMap::new();
+        let mut pending: BTreeMap<u32, Shown> = BTreeMap::new();
         let actor = local_actor();
         loop {
             tokio::select! {
@@ -182,7 +182,7 @@ impl Endpoint {
                     Some(Notice::Settled { number, .. }) => {
                         pending.remove(&number);
                     }
-                    Some(Notice::Decided { .. } | Notice::Refused { .. }) => {}
+                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. }) => {}
                     Some(Notice::RunEnded(_)) | None => break,
                 },
                 accepted = self.listener.accept() => {
@@ -217,7 +217,7 @@ fn local_actor() -> Actor {
 
 async fn converse(
     stream: UnixStream,
-    pending: &BTreeMap<u32, Request>,
+    pending: &BTreeMap<u32, Shown>,
     decider: &Decider,
     redactor: &Redactor,
     actor: &Actor,
@@ -251,7 +251,7 @@ async fn converse(
 
 async fn answer(
     request: ClientRequest,
-    pending: &BTreeMap<u32, Request>,
+    pending: &BTreeMap<u32, Shown>,
     decider: &Decider,
     redactor: &Redactor,
     actor: &Actor,
@@ -297,16 +297,17 @@ async fn answer(
     }
 }
 
-fn item(request: &Request, redactor: &Redactor) -> PendingItem {
+fn item(request: &Shown, redactor: &Redactor) -> PendingItem {
     let left = request
-        .deadline_wall
+        .deadline
+        .wall
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     PendingItem {
         number: request.number,
-        kind: request.kind.clone(),
-        subject: redactor.redact(request.subject()).into_owned(),
-        agent: request.agent.clone(),
+        kind: request.ask.kind().to_owned(),
+        subject: redactor.redact(request.ask.summary()).into_owned(),
+        agent: request.ask.agent.clone(),
         time_left: left.as_secs(),
     }
 }

@@ -1,0 +1,187 @@
+//! `gatekeep doctor`: everything an unattended run relies on, checked
+//! before you rely on it.
+//!
+//! 1. The OpenCode binary runs and says its version (bounded).
+//! 2. [`permissions`]: which permission kinds the workspace's configuration
+//!    makes OpenCode ask for (global and workspace `opencode.json[c]`,
+//!    `OPENCODE_CONFIG_CONTENT`, `OPENCODE_PERMISSION`, `--gate`), with a
+//!    warning when nothing is gated or the configuration allows everything.
+//! 3. [`discord`], with `--channel`: the bot token, the gateway, access to
+//!    the channel and the bot's permissions there.
+//!
+//! Each failure comes with a fix. Exit 0 when ready, 3 otherwise; warnings
+//! do not fail. The token is never printed.
+
+mod discord;
+mod permissions;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::DoctorArgs;
+use crate::exit::Code;
+
+/// Bound on `opencode --version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
+/// The OpenCode version gatekeep's protocol facts were measured against.
+const TESTED_OPENCODE: &str = "1.18.33";
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// The report, printed as it is built so a hanging check shows where.
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    failures: u32,
+    warnings: u32,
+}
+
+impl Report {
+    fn line(&mut self, status: Status, what: &str, fix: Option<&str>) {
+        match status {
+            Status::Ok => {}
+            Status::Warn => self.warnings += 1,
+            Status::Fail => self.failures += 1,
+        }
+        println!("{status} {what}");
+        if let Some(fix) = fix {
+            println!("     fix: {fix}");
+        }
+    }
+
+    pub(super) fn ok(&mut self, what: &str) {
+        self.line(Status::Ok, what, None);
+    }
+
+    pub(super) fn warn(&mut self, what: &str, fix: &str) {
+        self.line(Status::Warn, what, Some(fix));
+    }
+
+    pub(super) fn fail(&mut self, what: &str, fix: &str) {
+        self.line(Status::Fail, what, Some(fix));
+    }
+}
+
+/// Run every check; 0 when ready, 3 otherwise.
+#[must_use]
+pub fn run(args: &DoctorArgs) -> Code {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("gatekeep: error: could not start the async runtime: {err}");
+            return Code::RunFailed;
+        }
+    };
+    let mut report = Report::default();
+    runtime.block_on(check_all(args, &mut report));
+    if report.failures == 0 {
+        println!(
+            "ready{}",
+            if report.warnings > 0 {
+                format!(" ({} warning(s))", report.warnings)
+            } else {
+                String::new()
+            }
+        );
+        Code::Finished
+    } else {
+        println!("not ready: {} problem(s) to fix", report.failures);
+        Code::ChannelUnavailable
+    }
+}
+
+async fn check_all(args: &DoctorArgs, report: &mut Report) {
+    let program = args
+        .opencode
+        .first()
+        .map_or_else(|| PathBuf::from("opencode"), PathBuf::from);
+    check_opencode(&program, report).await;
+
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let workspace = cwd.join(args.dir.as_deref().unwrap_or(Path::new(".")));
+    if workspace.is_dir() {
+        permissions::check(&workspace, &args.gates, report);
+    } else {
+        report.fail(
+            &format!("workspace {} is not a directory", workspace.display()),
+            "pass the repository to work on with --dir <PATH> (or run doctor from it)",
+        );
+    }
+
+    match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(channel) => discord::check(channel, &args.discord_api_url, report).await,
+        None => println!(
+            "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
+        ),
+    }
+}
+
+async fn check_opencode(program: &Path, report: &mut Report) {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let shown = program.display();
+    let install = "install OpenCode (`npm i -g opencode-ai`) or give its path: gatekeep doctor -- /path/to/opencode";
+    match tokio::time::timeout(VERSION_TIMEOUT, command.output()).await {
+        Err(_) => report.fail(
+            &format!(
+                "`{shown} --version` did not answer within {}s",
+                VERSION_TIMEOUT.as_secs()
+            ),
+            "check that this is the OpenCode executable and that it starts on its own",
+        ),
+        Ok(Err(err)) => report.fail(&format!("cannot run OpenCode `{shown}`: {err}"), install),
+        Ok(Ok(out)) if !out.status.success() => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            report.fail(
+                &format!(
+                    "`{shown} --version` failed ({}): {}",
+                    out.status,
+                    crate::records::summary::shorten(&crate::redact::terminal_safe(&stderr), 200)
+                ),
+                install,
+            );
+        }
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let version = crate::redact::terminal_safe(text.trim())
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            if version.contains(TESTED_OPENCODE) {
+                report.ok(&format!("OpenCode {version} ({shown})"));
+            } else {
+                report.warn(
+                    &format!(
+                        "OpenCode {version} ({shown}); gatekeep was tested with {TESTED_OPENCODE}"
+                    ),
+                    &format!(
+                        "if approvals misbehave, try `npm i -g opencode-ai@{TESTED_OPENCODE}`"
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The event loop: reads OpenCode's events until something ends the run.
+//!
+//! Each event is handled by one method: what OpenCode asks goes to the
+//! approval task (translated by [`crate::opencode::bridge`]), the agent's
+//! text and tool progress go to the console, and a finished, failed or
+//! vanished root session is the reason the run ends. A broken stream is
+//! reopened and reconciled with what OpenCode waits on now.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::sessions::Sessions;
+use super::{Clock, End, DEATH_GRACE, RECONNECT_ATTEMPTS, SUBSCRIBE_TIMEOUT};
+use crate::approval::messages::Input;
+use crate::approval::{Ask, Echo, EndReason};
+use crate::console::Console;
+use crate::opencode::api::{self, Api};
+use crate::opencode::bridge;
+use crate::opencode::events::{self, EventStream, EventsError};
+use crate::opencode::server::Server;
+use crate::opencode::wire::{
+    Event, MalformedPermission, Part, PermissionRequest, QuestionInfo, SessionStatus, ToolStatus,
+};
+use crate::records::summary::Usage;
+use crate::signals::Signals;
+
+/// The event loop's state.
+pub(super) struct EventLoop {
+    console: Console,
+    api: Api,
+    pub(super) sessions: Sessions,
+    /// The approval task's input; the task holds the other end.
+    approvals: mpsc::Sender<Input>,
+    /// Text parts already printed, so an update does not print twice.
+    printed_parts: HashSet<String>,
+    /// Last shown status of each tool part.
+    tool_states: HashMap<String, ToolStatus>,
+    /// Messages written by the user (the prompt), whose text is not echoed.
+    user_messages: HashSet<String>,
+    /// The root session's latest model, tokens and cost.
+    pub(super) usage: Usage,
+    /// Relay the agent's questions to the approval channel (else dismiss
+    /// them: `--no-questions`).
+    pub(super) relay_questions: bool,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        console: Console,
+        api: Api,
+        root: String,
+        approvals: mpsc::Sender<Input>,
+    ) -> Self {
+        Self {
+            console,
+            api,
+            sessions: Sessions::new(root),
+            approvals,
+            printed_parts: HashSet::new(),
+            tool_states: HashMap::new(),
+            user_messages: HashSet::new(),
+            usage: Usage::default(),
+            relay_questions: true,
+        }
+    }
+
+    /// Read events until something ends the run.
+    pub(super) async fn until_end(
+        &mut self,
+        mut stream: EventStream,
+        server: &mut Server,
+        signals: &mut Signals,
+        clock: &Clock,
+    ) -> End {
+        loop {
+            let next = tokio::select! {
+                event = stream.next() => event,
+                reason = signals.recv() => return End::new(reason, None),
+                () = clock.expired() => return End::new(EndReason::TimedOut, None),
+                status = server.exited() => {
+                    return End::new(EndReason::OpenCodeDied, format!("OpenCode exited during the run ({status})"));
+                }
+            };
+            let end = match next {
+                Some(Ok(event)) => self.on_event(event).await,
+                Some(Err(err)) => match self.reconnect(server, err).await {
+                    Ok(fresh) => {
+                        stream = fresh;
+                        None
+                    }
+                    Err(end) => Some(end),
+                },
+                None => Some(
+                    stream_lost(
+                        server,
+                        "OpenCode's event stream ended before the run finished".to_owned(),
+                    )
+                    .await,
+                ),
+            };
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    /// The stream broke while OpenCode may still live: subscribe again, then
+    /// catch up with what happened during the gap.
+    async fn reconnect(
+        &mut self,
+        server: &mut Server,
+        err: EventsError,
+    ) -> Result<EventStream, End> {
+        if server.has_exited() {
+            return Err(
+                stream_lost(server, format!("OpenCode's event stream failed: {err}")).await,
+            );
+        }
+        self.console
+            .status(&format!("event stream lost ({err}); reconnecting"));
+        let mut last = err.to_string();
+        for attempt in 0..RECONNECT_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
+            match events::subscribe_within(&self.api, SUBSCRIBE_TIMEOUT).await {
+                Ok(stream) => {
+                    self.resync().await?;
+                    self.console.status("event stream back");
+                    return Ok(stream);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if server.has_exited() {
+                break;
+            }
+        }
+        Err(stream_lost(
+            server,
+            format!("could not reconnect to OpenCode's event stream: {last}"),
+        )
+        .await)
+    }
+
+    /// After a gap: learn child sessions created meanwhile, then hand the
+    /// approval task everything OpenCode waits on now.
+    async fn resync(&mut self) -> Result<(), End> {
+        if let Ok(all) = self.api.list_sessions().await {
+            self.sessions.learn_all(&all);
+        }
+        let pending = self
+            .api
+            .list_permissions()
+            .await
+            .map_err(|e| End::opencode("could not list pending permissions", &e))?;
+        let mut ours = Vec::new();
+        for request in pending {
+            if self.sessions.contains(&request.session_id) {
+                ours.push(self.ask_of(request));
+            } else {
+                self.deny_stranger(&request.id).await;
+            }
+        }
+        self.send(Input::Resync(ours)).await
+    }
+
+    async fn send(&self, input: Input) -> Result<(), End> {
+        // The task only ends after close, which happens after this loop.
+        self.approvals.send(input).await.map_err(|_| {
+            End::new(
+                EndReason::InternalError,
+                "the approval task stopped (this is a bug)".to_owned(),
+            )
+        })
+    }
+
+    async fn on_event(&mut self, event: Event) -> Option<End> {
+        let result = match event {
+            Event::SessionCreated(info) | Event::SessionUpdated(info) => {
+                if self.sessions.is_root(&info.id) {
+                    self.usage.update(&info);
+                }
+                if self.sessions.learn(&info) {
+                    self.console.detail(&format!(
+                        "subagent session started: {}",
+                        self.sessions.label(&info.id).unwrap_or_default()
+                    ));
+                }
+                Ok(())
+            }
+            Event::PermissionAsked(request) => self.on_permission(request).await,
+            Event::PermissionMalformed(bad) => self.on_malformed(&bad).await,
+            Event::PermissionReplied {
+                session_id,
+                request_id,
+                reply,
+            } => {
+                let echo = bridge::permission_echo(reply);
+                self.replied(session_id, request_id, echo).await
+            }
+            Event::QuestionAsked {
+                id: Some(id),
+                session_id,
+                questions,
+            } => self.on_question(id, session_id, questions).await,
+            Event::QuestionReplied {
+                session_id,
+                request_id,
+            } => self.replied(session_id, request_id, Echo::Answered).await,
+            Event::QuestionRejected {
+                session_id,
+                request_id,
+            } => self.replied(session_id, request_id, Echo::Dismissed).await,
+            Event::SessionIdle { session_id } if self.sessions.is_root(&session_id) => {
+                return Some(End::new(EndReason::Finished, None));
+            }
+            Event::SessionStatus { session_id, status } => {
+                return self.on_status(&session_id, status)
+            }
+            Event::SessionError {
+                session_id,
+                name,
+                message,
+            } => {
+                return self.on_error(session_id.as_deref(), name, message);
+            }
+            Event::MessageUpdated {
+                message_id, role, ..
+            } if role == "user" => {
+                self.user_messages.insert(message_id);
+                Ok(())
+            }
+            Event::PartUpdated(part) => {
+                self.on_part(part);
+                Ok(())
+            }
+            Event::InstanceDisposed { .. } => Err(End::new(
+                EndReason::Failed,
+                "OpenCode shut its instance down before the run finished".to_owned(),
+            )),
+            _ => Ok(()),
+        };
+        result.err()
+    }
+
+    /// A `permission.asked` that could not be read: OpenCode waits on it
+    /// all the same, so it must not be lost.
+    async fn on_malformed(&mut self, bad: &MalformedPermission) -> Result<(), End> {
+        self.console.error(&format!(
+            "a permission request could not be read: {}",
+            bad.reason
+        ));
+        match &bad.request_id {
+            // Fail closed: deny it by id.
+            Some(id) => {
+                self.reject(id, "denied by gatekeep: the request could not be read")
+                    .await;
+                Ok(())
+            }
+            // No id to deny it by: OpenCode's own list of what waits shows
+            // it (or, if that cannot be read either, the run ends and the
+            // teardown denies everything).
+            None => self.resync().await,
+        }
+    }
+
+    /// A permission request: ours goes to the approval task; one of a session
+    /// outside the run's tree is looked up once more, then denied.
+    async fn on_permission(&mut self, request: PermissionRequest) -> Result<(), End> {
+        if !self.sessions.contains(&request.session_id) {
+            if let Ok(all) = self.api.list_sessions().await {
+                self.sessions.learn_all(&all);
+            }
+        }
+        if self.sessions.contains(&request.session_id) {
+            let request = self.ask_of(request);
+            return self.send(Input::Asked(request)).await;
+        }
+        self.deny_stranger(&request.id).await;
+        Ok(())
+    }
+
+    async fn deny_stranger(&self, request_id: &str) {
+        self.console.detail(&format!(
+            "denying {request_id}: its session is not part of this run"
+        ));
+        self.reject(
+            request_id,
+            "denied by gatekeep: not part of the supervised run",
+        )
+        .await;
+    }
+
+    async fn reject(&self, request_id: &str, message: &str) {
+        let reply = api::Reply::Reject {
+            message: Some(message.to_owned()),
+        };
+        let _ = self.api.reply_permission(request_id, &reply).await;
+    }
+
+    fn on_status(&self, session_id: &str, status: SessionStatus) -> Option<End> {
+        match status {
+            SessionStatus::Idle if self.sessions.is_root(session_id) => {
+                Some(End::new(EndReason::Finished, None))
+            }
+            SessionStatus::Retry { message, .. } if self.sessions.contains(session_id) => {
+                self.console.status(&format!(
+                    "OpenCode is retrying the model call: {}",
+                    message.unwrap_or_default()
+                ));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn on_error(
+        &self,
+        session_id: Option<&str>,
+        name: String,
+        message: Option<String>,
+    ) -> Option<End> {
+        let detail = match message {
+            Some(m) => format!("{name}: {m}"),
+            None => name,
+        };
+        match session_id {
+            Some(id) if self.sessions.is_root(id) => {
+                return Some(End::new(EndReason::Failed, detail))
+            }
+            Some(id) if self.sessions.contains(id) => {
+                self.console.status(&format!("subagent error: {detail}"));
+            }
+            _ => self.console.detail(&format!("OpenCode error: {detail}")),
+        }
+        None
+    }
+
+    fn on_part(&mut self, part: Part) {
+        match part {
+            Part::Text {
+                session_id,
+                message_id,
+                part_id,
+                text,
+                ended,
+            } => {
+                if ended
+                    && self.sessions.is_root(&session_id)
+                    && !self.user_messages.contains(&message_id)
+                    && self.printed_parts.insert(part_id)
+                {
+                    self.console.agent_text(&text);
+                }
+            }
+            Part::Tool {
+                session_id,
+                part_id,
+                tool,
+                status,
+                title,
+                error,
+                ..
+            } => {
+                if !self.sessions.contains(&session_id)
+                    || self.tool_states.get(&part_id) == Some(&status)
+                {
+                    return;
+                }
+                let who = self
+                    .sessions
+                    .label(&session_id)
+                    .map(|l| format!("[{l}] "))
+                    .unwrap_or_default();
+                match &status {
+                    ToolStatus::Running => self.console.tool(&format!("{who}→ {tool}")),
+                    ToolStatus::Completed => self
+                        .console
+                        .tool(&format!("{who}✓ {tool}: {}", title.unwrap_or_default())),
+                    ToolStatus::Error => self
+                        .console
+                        .tool(&format!("{who}✗ {tool}: {}", error.unwrap_or_default())),
+                    ToolStatus::Pending | ToolStatus::Unknown(_) => {}
+                }
+                self.tool_states.insert(part_id, status);
+            }
+            Part::Other { .. } => {}
+        }
+    }
+
+    /// A question of the agent's `question` tool: OpenCode waits for it
+    /// forever, so it is relayed like a permission request (same deadlines,
+    /// same teardown), or dismissed at once with `--no-questions`, when it
+    /// cannot be read, or when it is not the run's.
+    async fn on_question(
+        &mut self,
+        id: String,
+        session_id: Option<String>,
+        questions: Option<Vec<QuestionInfo>>,
+    ) -> Result<(), End> {
+        let session_id = session_id.unwrap_or_default();
+        let ours = self.relay_questions && self.sessions.contains(&session_id);
+        let agent = self.sessions.label(&session_id);
+        match questions.filter(|_| ours) {
+            Some(questions) => match bridge::question_ask(id.clone(), session_id, questions, agent)
+            {
+                Some(ask) => return self.send(Input::Asked(ask)).await,
+                None => self.dismiss_question(&id).await,
+            },
+            None => self.dismiss_question(&id).await,
+        }
+        Ok(())
+    }
+
+    async fn dismiss_question(&self, id: &str) {
+        self.console
+            .status("the agent asked a question; dismissing it");
+        let _ = self.api.reject_question(id).await;
+    }
+
+    /// OpenCode's echo of a reply, whoever sent it.
+    async fn replied(&self, session_id: String, request_id: String, echo: Echo) -> Result<(), End> {
+        self.send(Input::Replied {
+            session_id,
+            request_id,
+            echo,
+        })
+        .await
+    }
+
+    /// What OpenCode asks, with the label of the subagent that asked.
+    fn ask_of(&self, request: PermissionRequest) -> Ask {
+        let agent = self.sessions.label(&request.session_id);
+        bridge::permission_ask(request, agent)
+    }
+}
+
+/// The event stream is gone for good: if the server died too, say so.
+async fn stream_lost(server: &mut Server, detail: String) -> End {
+    match tokio::time::timeout(DEATH_GRACE, server.exited()).await {
+        Ok(status) => End::new(
+            EndReason::OpenCodeDied,
+            format!("OpenCode exited during the run ({status})"),
+        ),
+        Err(_) => End::new(EndReason::Failed, detail),
+    }
+}

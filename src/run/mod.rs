@@ -1,0 +1,257 @@
+//! One supervised run, from start to teardown, one file per step:
+//!
+//! 1. [`start`]: `opencode serve` and the approval channel start at once;
+//!    `--gate` is checked against every agent; the event stream is opened
+//!    (and has delivered `server.connected`) before the session is prompted.
+//! 2. [`followers`]: the tasks that follow the approval task's notices (the
+//!    approval channel, the audit log, the local socket, the status line),
+//!    spawned in one place.
+//! 3. [`events`]: the event loop. It reads OpenCode's events, hands what
+//!    OpenCode asks to the approval task through the bridge
+//!    ([`crate::opencode::bridge`]), prints the agent's progress, and finds
+//!    the reason the run ends. [`sessions`] is the run's session tree.
+//! 4. [`teardown`]: the one shutdown sequence, every step bounded.
+//!
+//! Start-up order matters (docs/design.md, "Start-up"): the approval channel
+//! is ready before anything reaches the agent, and nothing is prompted
+//! before the event stream is live.
+
+mod events;
+mod followers;
+mod sessions;
+mod start;
+mod teardown;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+
+use crate::approval::messages::{Notice, Notifier, RunReport};
+use crate::approval::task::{ApprovalTask, Deadlines, Ledger};
+use crate::approval::EndReason;
+use crate::config::{ApprovalChannel, RunConfig};
+use crate::console::Console;
+use crate::exit::Code;
+use crate::opencode::bridge::OpenCodeReplier;
+use crate::opencode::server::Server;
+use crate::records::summary::Usage;
+use crate::redact::Redactor;
+use crate::signals::Signals;
+
+use events::EventLoop;
+use followers::Followers;
+use teardown::{teardown, Approvals};
+
+/// How long `opencode serve` may take to print its listening line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on every OpenCode API call.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on opening the event stream and receiving `server.connected`.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time kept back from the run's end for the teardown: a request's deadline
+/// never runs into it. A quarter of very short runs.
+const TEARDOWN_MARGIN: Duration = Duration::from_secs(5);
+/// Bound on each polite teardown step (deny, sweep, abort, dispose).
+const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// SIGTERM → SIGKILL grace for the server's process group.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a transport may take to show the final state after the run.
+const TRANSPORT_DRAIN: Duration = Duration::from_secs(25);
+/// After the event stream ends, how long to wait for the server's exit to
+/// tell "OpenCode died" from "the stream ended early".
+const DEATH_GRACE: Duration = Duration::from_millis(750);
+/// Reconnection attempts after the event stream broke while OpenCode lives.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// How long the audit log may take to write its last lines after the run.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+
+/// How the run ended, with the detail shown to the user.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: Code,
+    pub reason: EndReason,
+    pub detail: Option<String>,
+    pub ledger: Ledger,
+    pub duration: Duration,
+    pub started_at: SystemTime,
+    /// The root OpenCode session, once there was one.
+    pub session_id: Option<String>,
+    /// Model, tokens and cost of the root session, as OpenCode reported them.
+    pub usage: Usage,
+    /// Knows this run's secrets, for reports written after it (the summary).
+    pub redactor: Redactor,
+}
+
+/// Why the run ends, as found by the event loop.
+#[derive(Debug, Clone)]
+pub(crate) struct End {
+    reason: EndReason,
+    detail: Option<String>,
+}
+
+impl End {
+    fn new(reason: EndReason, detail: impl Into<Option<String>>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn opencode(what: &str, err: &dyn std::fmt::Display) -> Self {
+        End::new(EndReason::OpenCodeDied, format!("{what}: {err}"))
+    }
+}
+
+/// One line saying how the run ended.
+#[must_use]
+pub fn describe(outcome: &Outcome) -> String {
+    let text = match &outcome.detail {
+        Some(detail) => format!("{}: {detail}", outcome.reason.phrase()),
+        None => outcome.reason.phrase().to_owned(),
+    };
+    // The detail may quote the agent or its provider (`session.error`).
+    crate::redact::terminal_safe(&outcome.redactor.redact(&text))
+}
+
+/// The run's own secrets, the OpenCode password and the bot token: never
+/// shown anywhere (a channel, the terminal, the summary, the audit log),
+/// even if the agent read and echoes them.
+fn secrets_of(config: &RunConfig, server: &Server) -> Redactor {
+    let mut secrets = vec![server.password().expose_secret().to_owned()];
+    if let ApprovalChannel::Discord(discord) = &config.approval {
+        secrets.push(discord.token.expose_secret().to_owned());
+    }
+    Redactor::new(secrets)
+}
+
+/// Run one supervised OpenCode run. `message` is the full prompt (words and
+/// stdin). Every path after OpenCode started ends in [`teardown`].
+pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Outcome {
+    let console = Console::new(config.verbosity);
+    let clock = Clock::start(config.timeout);
+
+    let (server, channel) = match start::start_up(&config, &console, &mut signals, &clock).await {
+        Ok(started) => started,
+        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
+    };
+    let (mut server, api) = match start::enforce_gates(&config, server, &console).await {
+        Ok(checked) => checked,
+        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
+    };
+
+    let begun = tokio::select! {
+        begun = start::begin(&api, &config.spec, &config.gates, &config.workspace, &message, config.timeout) => begun,
+        reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned())),
+        () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned())),
+    };
+    let (stream, root) = match begun {
+        Ok(begun) => begun,
+        Err(end) => {
+            let ledger = teardown(&end, None, &api, None, server, &console).await;
+            return clock.outcome(end, ledger, None, None);
+        }
+    };
+    console.status("run started; waiting for the agent");
+
+    // The approval task, and the tasks that follow its notices.
+    let mut notifier = Notifier::default();
+    let (inputs, inputs_rx) = mpsc::channel(256);
+    let redactor = secrets_of(&config, &server);
+    console.redact_with(redactor.clone());
+    let followers = Followers::spawn(
+        &mut notifier,
+        channel,
+        &inputs,
+        &redactor,
+        &console,
+        &config,
+    );
+    let report_to = notifier.clone();
+    let deadlines = Deadlines {
+        approval_timeout: config.approval_timeout,
+        run_deadline: clock.deadline,
+        teardown_margin: TEARDOWN_MARGIN.min(config.timeout / 4),
+    };
+    let approvals = tokio::spawn(
+        ApprovalTask::new(OpenCodeReplier::new(api.clone()), notifier, deadlines)
+            .with_deny_rules(config.deny.clone())
+            .run(inputs_rx),
+    );
+
+    let mut run = EventLoop::new(console.clone(), api.clone(), root, inputs.clone());
+    run.relay_questions = !config.no_questions;
+    let end = run
+        .until_end(stream, &mut server, &mut signals, &clock)
+        .await;
+
+    let approvals = Approvals {
+        inputs,
+        task: approvals,
+    };
+    let ledger = teardown(
+        &end,
+        Some(approvals),
+        &api,
+        Some(run.sessions.root()),
+        server,
+        &console,
+    )
+    .await;
+    let mut outcome = clock.outcome(end, ledger, Some(run.sessions.root().to_owned()), None);
+    outcome.usage = std::mem::take(&mut run.usage);
+    outcome.usage.session_id = Some(run.sessions.root().to_owned());
+    outcome.redactor = redactor;
+    report_to.send(&Notice::RunEnded(RunReport {
+        outcome: describe(&outcome),
+        exit_code: outcome.code.as_i32(),
+        duration: outcome.duration,
+        approved: outcome.ledger.approved(),
+        denied: outcome.ledger.denied(),
+    }));
+    followers.finish(&console).await;
+    console.finish();
+    outcome
+}
+
+/// The run's time: when it started and when it must end.
+struct Clock {
+    started: Instant,
+    started_at: SystemTime,
+    deadline: Instant,
+}
+
+impl Clock {
+    fn start(timeout: Duration) -> Self {
+        let started = Instant::now();
+        Self {
+            started,
+            started_at: SystemTime::now(),
+            deadline: started + timeout,
+        }
+    }
+
+    async fn expired(&self) {
+        tokio::time::sleep_until(self.deadline.into()).await;
+    }
+
+    fn outcome(
+        &self,
+        end: End,
+        ledger: Ledger,
+        session_id: Option<String>,
+        code: Option<Code>,
+    ) -> Outcome {
+        Outcome {
+            code: code.unwrap_or_else(|| Code::for_end(end.reason)),
+            reason: end.reason,
+            detail: end.detail,
+            ledger,
+            duration: self.started.elapsed(),
+            started_at: self.started_at,
+            session_id,
+            usage: Usage::default(),
+            redactor: Redactor::default(),
+        }
+    }
+}

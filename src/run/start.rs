@@ -1,0 +1,334 @@
+//! Start-up: everything before the first event of the run is read.
+//!
+//! OpenCode and the approval channel start at the same time so their
+//! start-ups overlap; `--gate` is verified against every agent's merged
+//! rules; then the event stream is opened while the session is picked, and
+//! only the prompt waits for `server.connected`. Nothing has reached the
+//! agent on any error path out of here before [`begin`] prompts.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use super::{Clock, End, API_TIMEOUT, READY_TIMEOUT, STOP_GRACE, SUBSCRIBE_TIMEOUT};
+use crate::approval::EndReason;
+use crate::config::{ApprovalChannel, RunConfig};
+use crate::console::Console;
+use crate::exit::Code;
+use crate::opencode::api::{Api, Command, ModelRef, Prompt, PromptPart, Rule};
+use crate::opencode::events::{self, EventStream};
+use crate::opencode::gate;
+use crate::opencode::server::{Server, ServerOptions};
+use crate::opencode::wire::SessionInfo;
+use crate::redact::Redactor;
+use crate::signals::Signals;
+use crate::tail::RunSpec;
+use crate::transport::discord;
+
+/// Start OpenCode and the approval channel at once, so their start-ups
+/// overlap. Nothing has reached the agent if this fails.
+pub(super) async fn start_up(
+    config: &RunConfig,
+    console: &Console,
+    signals: &mut Signals,
+    clock: &Clock,
+) -> Result<(Server, ConnectedChannel), (Code, End)> {
+    console.status(&format!(
+        "starting OpenCode in {}",
+        config.workspace.display()
+    ));
+    let env = gate::server_env(
+        &config.gates,
+        std::env::var("OPENCODE_CONFIG_CONTENT").ok().as_deref(),
+        &[],
+    )
+    .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+    let both = async {
+        tokio::join!(
+            Server::start(server_options(config, env)),
+            connect_channel(config, console)
+        )
+    };
+    let (server, channel) = tokio::select! {
+        both = both => both,
+        reason = signals.recv() => return Err((Code::for_end(reason), End::new(reason, "stopped during start-up".to_owned()))),
+        () = clock.expired() => return Err((Code::TimedOut, End::new(EndReason::TimedOut, "timed out during start-up".to_owned()))),
+    };
+    let server = server.map_err(|e| {
+        (
+            Code::OpenCodeFailed,
+            End::opencode("OpenCode failed to start", &e),
+        )
+    })?;
+    match channel {
+        Ok(channel) => {
+            console.detail(&format!("OpenCode is listening on {}", server.base_url()));
+            Ok((server, channel))
+        }
+        Err(detail) => {
+            server.stop(STOP_GRACE).await;
+            Err((
+                Code::ChannelUnavailable,
+                End::new(EndReason::Failed, detail),
+            ))
+        }
+    }
+}
+
+fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerOptions {
+    ServerOptions {
+        program: config.spec.opencode.clone(),
+        workspace: config.workspace.clone(),
+        env,
+        ready_timeout: READY_TIMEOUT,
+    }
+}
+
+fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
+    Api::new(
+        server.base_url(),
+        &config.workspace,
+        server.password().clone(),
+        API_TIMEOUT,
+    )
+    .map_err(|e| End::opencode("could not talk to OpenCode", &e))
+}
+
+/// Make sure every `--gate` kind really asks, for every agent (see
+/// [`gate`]). Agents of the workspace that still allow a gated kind get an
+/// override too, which needs one restart of the server; if even that does
+/// not make them ask, the run does not start. Nothing has reached the agent
+/// yet on any path out of here.
+pub(super) async fn enforce_gates(
+    config: &RunConfig,
+    mut server: Server,
+    console: &Console,
+) -> Result<(Server, Api), (Code, End)> {
+    let mut overridden: Vec<String> = Vec::new();
+    loop {
+        let api = match client(config, &server) {
+            Ok(api) => api,
+            Err(end) => {
+                server.stop(STOP_GRACE).await;
+                return Err((Code::OpenCodeFailed, end));
+            }
+        };
+        if config.gates.is_empty() {
+            return Ok((server, api));
+        }
+        let agents = match api.list_agents().await {
+            Ok(agents) => agents,
+            Err(e) => {
+                server.stop(STOP_GRACE).await;
+                return Err((
+                    Code::OpenCodeFailed,
+                    End::opencode("could not check the agents' permissions for --gate", &e),
+                ));
+            }
+        };
+        let open = gate::still_allowed(&config.gates, &agents);
+        if open.is_empty() {
+            return Ok((server, api));
+        }
+        server.stop(STOP_GRACE).await;
+        let fresh: Vec<String> = open
+            .iter()
+            .map(|(a, _)| a.clone())
+            .filter(|a| !overridden.contains(a))
+            .collect();
+        if fresh.is_empty() {
+            let (agent, kind) = open.into_iter().next().expect("not empty");
+            return Err((
+                Code::Usage,
+                End::new(
+                    EndReason::Failed,
+                    gate::GateError::StillAllowed { agent, kind }.to_string(),
+                ),
+            ));
+        }
+        overridden.extend(fresh);
+        console.status(&format!(
+            "restarting OpenCode so that --gate also covers agents: {}",
+            overridden.join(", ")
+        ));
+        let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
+        let env = gate::server_env(&config.gates, existing.as_deref(), &overridden)
+            .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+        server = Server::start(server_options(config, env))
+            .await
+            .map_err(|e| {
+                (
+                    Code::OpenCodeFailed,
+                    End::opencode("OpenCode failed to start", &e),
+                )
+            })?;
+    }
+}
+
+/// The approval channel, connected.
+pub(super) enum ConnectedChannel {
+    Terminal,
+    Discord(Box<discord::Discord>),
+}
+
+async fn connect_channel(
+    config: &RunConfig,
+    console: &Console,
+) -> Result<ConnectedChannel, String> {
+    match &config.approval {
+        ApprovalChannel::Terminal => Ok(ConnectedChannel::Terminal),
+        ApprovalChannel::Discord(d) => {
+            console.status("connecting to Discord");
+            let settings = discord::Settings {
+                token: d.token.clone(),
+                api_base: d.api_base.clone(),
+                channel_id: d.channel_id,
+                approvers: d.approvers.clone(),
+                approver_roles: d.approver_roles.clone(),
+                redactor: Redactor::new(Vec::new()),
+            };
+            discord::connect(settings, run_info(config))
+                .await
+                .map(|d| ConnectedChannel::Discord(Box::new(d)))
+                .map_err(|e| format!("approval channel unavailable: {e}"))
+        }
+    }
+}
+
+/// What the Discord run-start message says about the run.
+fn run_info(config: &RunConfig) -> discord::RunInfo {
+    let spec = &config.spec;
+    let title = spec.title.clone().unwrap_or_else(|| {
+        let mut t: String = spec.message.chars().take(80).collect();
+        if spec.message.chars().count() > 80 {
+            t.push('…');
+        }
+        t
+    });
+    let github =
+        ["GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"].map(|k| std::env::var(k).ok());
+    let ci = match github {
+        [Some(server), Some(repo), Some(run)] => {
+            Some(format!("{server}/{repo}/actions/runs/{run}"))
+        }
+        _ => std::env::var("CI_JOB_URL").ok(),
+    };
+    discord::RunInfo {
+        title,
+        workspace: config.workspace.file_name().map_or_else(
+            || config.workspace.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown host".to_owned()),
+        model: spec.model.as_ref().map(ToString::to_string),
+        opencode_version: None,
+        ci,
+    }
+}
+
+/// Subscribe, pick the session (new, given, most recent, or a fork), then
+/// prompt. Returns the open stream and the root session id.
+pub(super) async fn begin(
+    api: &Api,
+    spec: &RunSpec,
+    gates: &[String],
+    workspace: &std::path::Path,
+    message: &str,
+    run_time: Duration,
+) -> Result<(EventStream, String), End> {
+    // The session can be picked while the stream opens: nothing is asked
+    // before the prompt, and only the prompt must wait for `server.connected`.
+    let (stream, root) = tokio::join!(
+        events::subscribe_within(api, SUBSCRIBE_TIMEOUT),
+        pick_session(api, spec, gates)
+    );
+    let stream = stream.map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
+    let root = root?;
+    let files: Vec<PromptPart> = spec
+        .files
+        .iter()
+        .map(|f| PromptPart::file(&workspace.join(f)))
+        .collect();
+
+    if let Some(command) = &spec.command {
+        // The command call only returns when the turn is over; the run is
+        // followed on the event stream, so it runs on its own.
+        let command = Command {
+            command: command.clone(),
+            arguments: message.to_owned(),
+            model: spec.model.as_ref().map(ToString::to_string),
+            agent: spec.agent.clone(),
+            variant: spec.variant.clone(),
+            parts: files,
+        };
+        let (api, session) = (api.clone(), root.clone());
+        tokio::spawn(async move { api.command(&session, &command, run_time).await });
+        return Ok((stream, root));
+    }
+
+    let mut parts = vec![PromptPart::Text {
+        text: message.to_owned(),
+    }];
+    parts.extend(files);
+    let prompt = Prompt {
+        parts,
+        model: spec.model.as_ref().map(|m| ModelRef {
+            provider_id: m.provider.clone(),
+            model_id: m.model.clone(),
+        }),
+        agent: spec.agent.clone(),
+        variant: spec.variant.clone(),
+    };
+    api.prompt_async(&root, &prompt)
+        .await
+        .map_err(|e| End::opencode("could not send the prompt", &e))?;
+    Ok((stream, root))
+}
+
+/// The root session: `--session`, the most recent root for `--continue`
+/// (either forked with `--fork`), or a new one with the `--gate` ruleset.
+async fn pick_session(api: &Api, spec: &RunSpec, gates: &[String]) -> Result<String, End> {
+    let existing = if let Some(id) = &spec.session {
+        Some(id.clone())
+    } else if spec.continue_last {
+        let sessions = api
+            .list_sessions()
+            .await
+            .map_err(|e| End::opencode("could not list sessions", &e))?;
+        let latest = sessions
+            .into_iter()
+            .filter(|s| s.parent_id.is_none())
+            .max_by(|a, b| updated(a).total_cmp(&updated(b)))
+            .ok_or_else(|| {
+                End::new(
+                    EndReason::Failed,
+                    "--continue: there is no session to continue".to_owned(),
+                )
+            })?;
+        Some(latest.id)
+    } else {
+        None
+    };
+    match existing {
+        Some(id) if spec.fork => Ok(api
+            .fork_session(&id)
+            .await
+            .map_err(|e| End::opencode("could not fork the session", &e))?
+            .id),
+        Some(id) => Ok(id),
+        None => {
+            let rules: Vec<Rule> = gates.iter().map(Rule::ask).collect();
+            Ok(api
+                .create_session(spec.title.as_deref(), &rules)
+                .await
+                .map_err(|e| End::opencode("could not create the session", &e))?
+                .id)
+        }
+    }
+}
+
+fn updated(s: &SessionInfo) -> f64 {
+    s.time.and_then(|t| t.updated.or(t.created)).unwrap_or(0.0)
+}

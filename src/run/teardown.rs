@@ -1,0 +1,107 @@
+//! The one shutdown sequence, read top to bottom, every step bounded.
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{End, STEP_TIMEOUT, STOP_GRACE};
+use crate::approval::messages::Input;
+use crate::approval::task::Ledger;
+use crate::approval::EndReason;
+use crate::console::Console;
+use crate::opencode::api::{self, Api};
+use crate::opencode::server::Server;
+
+/// The approval task and its input, handed to the teardown.
+pub(super) struct Approvals {
+    pub(super) inputs: mpsc::Sender<Input>,
+    pub(super) task: JoinHandle<Ledger>,
+}
+
+/// The one shutdown sequence, every step bounded (docs/design.md, "Teardown"):
+/// 1. close the registry: every request it knows is denied and nothing more
+///    is forwarded;
+/// 2. `GET /permission`: reject everything still pending on the server (it
+///    is private to this run), also requests the registry never saw, and
+///    reject pending questions;
+/// 3. abort the root session, then sweep once more (a request asked while
+///    the first sweep ran);
+/// 4. dispose the instance;
+/// 5. stop the server's process group (SIGTERM, then SIGKILL).
+pub(super) async fn teardown(
+    end: &End,
+    approvals: Option<Approvals>,
+    api: &Api,
+    root: Option<&str>,
+    server: Server,
+    console: &Console,
+) -> Ledger {
+    let reason = end.reason;
+    if reason != EndReason::Finished {
+        console.status(&format!(
+            "run {}: denying what is pending and stopping OpenCode",
+            reason.phrase()
+        ));
+    }
+    // 1.
+    let ledger = match approvals {
+        Some(approvals) => close_approvals(approvals, reason, console).await,
+        None => Ledger::default(),
+    };
+    if !server.has_exited() {
+        // 2.
+        sweep(api, reason).await;
+        // 3.
+        if let Some(root) = root {
+            if reason != EndReason::Finished {
+                let _ = tokio::time::timeout(STEP_TIMEOUT, api.abort(root)).await;
+            }
+            sweep(api, reason).await;
+        }
+        // 4.
+        let _ = tokio::time::timeout(STEP_TIMEOUT, api.dispose()).await;
+    }
+    // 5.
+    if server.stop(STOP_GRACE).await.killed {
+        console.detail("OpenCode did not stop on SIGTERM; killed its process group");
+    }
+    ledger
+}
+
+/// Close the registry and collect the ledger. Bounded: if the task does not
+/// answer, the sweep that follows still denies everything on the server.
+async fn close_approvals(approvals: Approvals, reason: EndReason, console: &Console) -> Ledger {
+    let (done, ledger) = oneshot::channel();
+    let mut result = Ledger::default();
+    if approvals
+        .inputs
+        .send(Input::Close { reason, done })
+        .await
+        .is_ok()
+    {
+        match tokio::time::timeout(STEP_TIMEOUT * 2, ledger).await {
+            Ok(Ok(ledger)) => result = ledger,
+            _ => console
+                .error("the approval task did not close in time; denying on the server directly"),
+        }
+    }
+    approvals.task.abort();
+    result
+}
+
+/// Reject every pending permission and question on the server.
+async fn sweep(api: &Api, reason: EndReason) {
+    if let Ok(Ok(pending)) = tokio::time::timeout(STEP_TIMEOUT, api.list_permissions()).await {
+        for request in pending {
+            let reply = api::Reply::Reject {
+                message: Some(reason.deny_message().to_owned()),
+            };
+            let _ =
+                tokio::time::timeout(STEP_TIMEOUT, api.reply_permission(&request.id, &reply)).await;
+        }
+    }
+    if let Ok(Ok(questions)) = tokio::time::timeout(STEP_TIMEOUT, api.list_questions()).await {
+        for question in questions {
+            let _ = tokio::time::timeout(STEP_TIMEOUT, api.reject_question(&question.id)).await;
+        }
+    }
+}
