@@ -583,3 +583,29 @@ impl fmt::Display for Settlement {
         }
     }
 }
+
+/// Requests for the unit tests of every module, written once.
+#[cfg(test)]
+pub(crate) mod test_requests {
+    use std::time::{Duration, SystemTime};
+
+    use super::{Ask, Deadline, Permission, Shown};
+
+    /// Request `number`: `bash` running `command`, in session `ses_1`, with
+    /// OpenCode id `per_<number>`, shown at the epoch with no time left.
+    pub(crate) fn bash(number: u32, command: &str) -> Shown {
+        Shown {
+            number,
+            deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
+            ask: Ask::permission_request(
+                format!("per_{number}"),
+                "ses_1",
+                Permission {
+                    kind: "bash".to_owned(),
+                    command: Some(command.to_owned()),
+                    ..Permission::default()
+                },
+            ),
+        }
+    }
+}

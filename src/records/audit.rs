@@ -519,28 +519,12 @@ mod tests {
 
     use super::*;
     use crate::approval::messages::RunReport;
-    use crate::approval::{Ask, Deadline, Permission, Subject};
+
     use crate::approval::{Channel, EndReason};
     use crate::config::Verbosity;
 
     fn request(number: u32, command: &str) -> Shown {
-        Shown {
-            number,
-            deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
-            ask: Ask {
-                id: format!("per_{number}"),
-                session_id: "ses_1".to_owned(),
-                agent: None,
-                subject: Subject::Permission(Permission {
-                    kind: "bash".to_owned(),
-                    patterns: vec![],
-                    command: Some(command.to_owned()),
-                    path: None,
-                    diff: None,
-                    description: None,
-                }),
-            },
-        }
+        crate::approval::test_requests::bash(number, command)
     }
 
     fn bob() -> Actor {

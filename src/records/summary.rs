@@ -361,28 +361,11 @@ pub fn human_requests(ledger: &Ledger, redactor: &Redactor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{Actor, Channel, Shown};
-    use crate::approval::{Ask, Deadline, Permission, Subject};
+    use crate::approval::{Actor, Channel};
 
     fn entry(number: u32, command: &str, settlement: Settlement) -> LedgerEntry {
         LedgerEntry {
-            request: Shown {
-                number,
-                deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
-                ask: Ask {
-                    id: format!("per_{number}"),
-                    session_id: "ses_1".to_owned(),
-                    agent: None,
-                    subject: Subject::Permission(Permission {
-                        kind: "bash".to_owned(),
-                        patterns: vec![],
-                        command: Some(command.to_owned()),
-                        path: None,
-                        diff: None,
-                        description: None,
-                    }),
-                },
-            },
+            request: crate::approval::test_requests::bash(number, command),
             settlement,
             asked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),
             settled_at: SystemTime::UNIX_EPOCH + Duration::from_millis(12_500),

@@ -123,7 +123,7 @@ fn spawn_transport(
             terminal::stdin_lines(),
             decider,
             redactor,
-            terminal::local_actor(),
+            crate::transport::local_user(crate::approval::Channel::Terminal),
             console.clone(),
         )),
         ConnectedChannel::Discord(mut discord) => {

@@ -172,7 +172,7 @@ impl Endpoint {
         redactor: Redactor,
     ) {
         let mut pending: BTreeMap<u32, Shown> = BTreeMap::new();
-        let actor = local_actor();
+        let actor = super::local_user(Channel::Local);
         loop {
             tokio::select! {
                 notice = notices.recv() => match notice {
@@ -200,18 +200,6 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Who decides from another terminal: this user.
-fn local_actor() -> Actor {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()));
-    Actor {
-        channel: Channel::Local,
-        id: name.clone(),
-        name,
     }
 }
 

@@ -11,3 +11,20 @@
 pub mod discord;
 pub mod local;
 pub mod terminal;
+
+use crate::approval::{Actor, Channel};
+
+/// The user at this machine, deciding through `channel` (the terminal, or
+/// `gatekeep approve` from another terminal): named by `USER`/`LOGNAME`,
+/// else by uid.
+#[must_use]
+pub fn local_user(channel: Channel) -> Actor {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()));
+    Actor {
+        channel,
+        id: name.clone(),
+        name,
+    }
+}

@@ -17,25 +17,12 @@ use std::io::BufRead;
 use tokio::sync::mpsc;
 
 use crate::approval::messages::{DecideOutcome, Decider, Notice};
-use crate::approval::{Actor, Channel, Shown, Verdict};
+use crate::approval::{Actor, Shown, Verdict};
 use crate::console::Console;
 use crate::redact::{terminal_safe_bounded, Redactor};
 
 /// Longest command or diff shown in full at the terminal.
 const MAX_SHOWN: usize = 4000;
-
-/// Who answers at this terminal: the local user.
-#[must_use]
-pub fn local_actor() -> Actor {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "local user".to_owned());
-    Actor {
-        channel: Channel::Terminal,
-        id: name.clone(),
-        name,
-    }
-}
 
 /// Start reading stdin lines on their own thread.
 #[must_use]
