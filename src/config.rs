@@ -103,7 +103,8 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Surroundings {
     pub cwd: PathBuf,
-    pub discord_token: Option<String>,
+    /// Read once at start and wiped from the environment (`platform`).
+    pub discord_token: Option<SecretString>,
     pub stdin_is_terminal: bool,
     pub stderr_is_terminal: bool,
 }
@@ -128,13 +129,9 @@ impl RunConfig {
         let approval = match args.channel.as_deref().filter(|c| !c.is_empty()) {
             Some(channel) => {
                 let channel_id = id("--channel", channel)?;
-                let token = env
-                    .discord_token
-                    .clone()
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or(ConfigError::MissingToken)?;
+                let token = env.discord_token.clone().ok_or(ConfigError::MissingToken)?;
                 ApprovalChannel::Discord(DiscordConfig {
-                    token: SecretString::from(token.trim().to_owned()),
+                    token,
                     api_base: args.discord_api_url.trim_end_matches('/').to_owned(),
                     channel_id,
                     approvers,
@@ -250,7 +247,9 @@ mod tests {
     fn env(terminal: bool, token: Option<&str>) -> Surroundings {
         Surroundings {
             cwd: std::env::temp_dir(),
-            discord_token: token.map(str::to_owned),
+            discord_token: token
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| SecretString::from(t.trim().to_owned())),
             stdin_is_terminal: terminal,
             stderr_is_terminal: terminal,
         }

@@ -315,6 +315,15 @@ impl Console {
                                 console.pending(pending.clone());
                             }
                         }
+                        Some(Notice::Intruded(intrusion)) => {
+                            let which = intrusion
+                                .number
+                                .map_or_else(|| intrusion.request_id.clone(), |n| format!("#{n}"));
+                            console.error(&format!(
+                                "SECURITY: request {which} was {} by something other than gatekeep; stopping the run",
+                                intrusion.echo
+                            ));
+                        }
                         Some(Notice::Undelivered { number, detail }) => {
                             console.error(&format!("could not answer request #{number}: {detail}"));
                         }

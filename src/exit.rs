@@ -18,6 +18,9 @@ pub enum Code {
     ChannelUnavailable = 3,
     /// OpenCode failed to start or died during the run.
     OpenCodeFailed = 4,
+    /// A request was approved or answered by something other than gatekeep;
+    /// the run was stopped at once.
+    Intruded = 5,
     /// `--timeout` elapsed.
     TimedOut = 124,
     /// SIGHUP.
@@ -45,6 +48,7 @@ impl Code {
             EndReason::Terminated => Code::Terminated,
             EndReason::HungUp => Code::HungUp,
             EndReason::OpenCodeDied => Code::OpenCodeFailed,
+            EndReason::Intruded => Code::Intruded,
         }
     }
 }
@@ -57,6 +61,7 @@ Exit codes:
   2    usage error, or a config that would bypass --gate (nothing reached the agent)
   3    approval channel unavailable (nothing sent to the agent)
   4    OpenCode failed to start or died
+  5    a request was answered by something other than gatekeep (run stopped at once)
   124  run timed out (--timeout)
   129  SIGHUP
   130  SIGINT (Ctrl-C)

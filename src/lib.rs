@@ -42,6 +42,8 @@
 //!   shared by every channel; [`console`]: all of gatekeep's own output (a
 //!   live status line at a terminal, timestamped lines elsewhere).
 //! - [`doctor`]: `gatekeep doctor`, the checks before an unattended run.
+//! - [`platform`]: what gatekeep needs from Linux or macOS (hardening, the
+//!   child's tether, process ancestry), behind one interface.
 
 // Every dependency is used by the library (the binary and the tests link
 // them all too, so the lint is checked on the library alone).
@@ -54,6 +56,7 @@ pub mod console;
 pub mod doctor;
 pub mod exit;
 pub mod opencode;
+pub mod platform;
 pub mod records;
 pub mod redact;
 pub mod run;

@@ -13,8 +13,13 @@ use gatekeep::records::{audit, summary};
 use gatekeep::run;
 use gatekeep::signals::Signals;
 use gatekeep::transport::local;
+use secrecy::SecretString;
 
 fn main() -> ExitCode {
+    // Before any secret is read: the agent's tools run as this user and
+    // must not read gatekeep's environment or memory (docs/design.md).
+    let _ = gatekeep::platform::harden();
+    let discord_token = gatekeep::platform::take_env_secret("DISCORD_TOKEN");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -36,11 +41,11 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Run(args) => exit(run(args)),
+        Command::Run(args) => exit(run(args, discord_token)),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => verify_audit(&file),
-        Command::Doctor(args) => exit(gatekeep::doctor::run(&args)),
+        Command::Doctor(args) => exit(gatekeep::doctor::run(&args, discord_token.as_ref())),
         Command::Pending { run } => control_client(run.id, &local::ClientRequest::Pending),
         Command::Approve { number, run } => control_client(
             run.id,
@@ -173,11 +178,11 @@ fn verify_audit(file: &std::path::Path) -> ExitCode {
 /// One run, and its summary (`--summary-json`) whatever happened. The
 /// summary never changes the exit code: it is written after the run's safety
 /// was settled.
-fn run(args: RunArgs) -> Code {
+fn run(args: RunArgs, discord_token: Option<SecretString>) -> Code {
     let started = SystemTime::now();
     let summary_path = args.summary_json.clone();
     let mut context = summary::Context::default();
-    let ended = supervise(args, &mut context);
+    let ended = supervise(args, discord_token, &mut context);
     let code = match &ended {
         Ended::Run(outcome) => outcome.code,
         Ended::NotStarted { code, .. } => *code,
@@ -222,10 +227,14 @@ fn not_started(code: Code, detail: String) -> Ended {
     Ended::NotStarted { code, detail }
 }
 
-fn supervise(args: RunArgs, context: &mut summary::Context) -> Ended {
+fn supervise(
+    args: RunArgs,
+    discord_token: Option<SecretString>,
+    context: &mut summary::Context,
+) -> Ended {
     let surroundings = Surroundings {
         cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
-        discord_token: std::env::var("DISCORD_TOKEN").ok(),
+        discord_token,
         stdin_is_terminal: std::io::stdin().is_terminal(),
         stderr_is_terminal: std::io::stderr().is_terminal(),
     };

@@ -9,6 +9,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::registry::Intrusion;
 use super::task::Ledger;
 use super::{Actor, Ask, Echo, EndReason, Settlement, Shown, Verdict};
 
@@ -77,6 +78,9 @@ pub enum Notice {
         actor: Actor,
         why: String,
     },
+    /// A request was approved or answered by something other than gatekeep:
+    /// the run stops at once, and every follower says so loudly.
+    Intruded(Intrusion),
     /// A reply gatekeep owed OpenCode could not be delivered (the
     /// teardown's sweep denies it all the same): for the console.
     Undelivered { number: u32, detail: String },

@@ -337,8 +337,10 @@ pub enum Verdict {
 /// know is kept as it is and never taken for a rejection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Echo {
-    /// `once` or `always`.
-    Approved,
+    /// `once`, or `always` (which gatekeep never sends).
+    Approved {
+        always: bool,
+    },
     /// `reject`: OpenCode also rejects the session's other pending requests.
     Rejected,
     /// A question was answered.
@@ -352,14 +354,15 @@ impl Echo {
     /// Whether this echo lets the agent go ahead (an approval or an answer).
     #[must_use]
     pub fn lets_agent_proceed(&self) -> bool {
-        matches!(self, Echo::Approved | Echo::Answered)
+        matches!(self, Echo::Approved { .. } | Echo::Answered)
     }
 }
 
 impl fmt::Display for Echo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Echo::Approved => "approved",
+            Echo::Approved { always: false } => "approved once",
+            Echo::Approved { always: true } => "approved always",
             Echo::Rejected => "rejected",
             Echo::Answered => "answered",
             Echo::Dismissed => "dismissed",
@@ -379,6 +382,9 @@ pub enum EndReason {
     HungUp,
     OpenCodeDied,
     InternalError,
+    /// A request was approved or answered by something other than gatekeep
+    /// (an intruder holding OpenCode's password): the run is stopped at once.
+    Intruded,
 }
 
 impl EndReason {
@@ -394,6 +400,9 @@ impl EndReason {
             EndReason::HungUp => "denied by gatekeep: terminal hung up",
             EndReason::OpenCodeDied => "denied by gatekeep: OpenCode died",
             EndReason::InternalError => "denied by gatekeep: internal error",
+            EndReason::Intruded => {
+                "denied by gatekeep: a request was answered by something other than gatekeep"
+            }
         }
     }
 
@@ -409,6 +418,9 @@ impl EndReason {
             EndReason::HungUp => "hung up",
             EndReason::OpenCodeDied => "OpenCode died",
             EndReason::InternalError => "internal error",
+            EndReason::Intruded => {
+                "stopped: a request was answered by something other than gatekeep"
+            }
         }
     }
 }
@@ -459,6 +471,11 @@ pub enum Settlement {
     ChannelFailed {
         detail: String,
     },
+    /// Approved or answered by something other than gatekeep: the run is
+    /// stopped at once (a foreign *reject* is harmless: `RepliedElsewhere`).
+    Intruded {
+        echo: Echo,
+    },
     /// OpenCode reported a reply gatekeep did not send (another client), or
     /// stopped waiting on it while the event stream was down (`None`: how it
     /// was answered is not known).
@@ -484,6 +501,7 @@ impl Settlement {
             Settlement::RunEnded(_) => "run_ended",
             Settlement::ChannelFailed { .. } => "channel_failed",
             Settlement::RepliedElsewhere { .. } => "replied_elsewhere",
+            Settlement::Intruded { .. } => "intruded",
         }
     }
 
@@ -523,7 +541,8 @@ impl Settlement {
             | Settlement::Answered { .. }
             | Settlement::DeniedWithRelated { .. }
             | Settlement::Superseded { .. }
-            | Settlement::RepliedElsewhere { .. } => None,
+            | Settlement::RepliedElsewhere { .. }
+            | Settlement::Intruded { .. } => None,
         }
     }
 }
@@ -577,6 +596,10 @@ impl fmt::Display for Settlement {
             Settlement::RepliedElsewhere { echo: Some(echo) } => {
                 write!(f, "answered outside gatekeep: {echo}")
             }
+            Settlement::Intruded { echo } => write!(
+                f,
+                "{echo} by something other than gatekeep: the run was stopped"
+            ),
             Settlement::RepliedElsewhere { echo: None } => {
                 f.write_str("answered outside gatekeep while the event stream was down")
             }

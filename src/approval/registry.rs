@@ -57,6 +57,24 @@ pub struct Settled {
     pub reply: Option<Reply>,
 }
 
+/// What an echo changed.
+#[must_use = "an intrusion must stop the run"]
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replied {
+    pub settled: Vec<Settled>,
+    /// The echo approved or answered something gatekeep did not.
+    pub intrusion: Option<Intrusion>,
+}
+
+/// A request approved or answered by something other than gatekeep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intrusion {
+    /// The registry's number, when gatekeep knew the request.
+    pub number: Option<u32>,
+    pub request_id: String,
+    pub echo: Echo,
+}
+
 /// The result of registering a request.
 #[must_use]
 #[derive(Debug)]
@@ -280,15 +298,31 @@ impl Registry {
     /// OpenCode's echo of a reply (`permission.replied`, `question.replied`,
     /// `question.rejected`): the authoritative settlement signal.
     ///
+    /// gatekeep is the only legitimate replier of its private server, so an
+    /// echo that lets the agent go ahead is checked against what gatekeep
+    /// itself sent: only the echo of its own claimed (or settled) approval or
+    /// answer is. Anything else — an approval of an open request, of one
+    /// gatekeep denied, of one it never saw, or an `always` (never sent by
+    /// gatekeep) — is an intrusion, returned so the run can be stopped.
+    ///
     /// A `reject` makes OpenCode reject every other pending request of the
     /// same session, so those open entries settle as "denied with the related
     /// request" (and get a reject of their own, which is harmless if OpenCode
     /// already dropped them). Claimed entries are left to their own echo.
-    pub fn replied(&mut self, session_id: &str, request_id: &str, echo: &Echo) -> Vec<Settled> {
-        let mut out = Vec::new();
+    pub fn replied(&mut self, session_id: &str, request_id: &str, echo: &Echo) -> Replied {
+        let mut out = Replied::default();
         let number = self.by_id.get(request_id).copied();
+        let state = number.and_then(|n| self.entries.get(&n)).map(|e| &e.state);
+        if echo.lets_agent_proceed() && !is_own(state, echo) {
+            out.intrusion = Some(Intrusion {
+                number,
+                request_id: request_id.to_owned(),
+                echo: echo.clone(),
+            });
+        }
         if let Some(number) = number {
-            let settlement = match self.entries.get(&number).map(|e| &e.state) {
+            let settlement = match state {
+                _ if out.intrusion.is_some() => Some(Settlement::Intruded { echo: echo.clone() }),
                 Some(State::Claimed { verdict, by }) if echo_matches(verdict, echo) => {
                     Some(settlement_of(verdict.clone(), by.clone()))
                 }
@@ -297,8 +331,14 @@ impl Registry {
                 }),
                 Some(State::Settled(_)) | None => None,
             };
+            // An intrusion overrides even a settled entry's final state: what
+            // it shows must be what happened.
             if let Some(settlement) = settlement {
-                out.extend(self.settle(number, settlement, false));
+                if matches!(settlement, Settlement::Intruded { .. }) {
+                    out.settled.extend(self.resettle(number, settlement));
+                } else {
+                    out.settled.extend(self.settle(number, settlement, false));
+                }
             }
         }
         if *echo == Echo::Rejected {
@@ -319,7 +359,7 @@ impl Registry {
                         echo: Some(echo.clone()),
                     },
                 };
-                out.extend(self.settle(n, settlement, true));
+                out.settled.extend(self.settle(n, settlement, true));
             }
         }
         out
@@ -426,6 +466,23 @@ impl Registry {
         self.by_id.contains_key(request_id)
     }
 
+    /// An intrusion on an entry gatekeep already settled: its final state is
+    /// corrected to what happened. Nothing is sent to OpenCode.
+    fn resettle(&mut self, number: u32, settlement: Settlement) -> Option<Settled> {
+        let entry = self.entries.get_mut(&number)?;
+        if !matches!(entry.state, State::Settled(_)) {
+            return self.settle(number, settlement, false);
+        }
+        entry.state = State::Settled(settlement.clone());
+        Some(Settled {
+            number,
+            request_id: entry.shown.ask.id.clone(),
+            session_id: entry.shown.ask.session_id.clone(),
+            settlement,
+            reply: None,
+        })
+    }
+
     /// The one transition into `Settled`. Returns `None` if the entry was
     /// already settled (or does not exist), so nothing is settled twice.
     fn settle(&mut self, number: u32, settlement: Settlement, send_reply: bool) -> Option<Settled> {
@@ -469,11 +526,29 @@ fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
     }
 }
 
+/// Whether an echo that lets the agent go ahead is the echo of gatekeep's
+/// own reply: a claimed approval or answer being sent, or one that already
+/// settled the entry. gatekeep never sends `always`.
+fn is_own(state: Option<&State>, echo: &Echo) -> bool {
+    if *echo == (Echo::Approved { always: true }) {
+        return false;
+    }
+    match state {
+        Some(State::Claimed { verdict, .. }) => echo_matches(verdict, echo),
+        Some(State::Settled(s)) => match echo {
+            Echo::Approved { .. } => s.is_approved(),
+            Echo::Answered => matches!(s, Settlement::Answered { .. }),
+            _ => false,
+        },
+        Some(State::Open) | None => false,
+    }
+}
+
 /// Whether OpenCode's echo is the one gatekeep's own claimed reply causes.
 /// A denied question echoes as dismissed.
 fn echo_matches(verdict: &Verdict, echo: &Echo) -> bool {
     match verdict {
-        Verdict::Approve | Verdict::ApproveAndTrust => *echo == Echo::Approved,
+        Verdict::Approve | Verdict::ApproveAndTrust => *echo == Echo::Approved { always: false },
         Verdict::Deny { .. } => matches!(echo, Echo::Rejected | Echo::Dismissed),
         Verdict::Answer { .. } => *echo == Echo::Answered,
     }
@@ -539,7 +614,8 @@ mod tests {
         assert_eq!(settled.settlement, Settlement::Approved { by: alice() });
         assert_eq!(settled.reply, None);
         // The echo of our own reply changes nothing.
-        assert!(reg.replied("ses_1", "per_a", &Echo::Approved).is_empty());
+        let echo = reg.replied("ses_1", "per_a", &Echo::Approved { always: false });
+        assert_eq!(echo, Replied::default(), "nothing changes, no intrusion");
     }
 
     #[test]
@@ -629,7 +705,7 @@ mod tests {
             .claim(a, Verdict::Deny { reason: None }, alice(), now)
             .expect("claim a");
 
-        let settled = reg.replied("ses_1", "per_a", &Echo::Rejected);
+        let settled = reg.replied("ses_1", "per_a", &Echo::Rejected).settled;
         let numbers: Vec<u32> = settled.iter().map(|s| s.number).collect();
         assert_eq!(
             numbers,
@@ -642,9 +718,12 @@ mod tests {
             Settlement::DeniedWithRelated { related: a }
         );
         // The cascaded entries' own echoes are then no-ops.
-        assert!(reg.replied("ses_1", "per_b", &Echo::Rejected).is_empty());
+        assert_eq!(
+            reg.replied("ses_1", "per_b", &Echo::Rejected),
+            Replied::default()
+        );
         // c's echo says reject (OpenCode cascaded it): it was not approved.
-        let c_settled = reg.replied("ses_1", "per_c", &Echo::Rejected);
+        let c_settled = reg.replied("ses_1", "per_c", &Echo::Rejected).settled;
         assert_eq!(
             c_settled[0].settlement,
             Settlement::RepliedElsewhere {
@@ -725,10 +804,76 @@ mod tests {
         let now = Instant::now();
         let mut reg = Registry::new();
         let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
-        let settled = reg.replied("ses_1", "per_a", &Echo::Approved);
-        assert_eq!(settled[0].number, n);
-        assert_eq!(settled[0].reply, None);
+        let echo = reg.replied("ses_1", "per_a", &Echo::Approved { always: false });
+        assert_eq!(echo.settled[0].number, n);
+        assert_eq!(echo.settled[0].reply, None);
         assert!(reg.pending().is_empty());
+        // gatekeep is the only legitimate replier: that approval is an intrusion.
+        assert_eq!(echo.intrusion.map(|i| i.number), Some(Some(n)));
+    }
+
+    #[test]
+    fn a_foreign_reject_is_harmless_and_only_replied_elsewhere() {
+        let now = Instant::now();
+        let mut reg = Registry::new();
+        let n = open(&mut reg, "per_a", "ses_1", now + Duration::from_secs(60));
+        let echo = reg.replied("ses_1", "per_a", &Echo::Rejected);
+        assert_eq!(echo.intrusion, None);
+        assert_eq!(
+            echo.settled[0].settlement,
+            Settlement::RepliedElsewhere {
+                echo: Some(Echo::Rejected)
+            }
+        );
+        assert_eq!(echo.settled[0].number, n);
+    }
+
+    #[test]
+    fn every_approval_gatekeep_did_not_send_is_an_intrusion() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let once = Echo::Approved { always: false };
+        let mut reg = Registry::new();
+
+        // A request gatekeep never saw.
+        let unknown = reg.replied("ses_1", "per_unknown", &once);
+        assert_eq!(unknown.intrusion.map(|i| i.number), Some(None));
+
+        // One gatekeep denied: its final state is corrected.
+        let denied = open(&mut reg, "per_denied", "ses_1", later);
+        let _ = reg.claim(denied, Verdict::Deny { reason: None }, alice(), now);
+        let _ = reg.claim_succeeded(denied);
+        let echo = reg.replied("ses_1", "per_denied", &once);
+        assert!(echo.intrusion.is_some());
+        assert_eq!(
+            echo.settled[0].settlement,
+            Settlement::Intruded { echo: once.clone() }
+        );
+
+        // One being denied right now: the approval won the race.
+        let racing = open(&mut reg, "per_racing", "ses_1", later);
+        let _ = reg.claim(racing, Verdict::Deny { reason: None }, alice(), now);
+        assert!(reg
+            .replied("ses_1", "per_racing", &once)
+            .intrusion
+            .is_some());
+
+        // `always` is never gatekeep's, even on a request it approved.
+        let approved = open(&mut reg, "per_approved", "ses_1", later);
+        let _ = reg.claim(approved, Verdict::Approve, alice(), now);
+        let always = Echo::Approved { always: true };
+        assert!(reg
+            .replied("ses_1", "per_approved", &always)
+            .intrusion
+            .is_some());
+
+        // An answer to a question nobody here answered.
+        let question = match reg.ask(a_question("que_a"), due(later)) {
+            Asked::Open { shown, .. } => shown.number,
+            Asked::Refused(s) => panic!("refused: {s:?}"),
+        };
+        let echo = reg.replied("ses_1", "que_a", &Echo::Answered);
+        assert_eq!(echo.intrusion.map(|i| i.number), Some(Some(question)));
     }
 
     #[test]

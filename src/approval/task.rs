@@ -179,8 +179,13 @@ impl<R: Replier> ApprovalTask<R> {
                 request_id,
                 echo,
             } => {
-                let settled = self.registry.replied(&session_id, &request_id, &echo);
-                self.settled_all(settled).await;
+                let replied = self.registry.replied(&session_id, &request_id, &echo);
+                self.settled_all(replied.settled).await;
+                if let Some(intrusion) = replied.intrusion {
+                    // Everyone is told; the run stops on it (docs/design.md,
+                    // "Nothing but gatekeep answers").
+                    self.notifier.send(&Notice::Intruded(intrusion));
+                }
             }
             Input::Decide {
                 number,

@@ -38,7 +38,12 @@ fn string_field<'a>(value: &'a Value, key: &str) -> Result<&'a str, String> {
 /// One check after the other, each stopping the rest when later ones
 /// could only fail the same way: long, but it reads top to bottom.
 #[allow(clippy::too_many_lines)]
-pub(super) async fn check(channel: &str, api: &str, report: &mut Report) {
+pub(super) async fn check(
+    channel: &str,
+    api: &str,
+    token: Option<&SecretString>,
+    report: &mut Report,
+) {
     let Some(channel_id) = channel.trim().parse::<u64>().ok().filter(|c| *c > 0) else {
         report.fail(
             &format!("--channel `{channel}` is not a Discord channel id"),
@@ -47,19 +52,17 @@ pub(super) async fn check(channel: &str, api: &str, report: &mut Report) {
         );
         return;
     };
-    let token = std::env::var("DISCORD_TOKEN").unwrap_or_default();
-    let token = token.trim();
-    if token.is_empty() {
+    let Some(token) = token else {
         report.fail(
             "DISCORD_TOKEN is not set",
             "export the bot's token as DISCORD_TOKEN (Discord developer portal → your \
              application → Bot → Reset Token); in CI, from a secret",
         );
         return;
-    }
+    };
     report.ok("DISCORD_TOKEN is set");
     let api = api.trim_end_matches('/').to_owned();
-    let discord = match Rest::new(&api, &SecretString::from(token.to_owned())) {
+    let discord = match Rest::new(&api, token) {
         Ok(rest) => rest,
         Err(err) => {
             report.fail(

@@ -19,6 +19,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use crate::cli::DoctorArgs;
 use crate::exit::Code;
 
@@ -80,7 +82,7 @@ impl Report {
 
 /// Run every check; 0 when ready, 3 otherwise.
 #[must_use]
-pub fn run(args: &DoctorArgs) -> Code {
+pub fn run(args: &DoctorArgs, discord_token: Option<&SecretString>) -> Code {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +94,7 @@ pub fn run(args: &DoctorArgs) -> Code {
         }
     };
     let mut report = Report::default();
-    runtime.block_on(check_all(args, &mut report));
+    runtime.block_on(check_all(args, discord_token, &mut report));
     if report.failures == 0 {
         println!(
             "ready{}",
@@ -109,7 +111,7 @@ pub fn run(args: &DoctorArgs) -> Code {
     }
 }
 
-async fn check_all(args: &DoctorArgs, report: &mut Report) {
+async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, report: &mut Report) {
     let program = args
         .opencode
         .first()
@@ -128,7 +130,9 @@ async fn check_all(args: &DoctorArgs, report: &mut Report) {
     }
 
     match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
-        Some(channel) => discord::check(channel, &args.discord_api_url, report).await,
+        Some(channel) => {
+            discord::check(channel, &args.discord_api_url, discord_token, report).await;
+        }
         None => println!(
             "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
         ),

@@ -70,7 +70,8 @@ pub fn question_ask(
 #[must_use]
 pub fn permission_echo(reply: ReplyKind) -> Echo {
     match reply {
-        ReplyKind::Once | ReplyKind::Always => Echo::Approved,
+        ReplyKind::Once => Echo::Approved { always: false },
+        ReplyKind::Always => Echo::Approved { always: true },
         ReplyKind::Reject => Echo::Rejected,
         ReplyKind::Unknown(word) => Echo::Unknown(word),
     }
@@ -112,8 +113,14 @@ mod tests {
 
     #[test]
     fn every_approval_word_is_an_approval_and_an_unknown_word_is_never_a_rejection() {
-        assert_eq!(permission_echo(ReplyKind::Once), Echo::Approved);
-        assert_eq!(permission_echo(ReplyKind::Always), Echo::Approved);
+        assert_eq!(
+            permission_echo(ReplyKind::Once),
+            Echo::Approved { always: false }
+        );
+        assert_eq!(
+            permission_echo(ReplyKind::Always),
+            Echo::Approved { always: true }
+        );
         assert_eq!(permission_echo(ReplyKind::Reject), Echo::Rejected);
         let odd = permission_echo(ReplyKind::Unknown("maybe".to_owned()));
         assert_eq!(odd, Echo::Unknown("maybe".to_owned()));

@@ -35,14 +35,16 @@ pub enum GateError {
 }
 
 /// The environment for `opencode serve` that makes every gated kind ask, for
-/// the built-in agents and `extra_agents`. `existing` is the caller's own
+/// the built-in agents and `extra_agents`, and loads `plugins` (gatekeep's
+/// guard) besides the user's own. `existing` is the caller's own
 /// `OPENCODE_CONFIG_CONTENT`, which is kept and added to.
 pub fn server_env(
     gates: &[String],
     existing: Option<&str>,
     extra_agents: &[String],
+    plugins: &[String],
 ) -> Result<Vec<(OsString, OsString)>, GateError> {
-    if gates.is_empty() {
+    if gates.is_empty() && plugins.is_empty() {
         return Ok(Vec::new());
     }
     let asks: Map<String, Value> = gates.iter().map(|g| (g.clone(), json!("ask"))).collect();
@@ -55,6 +57,19 @@ pub fn server_env(
         },
         None => Map::new(),
     };
+    if !plugins.is_empty() {
+        let list = content.entry("plugin").or_insert_with(|| json!([]));
+        let list = list
+            .as_array_mut()
+            .ok_or_else(|| GateError::ConfigContent("`plugin` is not a list".to_owned()))?;
+        list.extend(plugins.iter().map(|p| json!(p)));
+    }
+    if gates.is_empty() {
+        return Ok(vec![(
+            "OPENCODE_CONFIG_CONTENT".into(),
+            Value::Object(content).to_string().into(),
+        )]);
+    }
     let agents = content
         .entry("agent")
         .or_insert_with(|| json!({}))
@@ -148,7 +163,7 @@ mod tests {
 
     #[test]
     fn no_gates_change_nothing() {
-        assert_eq!(server_env(&[], Some("{broken"), &[]), Ok(Vec::new()));
+        assert_eq!(server_env(&[], Some("{broken"), &[], &[]), Ok(Vec::new()));
     }
 
     #[test]
@@ -158,6 +173,7 @@ mod tests {
             &gates,
             Some(r#"{"agent":{"build":{"temperature":0.1}},"share":"disabled"}"#),
             &["reviewer".to_owned()],
+            &[],
         )
         .expect("valid");
         let env = env_map(&env);
@@ -174,14 +190,31 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_plugin_is_loaded_besides_the_users_plugins() {
+        let env = server_env(
+            &[],
+            Some(r#"{"plugin":["opencode-wakatime"]}"#),
+            &[],
+            &["file:///tmp/g/gatekeep-guard.js".to_owned()],
+        )
+        .expect("valid");
+        let env = env_map(&env);
+        assert_eq!(
+            env["OPENCODE_CONFIG_CONTENT"]["plugin"],
+            json!(["opencode-wakatime", "file:///tmp/g/gatekeep-guard.js"])
+        );
+        assert!(!env.contains_key("OPENCODE_PERMISSION"), "nothing gated");
+    }
+
+    #[test]
     fn unreadable_config_content_is_refused() {
         let gates = vec!["bash".to_owned()];
         assert!(matches!(
-            server_env(&gates, Some("{not json"), &[]),
+            server_env(&gates, Some("{not json"), &[], &[]),
             Err(GateError::ConfigContent(_))
         ));
         assert!(matches!(
-            server_env(&gates, Some("[1]"), &[]),
+            server_env(&gates, Some("[1]"), &[], &[]),
             Err(GateError::ConfigContent(_))
         ));
     }

@@ -22,5 +22,6 @@ pub mod bridge;
 pub mod config;
 pub mod events;
 pub mod gate;
+pub mod guard;
 pub mod server;
 pub mod wire;

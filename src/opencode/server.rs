@@ -22,6 +22,8 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
+
+use crate::platform;
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -138,6 +140,7 @@ impl Server {
         let plain = password.expose_secret();
         let output = Arc::new(Mutex::new(Ring::new(plain.to_owned())));
 
+        let mut tether = None;
         let mut cmd = CommandWrap::with_new(&opts.program, |cmd| {
             cmd.arg("serve")
                 .arg("--hostname")
@@ -153,7 +156,7 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            die_with_parent(cmd);
+            tether = Some(platform::tether(cmd));
         });
         cmd.wrap(ProcessGroup::leader());
         let mut child = spawn(&mut cmd).await.map_err(|source| ServerError::Spawn {
@@ -161,6 +164,9 @@ impl Server {
             source,
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
+        if let Some(tether) = tether {
+            tether.hold(pid);
+        }
         let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -308,27 +314,6 @@ impl Drop for Server {
         if !self.stopped {
             self.signal(Signal::SIGKILL);
         }
-    }
-}
-
-/// Ask the kernel to SIGKILL the child when the spawning thread dies, so
-/// OpenCode never outlives gatekeep, not even a `kill -9` of gatekeep.
-fn die_with_parent(cmd: &mut tokio::process::Command) {
-    let parent = std::process::id();
-    #[allow(unsafe_code)]
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // two async-signal-safe system calls (prctl, getppid); it allocates
-    // nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // The parent may have died between fork and prctl; then the
-            // signal will never come, so give up now.
-            if nix::unistd::getppid().as_raw() != i32::try_from(parent).unwrap_or(-1) {
-                return Err(std::io::Error::other("parent exited during spawn"));
-            }
-            Ok(())
-        });
     }
 }
 

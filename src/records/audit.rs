@@ -365,8 +365,19 @@ pub async fn record(
                 line.reason = Some(shorten(&redactor.redact(&why), MAX_TEXT));
                 log.append(line).await
             }
+            // An intrusion on a request gatekeep knew is the `Settled` line
+            // of that request; one it never saw gets a line of its own.
+            Notice::Intruded(intrusion) if intrusion.number.is_none() => {
+                let mut line = Line::new("intrusion");
+                line.request_id = Some(&intrusion.request_id);
+                line.reason = Some(format!(
+                    "{} by something other than gatekeep: the run was stopped",
+                    intrusion.echo
+                ));
+                log.append(line).await
+            }
             // Not a decision: the teardown's sweep denies it all the same.
-            Notice::Undelivered { .. } => continue,
+            Notice::Intruded(_) | Notice::Undelivered { .. } => continue,
             Notice::RunEnded(report) => {
                 let mut line = Line::new("run_ended");
                 line.reason = Some(shorten(&redactor.redact(&report.outcome), MAX_TEXT));
@@ -407,6 +418,7 @@ fn settled_line<'a>(
         Settlement::ApprovedByRule { .. } => "trust_rule_approval",
         Settlement::DeniedByRule { .. } => "deny_rule_denial",
         Settlement::RepliedElsewhere { .. } => "external_reply",
+        Settlement::Intruded { .. } => "intrusion",
         Settlement::Expired
         | Settlement::DeniedWithRelated { .. }
         | Settlement::Superseded { .. }

@@ -307,6 +307,7 @@ pub fn outcome_name(reason: EndReason) -> &'static str {
         EndReason::HungUp => "hung_up",
         EndReason::OpenCodeDied => "opencode_died",
         EndReason::InternalError => "internal_error",
+        EndReason::Intruded => "intruded",
     }
 }
 

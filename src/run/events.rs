@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::sessions::Sessions;
 use super::{Clock, End, DEATH_GRACE, RECONNECT_ATTEMPTS, SUBSCRIBE_TIMEOUT};
-use crate::approval::messages::Input;
+use crate::approval::messages::{Input, Notice};
 use crate::approval::{Ask, Echo, EndReason};
 use crate::console::Console;
 use crate::opencode::api::{self, Api};
@@ -73,10 +73,15 @@ impl EventLoop {
         server: &mut Server,
         signals: &mut Signals,
         clock: &Clock,
+        alarms: &mut mpsc::UnboundedReceiver<Notice>,
     ) -> End {
         loop {
             let next = tokio::select! {
                 event = stream.next() => event,
+                Some(notice) = alarms.recv() => match intrusion_end(&notice) {
+                    Some(end) => return end,
+                    None => continue,
+                },
                 reason = signals.recv() => return End::new(reason, None),
                 () = clock.expired() => return End::new(EndReason::TimedOut, None),
                 status = server.exited() => {
@@ -433,6 +438,25 @@ impl EventLoop {
         let agent = self.sessions.label(&request.session_id);
         bridge::permission_ask(request, agent)
     }
+}
+
+/// The approval task saw a request approved or answered by something other
+/// than gatekeep: the run ends at once (docs/design.md, "Nothing but
+/// gatekeep answers").
+fn intrusion_end(notice: &Notice) -> Option<End> {
+    let Notice::Intruded(intrusion) = notice else {
+        return None;
+    };
+    let which = intrusion
+        .number
+        .map_or_else(|| intrusion.request_id.clone(), |n| format!("#{n}"));
+    Some(End::new(
+        EndReason::Intruded,
+        format!(
+            "request {which} was {} by something other than gatekeep",
+            intrusion.echo
+        ),
+    ))
 }
 
 /// The event stream is gone for good: if the server died too, say so.

@@ -34,6 +34,7 @@ use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
 use crate::opencode::bridge::OpenCodeReplier;
+use crate::opencode::guard::Guard;
 use crate::opencode::server::Server;
 use crate::records::summary::Usage;
 use crate::redact::Redactor;
@@ -130,15 +131,26 @@ fn secrets_of(config: &RunConfig, server: &Server) -> Redactor {
 pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Outcome {
     let console = Console::new(config.verbosity);
     let clock = Clock::start(config.timeout);
+    // Keeps OpenCode's password from the agent's tools; lives as long as
+    // the run (docs/design.md, "Nothing but gatekeep answers").
+    let guard = match Guard::install() {
+        Ok(guard) => Some(guard),
+        Err(err) => {
+            console.error(&format!("could not write gatekeep's guard plugin: {err}"));
+            None
+        }
+    };
 
-    let (server, channel) = match start::start_up(&config, &console, &mut signals, &clock).await {
-        Ok(started) => started,
-        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
-    };
-    let (mut server, api) = match start::enforce_gates(&config, server, &console).await {
-        Ok(checked) => checked,
-        Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
-    };
+    let (server, channel) =
+        match start::start_up(&config, guard.as_ref(), &console, &mut signals, &clock).await {
+            Ok(started) => started,
+            Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
+        };
+    let (mut server, api) =
+        match start::enforce_gates(&config, guard.as_ref(), server, &console).await {
+            Ok(checked) => checked,
+            Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
+        };
 
     let begun = tokio::select! {
         begun = start::begin(&api, &config.spec, &config.gates, &config.workspace, &message, config.timeout) => begun,
@@ -152,6 +164,9 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             return clock.outcome(end, ledger, None, None);
         }
     };
+    if let Some(guard) = &guard {
+        start::check_guard(guard, &console).await;
+    }
     console.status("run started; waiting for the agent");
 
     // The approval task, and the tasks that follow its notices.
@@ -168,6 +183,8 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         &config,
     );
     let report_to = notifier.clone();
+    // The event loop hears of an intrusion the moment the task sees it.
+    let mut alarms = notifier.subscribe();
     let deadlines = Deadlines {
         approval_timeout: config.approval_timeout,
         run_deadline: clock.deadline,
@@ -182,7 +199,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let mut run = EventLoop::new(console.clone(), api.clone(), root, inputs.clone());
     run.relay_questions = !config.no_questions;
     let end = run
-        .until_end(stream, &mut server, &mut signals, &clock)
+        .until_end(stream, &mut server, &mut signals, &clock, &mut alarms)
         .await;
 
     let approvals = Approvals {

@@ -10,6 +10,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use super::{Clock, End, API_TIMEOUT, READY_TIMEOUT, STOP_GRACE, SUBSCRIBE_TIMEOUT};
+
+/// How long the guard plugin may take to report after the session exists.
+const GUARD_WAIT: Duration = Duration::from_secs(2);
 use crate::approval::EndReason;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
@@ -17,6 +20,7 @@ use crate::exit::Code;
 use crate::opencode::api::{Api, Command, ModelRef, Prompt, PromptPart, Rule};
 use crate::opencode::events::{self, EventStream};
 use crate::opencode::gate;
+use crate::opencode::guard::Guard;
 use crate::opencode::server::{Server, ServerOptions};
 use crate::opencode::wire::SessionInfo;
 use crate::redact::Redactor;
@@ -28,6 +32,7 @@ use crate::transport::discord;
 /// overlap. Nothing has reached the agent if this fails.
 pub(super) async fn start_up(
     config: &RunConfig,
+    guard: Option<&Guard>,
     console: &Console,
     signals: &mut Signals,
     clock: &Clock,
@@ -36,12 +41,7 @@ pub(super) async fn start_up(
         "starting OpenCode in {}",
         config.workspace.display()
     ));
-    let env = gate::server_env(
-        &config.gates,
-        std::env::var("OPENCODE_CONFIG_CONTENT").ok().as_deref(),
-        &[],
-    )
-    .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+    let env = server_env(config, guard, &[])?;
     let both = async {
         tokio::join!(
             Server::start(server_options(config, env)),
@@ -74,6 +74,19 @@ pub(super) async fn start_up(
     }
 }
 
+/// The server's environment: `--gate` for every agent (and `overridden`
+/// ones of the workspace), and the guard plugin.
+fn server_env(
+    config: &RunConfig,
+    guard: Option<&Guard>,
+    overridden: &[String],
+) -> Result<Vec<(OsString, OsString)>, (Code, End)> {
+    let plugins: Vec<String> = guard.map(Guard::plugin_spec).into_iter().collect();
+    let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
+    gate::server_env(&config.gates, existing.as_deref(), overridden, &plugins)
+        .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))
+}
+
 fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerOptions {
     ServerOptions {
         program: config.spec.opencode.clone(),
@@ -100,6 +113,7 @@ fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
 /// yet on any path out of here.
 pub(super) async fn enforce_gates(
     config: &RunConfig,
+    guard: Option<&Guard>,
     mut server: Server,
     console: &Console,
 ) -> Result<(Server, Api), (Code, End)> {
@@ -150,9 +164,7 @@ pub(super) async fn enforce_gates(
             "restarting OpenCode so that --gate also covers agents: {}",
             overridden.join(", ")
         ));
-        let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
-        let env = gate::server_env(&config.gates, existing.as_deref(), &overridden)
-            .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))?;
+        let env = server_env(config, guard, &overridden)?;
         server = Server::start(server_options(config, env))
             .await
             .map_err(|e| {
@@ -161,6 +173,20 @@ pub(super) async fn enforce_gates(
                     End::opencode("OpenCode failed to start", &e),
                 )
             })?;
+    }
+}
+
+/// The guard plugin ran when the instance started (the session exists by
+/// now). If it did not (`OPENCODE_PURE`, an OpenCode that loads no plugin
+/// from a file), the agent's commands can read OpenCode's password: say so
+/// loudly. An approval they send is still detected and stops the run.
+pub(super) async fn check_guard(guard: &Guard, console: &Console) {
+    if !guard.loaded_within(GUARD_WAIT).await {
+        console.error(
+            "OpenCode did not load gatekeep's guard plugin (is OPENCODE_PURE set?): the agent's \
+             commands can read OpenCode's password. An approval they send would still stop the \
+             run (exit 5)",
+        );
     }
 }
 

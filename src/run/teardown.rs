@@ -10,6 +10,7 @@ use crate::approval::EndReason;
 use crate::console::Console;
 use crate::opencode::api::{self, Api};
 use crate::opencode::server::Server;
+use crate::platform;
 
 /// The approval task and its input, handed to the teardown.
 pub(super) struct Approvals {
@@ -26,7 +27,9 @@ pub(super) struct Approvals {
 /// 3. abort the root session, then sweep once more (a request asked while
 ///    the first sweep ran);
 /// 4. dispose the instance;
-/// 5. stop the server's process group (SIGTERM, then SIGKILL).
+/// 5. stop the server's process group (SIGTERM, then SIGKILL);
+/// 6. kill whatever the agent daemonised out of that group (it stayed below
+///    gatekeep, see `platform::harden`).
 pub(super) async fn teardown(
     end: &End,
     approvals: Option<Approvals>,
@@ -36,6 +39,9 @@ pub(super) async fn teardown(
     console: &Console,
 ) -> Ledger {
     let reason = end.reason;
+    if reason == EndReason::Intruded {
+        return cut_off(approvals, server, console).await;
+    }
     if reason != EndReason::Finished {
         console.status(&format!(
             "run {}: denying what is pending and stopping OpenCode",
@@ -64,7 +70,28 @@ pub(super) async fn teardown(
     if server.stop(STOP_GRACE).await.killed {
         console.detail("OpenCode did not stop on SIGTERM; killed its process group");
     }
+    // 6.
+    kill_leftovers(console).await;
     ledger
+}
+
+/// Something other than gatekeep answers OpenCode's requests: it holds the
+/// password, so nothing sent to the server can be trusted to hold. The
+/// server's process group is killed first, before anything else can run;
+/// then the registry is closed (the replies it owes go nowhere, and nothing
+/// is left to approve).
+async fn cut_off(approvals: Option<Approvals>, server: Server, console: &Console) -> Ledger {
+    let seen = std::time::Instant::now();
+    server.stop(std::time::Duration::ZERO).await;
+    kill_leftovers(console).await;
+    console.error(&format!(
+        "OpenCode's processes were killed {} ms after the intrusion was seen",
+        seen.elapsed().as_millis()
+    ));
+    match approvals {
+        Some(approvals) => close_approvals(approvals, EndReason::Intruded, console).await,
+        None => Ledger::default(),
+    }
 }
 
 /// Close the registry and collect the ledger. Bounded: if the task does not
@@ -103,5 +130,15 @@ async fn sweep(api: &Api, reason: EndReason) {
         for question in questions {
             let _ = tokio::time::timeout(STEP_TIMEOUT, api.reject_question(&question.id)).await;
         }
+    }
+}
+
+/// Step 6, also after an intrusion.
+async fn kill_leftovers(console: &Console) {
+    let killed = platform::kill_leftovers().await;
+    if killed > 0 {
+        console.detail(&format!(
+            "killed {killed} process(es) the agent left running outside OpenCode's process group"
+        ));
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::approval::messages::{DecideOutcome, Decider, Notice};
 use crate::approval::{Actor, Channel, Shown, Verdict};
+use crate::platform;
 use crate::redact::Redactor;
 
 /// Longest request line a client may send.
@@ -182,7 +183,7 @@ impl Endpoint {
                     Some(Notice::Settled { number, .. }) => {
                         pending.remove(&number);
                     }
-                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. }) => {}
+                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_)) => {}
                     Some(Notice::RunEnded(_)) | None => break,
                 },
                 accepted = self.listener.accept() => {
@@ -203,6 +204,21 @@ impl Drop for Endpoint {
     }
 }
 
+/// Whether the peer is outside every gatekeep run: none of its ancestors is
+/// a `gatekeep` process. Every process the agent starts descends from the
+/// run's gatekeep — daemonised ones too, since gatekeep is their subreaper —
+/// and no process can rename its ancestors. A peer whose ancestry cannot be
+/// read is refused.
+fn peer_is_a_person(pid: Option<i32>) -> bool {
+    let Some(pid) = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) else {
+        return false;
+    };
+    let me = std::process::id();
+    !platform::ancestors_of(pid).into_iter().any(|ancestor| {
+        ancestor == me || platform::command_name(ancestor).as_deref() == Some("gatekeep")
+    })
+}
+
 async fn converse(
     stream: UnixStream,
     pending: &BTreeMap<u32, Shown>,
@@ -211,24 +227,32 @@ async fn converse(
     actor: &Actor,
 ) -> io::Result<()> {
     // The directory is private already; the peer check makes a mistake in
-    // its permissions not enough to approve anything.
-    let same_user = stream
-        .peer_cred()
-        .is_ok_and(|cred| cred.uid() == nix::unistd::getuid().as_raw());
+    // its permissions not enough to approve anything. The agent's tools run
+    // as the same user, so the peer must also not descend from a gatekeep
+    // run (this one or another): see `peer_is_a_person`.
+    let refusal = match stream.peer_cred() {
+        Ok(cred) if cred.uid() != nix::unistd::getuid().as_raw() => {
+            Some("not the user who started this run")
+        }
+        Ok(cred) if peer_is_a_person(cred.pid()) => None,
+        _ => Some("a process started by a gatekeep run (the agent) cannot see or answer requests"),
+    };
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_LINE as u64);
     reader.read_line(&mut line).await?;
-    let response = if same_user {
+    let response = if let Some(why) = refusal {
+        // On the record: an agent trying this is worth knowing about.
+        decider.refused(None, actor.clone(), why.to_owned()).await;
+        ClientResponse::Error {
+            message: why.to_owned(),
+        }
+    } else {
         match serde_json::from_str::<ClientRequest>(&line) {
             Ok(request) => answer(request, pending, decider, redactor, actor).await,
             Err(e) => ClientResponse::Error {
                 message: format!("unreadable request: {e}"),
             },
-        }
-    } else {
-        ClientResponse::Error {
-            message: "not the user who started this run".to_owned(),
         }
     };
     let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());

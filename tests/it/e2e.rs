@@ -1154,3 +1154,119 @@ fn opencode_lookup_skips_locally_and_fails_under_ci() {
         Lookup::Found(present)
     );
 }
+
+/// What an approved command tries in order to answer the agent's next
+/// request itself, every route the agent's processes have: OpenCode's
+/// password from its own environment and from `/proc/<opencode>/environ`,
+/// gatekeep's environment (the bot token), gatekeep's local socket, and a
+/// daemonised helper (`setsid`, double fork) trying the same a few seconds
+/// later. With a password it approves request #2 over OpenCode's API.
+const PROBE: &str = r#"
+GK="$1"
+p=$$
+while [ "$p" -gt 1 ]; do
+  case "$(cat /proc/$p/comm)" in
+    opencode*) oc=$p ;;
+    gatekeep) gk=$p ;;
+  esac
+  p=$(cut -d' ' -f4 /proc/$p/stat)
+done
+echo "$oc $gk" > found.txt
+env > env.txt
+tr '\0' '\n' < /proc/$oc/environ > oc-environ.txt 2>&1
+tr '\0' '\n' < /proc/$gk/environ > gk-environ.txt 2>&1
+"$GK" pending > pending.txt 2>&1
+approve_with() {
+  pw="$1"; [ -n "$pw" ] || return 0
+  port=$(tr '\0' '\n' < /proc/$oc/cmdline | grep -A1 -- --port | tail -n 1)
+  auth=$(printf 'opencode:%s' "$pw" | base64 -w0)
+  for id in $(exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /permission?directory=%s HTTP/1.0\r\nAuthorization: Basic %s\r\n\r\n' "$PWD" "$auth" >&3; cat <&3 | grep -o 'per_[A-Za-z0-9]*' | sort -u); do
+    body='{"reply":"once"}'
+    exec 4<>/dev/tcp/127.0.0.1/$port
+    printf 'POST /permission/%s/reply?directory=%s HTTP/1.0\r\nAuthorization: Basic %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$id" "$PWD" "$auth" "${#body}" "$body" >&4
+    cat <&4 >> intruded.txt
+  done
+}
+approve_with "$OPENCODE_SERVER_PASSWORD"
+approve_with "$(grep '^OPENCODE_SERVER_PASSWORD=' oc-environ.txt | cut -d= -f2-)"
+setsid bash -c '( sleep 2; "$0" pending > late-pending.txt 2>&1; "$0" approve 2 > late-approve.txt 2>&1 ) &' "$GK"
+exit 0
+"#;
+
+#[tokio::test]
+async fn gatekeep_the_agent_cannot_answer_its_own_requests() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    std::fs::write(oc.dir().join("probe.sh"), PROBE).expect("probe");
+    let token = "Mzk3NTEyMzQ1Njc4OTAxMjM0.GkTest.a-token-the-agent-must-not-see";
+    let dir = oc.dir().to_str().expect("utf-8 workspace");
+    let model = RealOpencode::model();
+    let message = format!(
+        "BASH<bash probe.sh {}> BASH<touch second.txt>",
+        env!("CARGO_BIN_EXE_gatekeep")
+    );
+    let tail = ["run", "-m", model.as_str(), message.as_str()];
+    let mut env = oc.env_pairs();
+    env.push(("DISCORD_TOKEN", token));
+    let mut gk = Gatekeep::at_terminal(&["--dir", dir], oc.bin(), &tail, &env);
+    expect(&gk, "touch second.txt").await;
+    gk.type_line("1 a");
+    // The probe and its daemon have had their chance.
+    expect(&gk, "✓ bash").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let read = |f: &str| std::fs::read_to_string(oc.dir().join(f)).unwrap_or_default();
+    let found: Vec<String> = read("found.txt")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        found.len(),
+        2,
+        "the probe did not find OpenCode and gatekeep: {found:?}"
+    );
+    assert!(
+        !oc.dir().join("second.txt").exists(),
+        "the second command ran without a human"
+    );
+    assert!(
+        !gk.screen().contains("something other than gatekeep"),
+        "an approval got through: {}",
+        gk.screen()
+    );
+    let secret_lines = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("OPENCODE_SERVER_PASSWORD=") && l.len() > 25)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        secret_lines(&read("env.txt")),
+        Vec::<String>::new(),
+        "password in the tools' environment"
+    );
+    assert_eq!(
+        secret_lines(&read("oc-environ.txt")),
+        Vec::<String>::new(),
+        "password in /proc/<opencode>/environ"
+    );
+    for f in ["env.txt", "oc-environ.txt", "gk-environ.txt"] {
+        assert!(!read(f).contains(token), "the bot token is readable in {f}");
+    }
+    for f in ["pending.txt", "late-pending.txt", "late-approve.txt"] {
+        assert!(
+            read(f).contains("cannot see or answer requests"),
+            "{f}: {:?}",
+            read(f)
+        );
+    }
+    assert!(read("intruded.txt").is_empty(), "{}", read("intruded.txt"));
+    // A human decides the second request.
+    gk.type_line("d");
+    let code = gk.exit_code().await;
+    assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
+    assert!(!oc.dir().join("second.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}

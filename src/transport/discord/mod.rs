@@ -278,7 +278,10 @@ impl ServeState {
                     at: SystemTime::now(),
                 });
             }
-            Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::RunEnded(_) => {}
+            Notice::Refused { .. }
+            | Notice::Intruded(_)
+            | Notice::Undelivered { .. }
+            | Notice::RunEnded(_) => {}
         }
     }
 

@@ -223,6 +223,11 @@ fn settlement_line(settlement: &Settlement, at: SystemTime, question: bool) -> S
         Settlement::RepliedElsewhere { echo: None } => {
             "ℹ️ Answered outside gatekeep while the event stream was down".to_owned()
         }
+        Settlement::Intruded { echo } => format!(
+            "🚨 {} at {when} by something other than gatekeep, not by an approver: \
+             the run was stopped",
+            field_text(&echo.to_string())
+        ),
     }
 }
 

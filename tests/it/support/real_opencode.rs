@@ -7,7 +7,8 @@
 //! Isolation (measured, see `docs/opencode-facts.md`): every test gets its
 //! own HOME and XDG directories, a workspace with its own `opencode.json`
 //! (a custom provider pointing at the [`FakeLlm`]), the switches that stop
-//! auto-update, the models.dev fetch, LSP downloads, sharing and plugins,
+//! auto-update, the models.dev fetch, LSP downloads, sharing and default
+//! plugins (not `OPENCODE_PURE`: gatekeep's guard plugin must load),
 //! no proxy variables (Bun sends even loopback traffic through
 //! `HTTP_PROXY`), and a pre-seeded global config directory so OpenCode does
 //! not `npm install @opencode-ai/plugin` from the registry on start-up (no
@@ -42,7 +43,6 @@ const SWITCHES: &[(&str, &str)] = &[
     ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
     ("OPENCODE_DISABLE_SHARE", "1"),
     ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
-    ("OPENCODE_PURE", "1"),
     ("OPENCODE_DISABLE_EXTERNAL_SKILLS", "1"),
     ("OPENCODE_DISABLE_CLAUDE_CODE", "1"),
     ("OPENCODE_DISABLE_EMBEDDED_WEB_UI", "1"),
