@@ -48,6 +48,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--summary-json', '--summary-json', [CompletionResultType]::ParameterName, 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)')
             [CompletionResult]::new('--audit-log', '--audit-log', [CompletionResultType]::ParameterName, 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`')
             [CompletionResult]::new('--no-questions', '--no-questions', [CompletionResultType]::ParameterName, 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel')
+            [CompletionResult]::new('--isolate', '--isolate', [CompletionResultType]::ParameterName, 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more about what gatekeep is doing (repeat for more)')

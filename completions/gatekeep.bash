@@ -412,7 +412,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --channel --approver --approver-role --timeout --approval-timeout --dir --gate --deny --no-questions --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
+            opts="-q -v -h -V --channel --approver --approver-role --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -44,6 +44,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --summary-json 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)'
             cand --audit-log 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`'
             cand --no-questions 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel'
+            cand --isolate 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable'
             cand -q 'Print only the agent''s text and errors'
             cand --quiet 'Print only the agent''s text and errors'
             cand -v 'Print more about what gatekeep is doing (repeat for more)'

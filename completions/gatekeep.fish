@@ -46,6 +46,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-ur
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-questions -d 'Dismiss the agent\'s questions (its `question` tool) at once instead of relaying them to the approval channel'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep\'s process nor other processes\' /proc, nor gatekeep\'s state directory; the workspace and OpenCode\'s own data stay writable'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s q -l quiet -d 'Print only the agent\'s text and errors'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s v -l verbose -d 'Print more about what gatekeep is doing (repeat for more)'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -189,6 +189,12 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_NO_QUESTIONS")]
     pub no_questions: bool,
 
+    /// Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither
+    /// gatekeep's process nor other processes' /proc, nor gatekeep's state
+    /// directory; the workspace and OpenCode's own data stay writable.
+    #[arg(long, env = "GATEKEEP_ISOLATE")]
+    pub isolate: bool,
+
     /// Discord API base URL (for testing against a local fake).
     #[arg(
         long,

@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub deny: Vec<DenyRule>,
     /// `--no-questions`: dismiss the agent's questions instead of relaying.
     pub no_questions: bool,
+    /// `--isolate`: `opencode serve` runs in this sandbox program.
+    pub isolate: Option<PathBuf>,
     pub approval: ApprovalChannel,
     pub verbosity: Verbosity,
     /// `--summary-json`: where the run summary goes.
@@ -73,6 +75,8 @@ pub enum ConfigError {
          with --dir <PATH> (or GATEKEEP_DIR), or run gatekeep from inside it"
     )]
     BadWorkspace { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Isolation(String),
     #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
     DirConflict(PathBuf, PathBuf),
     #[error("--approver and --approver-role only apply to Discord approvals; add --channel <ID>")]
@@ -161,6 +165,11 @@ impl RunConfig {
             gates,
             deny,
             no_questions: args.no_questions,
+            isolate: if args.isolate {
+                Some(crate::platform::sandbox().map_err(ConfigError::Isolation)?)
+            } else {
+                None
+            },
             approval,
             verbosity,
             summary_json: args.summary_json,

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +91,32 @@ pub struct ServerOptions {
     pub env: Vec<(OsString, OsString)>,
     /// Bound on the wait for the listening line.
     pub ready_timeout: Duration,
+    /// `--isolate`: run it inside this sandbox.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// bubblewrap around `opencode serve` (`--isolate`): a PID namespace with
+/// its own `/proc`, so the agent's tools see no process outside it (not
+/// gatekeep, not the user's other programs), and the `hide` directories
+/// (gatekeep's state directory) replaced by empty ones. The rest of the
+/// file system is shared and writable as usual (the workspace, OpenCode's
+/// data), and so is the network: gatekeep reaches the server on loopback.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub program: PathBuf,
+    pub hide: Vec<PathBuf>,
+}
+
+impl Sandbox {
+    /// `cmd` runs the sandbox program; make it run `opencode` inside.
+    fn wrap(&self, cmd: &mut tokio::process::Command, opencode: &Path) {
+        cmd.args(["--die-with-parent", "--unshare-pid", "--new-session"])
+            .args(["--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]);
+        for dir in self.hide.iter().filter(|d| d.is_dir()) {
+            cmd.arg("--tmpfs").arg(dir);
+        }
+        cmd.arg("--").arg(opencode);
+    }
 }
 
 /// A running `opencode serve`. Dropping it without [`Server::stop`] SIGKILLs
@@ -141,7 +167,11 @@ impl Server {
         let output = Arc::new(Mutex::new(Ring::new(plain.to_owned())));
 
         let mut tether = None;
-        let mut cmd = CommandWrap::with_new(&opts.program, |cmd| {
+        let launcher = opts.sandbox.as_ref().map_or(&opts.program, |s| &s.program);
+        let mut cmd = CommandWrap::with_new(launcher, |cmd| {
+            if let Some(sandbox) = &opts.sandbox {
+                sandbox.wrap(cmd, &opts.program);
+            }
             cmd.arg("serve")
                 .arg("--hostname")
                 .arg("127.0.0.1")
@@ -488,6 +518,7 @@ mod tests {
             workspace: dir,
             env: vec![("GK_TEST".into(), "1".into())],
             ready_timeout: Duration::from_secs(5),
+            sandbox: None,
         }
     }
 

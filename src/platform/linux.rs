@@ -65,6 +65,19 @@ pub(super) fn command_name(pid: u32) -> Option<String> {
     stat(pid).map(|(comm, _, _)| comm)
 }
 
+pub(super) fn sandbox() -> Result<std::path::PathBuf, String> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("bwrap"))
+        .find(|bwrap| bwrap.is_file())
+        .ok_or_else(|| {
+            "--isolate needs bubblewrap (`bwrap`) on PATH: install it (Debian/Ubuntu: \
+             apt install bubblewrap; Fedora: dnf install bubblewrap)"
+                .to_owned()
+        })
+}
+
 pub(super) fn all_pids() -> Vec<u32> {
     std::fs::read_dir("/proc").map_or_else(
         |_| Vec::new(),

@@ -77,6 +77,14 @@ pub(super) fn command_name(pid: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+pub(super) fn sandbox() -> Result<std::path::PathBuf, String> {
+    Err(
+        "--isolate is not available on macOS (it needs Linux namespaces); run the agent \
+         as another user for the same protection"
+            .to_owned(),
+    )
+}
+
 pub(super) fn all_pids() -> Vec<u32> {
     let mut pids = vec![0i32; 16_384];
     let size = i32::try_from(pids.len() * std::mem::size_of::<i32>()).unwrap_or(i32::MAX);

@@ -42,6 +42,12 @@ pub fn harden() -> Hardening {
     imp::harden()
 }
 
+/// The sandbox program for `--isolate` (bubblewrap), or why there is none
+/// here.
+pub fn sandbox() -> Result<std::path::PathBuf, String> {
+    imp::sandbox()
+}
+
 /// Ties the child that `cmd` is about to spawn to gatekeep's life: it is
 /// killed (its whole process group) when gatekeep dies, however it dies.
 /// Call [`Tether::hold`] with the child's pid once it is spawned.

@@ -21,12 +21,12 @@ use crate::opencode::api::{Api, Command, ModelRef, Prompt, PromptPart, Rule};
 use crate::opencode::events::{self, EventStream};
 use crate::opencode::gate;
 use crate::opencode::guard::Guard;
-use crate::opencode::server::{Server, ServerOptions};
+use crate::opencode::server::{Sandbox, Server, ServerOptions};
 use crate::opencode::wire::SessionInfo;
 use crate::redact::Redactor;
 use crate::signals::Signals;
 use crate::tail::RunSpec;
-use crate::transport::discord;
+use crate::transport::{discord, local};
 
 /// Start OpenCode and the approval channel at once, so their start-ups
 /// overlap. Nothing has reached the agent if this fails.
@@ -93,6 +93,10 @@ fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerO
         workspace: config.workspace.clone(),
         env,
         ready_timeout: READY_TIMEOUT,
+        sandbox: config.isolate.clone().map(|program| Sandbox {
+            program,
+            hide: vec![local::state_dir()],
+        }),
     }
 }
 

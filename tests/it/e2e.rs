@@ -1189,7 +1189,16 @@ approve_with() {
 }
 approve_with "$OPENCODE_SERVER_PASSWORD"
 approve_with "$(grep '^OPENCODE_SERVER_PASSWORD=' oc-environ.txt | cut -d= -f2-)"
-setsid bash -c '( sleep 2; "$0" pending > late-pending.txt 2>&1; "$0" approve 2 > late-approve.txt 2>&1 ) &' "$GK"
+late() {
+  sleep 2
+  "$GK" pending > late-pending.txt 2>&1
+  dir="${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/gatekeep}"
+  for sock in "${dir:-/tmp/gatekeep-$(id -u)}"/*.sock; do
+    "$GK" approve 2 --run "$(basename "$sock" .sock)" >> late-approve.txt 2>&1
+  done
+}
+export -f late; export GK
+setsid bash -c '( late ) &' 
 exit 0
 "#;
 
@@ -1255,18 +1264,71 @@ async fn gatekeep_the_agent_cannot_answer_its_own_requests() {
     for f in ["env.txt", "oc-environ.txt", "gk-environ.txt"] {
         assert!(!read(f).contains(token), "the bot token is readable in {f}");
     }
-    for f in ["pending.txt", "late-pending.txt", "late-approve.txt"] {
-        assert!(
-            read(f).contains("cannot see or answer requests"),
-            "{f}: {:?}",
-            read(f)
-        );
-    }
+    // Other tests' runs may be live too: with several, `pending` lists
+    // none of them and the helper tries to approve in every one.
+    assert!(
+        read("pending.txt").contains("cannot see or answer requests"),
+        "{}",
+        read("pending.txt")
+    );
+    let late = read("late-approve.txt");
+    assert!(late.contains("cannot see or answer requests"), "{late}");
+    assert!(
+        late.lines()
+            .all(|l| l.contains("cannot see or answer requests")),
+        "a late attempt was not refused: {late}"
+    );
     assert!(read("intruded.txt").is_empty(), "{}", read("intruded.txt"));
     // A human decides the second request.
     gk.type_line("d");
     let code = gk.exit_code().await;
     assert!(code == 0 || code == 1, "exit {code}: {}", gk.screen());
     assert!(!oc.dir().join("second.txt").exists());
+    assert_no_opencode_left(&oc).await;
+}
+
+#[tokio::test]
+async fn gatekeep_isolate_hides_gatekeep_and_its_socket_from_the_agent() {
+    if let Err(why) = gatekeep::platform::sandbox() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "--isolate cannot be tested here: {why} (scripts/test installs it)"
+        );
+        eprintln!("SKIPPED gatekeep_isolate_hides_gatekeep_and_its_socket_from_the_agent: {why}");
+        return;
+    }
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    std::fs::write(oc.dir().join("probe.sh"), PROBE).expect("probe");
+    let dir = oc.dir().to_str().expect("utf-8 workspace");
+    let model = RealOpencode::model();
+    let message = format!("BASH<bash probe.sh {}>", env!("CARGO_BIN_EXE_gatekeep"));
+    let tail = ["run", "-m", model.as_str(), message.as_str()];
+    let mut gk = Gatekeep::at_terminal(
+        &["--dir", dir, "--isolate"],
+        oc.bin(),
+        &tail,
+        &oc.env_pairs(),
+    );
+    expect(&gk, "bash probe.sh").await;
+    gk.type_line("a");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    let read = |f: &str| std::fs::read_to_string(oc.dir().join(f)).unwrap_or_default();
+    // Inside the sandbox the agent's ancestry ends at OpenCode: gatekeep is
+    // not a process it can see, and neither is its socket.
+    let found: Vec<String> = read("found.txt")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(found.len(), 1, "the probe saw: {found:?}");
+    assert!(
+        read("pending.txt").contains("no gatekeep run is live"),
+        "{}",
+        read("pending.txt")
+    );
+    assert!(read("intruded.txt").is_empty(), "{}", read("intruded.txt"));
     assert_no_opencode_left(&oc).await;
 }

@@ -1530,6 +1530,7 @@ mod tests {
             workspace: fake.workspace().to_owned(),
             env: vec![("OPENCODE_PERMISSION".into(), r#"{"bash":"ask"}"#.into())],
             ready_timeout: T,
+            sandbox: None,
         }
     }
 
