@@ -327,7 +327,7 @@ impl Console {
                         Some(Notice::Undelivered { number, detail }) => {
                             console.error(&format!("could not answer request #{number}: {detail}"));
                         }
-                        Some(Notice::Refused { .. } | Notice::Decided { .. }) => {}
+                        Some(Notice::Refused { .. } | Notice::Decided { .. } | Notice::Closing(_)) => {}
                         Some(Notice::RunEnded(_)) | None => break,
                     },
                     // The time left counts down on the live line.

@@ -81,6 +81,10 @@ pub enum Notice {
     /// A request was approved or answered by something other than gatekeep:
     /// the run stops at once, and every follower says so loudly.
     Intruded(Intrusion),
+    /// The run is closing: every open request is being denied, and no new
+    /// decision will be forwarded. `RunEnded` follows once the teardown is
+    /// done.
+    Closing(EndReason),
     /// A reply gatekeep owed OpenCode could not be delivered (the
     /// teardown's sweep denies it all the same): for the console.
     Undelivered { number: u32, detail: String },

@@ -300,6 +300,9 @@ impl<R: Replier> ApprovalTask<R> {
     }
 
     async fn close(&mut self, reason: EndReason) {
+        // Followers may start winding down (the Discord gateway's close
+        // takes half a second) while the teardown runs.
+        self.notifier.send(&Notice::Closing(reason));
         let settled = self.registry.close(reason);
         self.settled_all(settled).await;
     }

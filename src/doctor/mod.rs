@@ -129,12 +129,70 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
         );
     }
 
+    check_isolation(report).await;
+
     match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(channel) => {
             discord::check(channel, &args.discord_api_url, discord_token, report).await;
         }
         None => println!(
             "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
+        ),
+    }
+}
+
+/// What keeps the agent from answering its own requests here, and whether
+/// `--isolate` works (docs/design.md, "Nothing but gatekeep answers").
+async fn check_isolation(report: &mut Report) {
+    let hardening = crate::platform::harden();
+    if hardening.secrets_unreadable && hardening.keeps_daemons_below {
+        report.ok("the agent's commands cannot read gatekeep's environment or memory, nor escape below it");
+    } else {
+        println!(
+            "     this platform cannot hide gatekeep's environment from the agent's commands \
+             (an approval they send is still detected and stops the run)"
+        );
+    }
+    let sandbox = match crate::platform::sandbox() {
+        Ok(sandbox) => sandbox,
+        Err(why) => {
+            println!("     --isolate is not available: {why}");
+            return;
+        }
+    };
+    // User namespaces may be switched off (sysctl, AppArmor): try one.
+    let mut trial = tokio::process::Command::new(&sandbox);
+    trial
+        .args([
+            "--die-with-parent",
+            "--unshare-pid",
+            "--bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+        ])
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    match tokio::time::timeout(VERSION_TIMEOUT, trial.output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            report.ok(&format!("--isolate is available ({})", sandbox.display()));
+        }
+        Ok(Ok(out)) => report.warn(
+            &format!(
+                "--isolate would fail here: {}",
+                crate::redact::terminal_safe(String::from_utf8_lossy(&out.stderr).trim())
+            ),
+            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or \
+             an AppArmor profile for bwrap), or run without --isolate",
+        ),
+        Ok(Err(err)) => report.warn(&format!("--isolate would fail here: {err}"), "check bwrap"),
+        Err(_) => report.warn(
+            "--isolate would fail here: bwrap did not answer",
+            "check bwrap",
         ),
     }
 }

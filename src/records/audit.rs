@@ -377,7 +377,7 @@ pub async fn record(
                 log.append(line).await
             }
             // Not a decision: the teardown's sweep denies it all the same.
-            Notice::Intruded(_) | Notice::Undelivered { .. } => continue,
+            Notice::Intruded(_) | Notice::Undelivered { .. } | Notice::Closing(_) => continue,
             Notice::RunEnded(report) => {
                 let mut line = Line::new("run_ended");
                 line.reason = Some(shorten(&redactor.redact(&report.outcome), MAX_TEXT));

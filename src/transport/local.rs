@@ -183,7 +183,7 @@ impl Endpoint {
                     Some(Notice::Settled { number, .. }) => {
                         pending.remove(&number);
                     }
-                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_)) => {}
+                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_) | Notice::Closing(_)) => {}
                     Some(Notice::RunEnded(_)) | None => break,
                 },
                 accepted = self.listener.accept() => {

@@ -241,7 +241,7 @@ pub async fn serve(
                     let kind = terminal_safe_bounded(request.ask.kind(), 64);
                     console.say(&format!("\n[#{}] {kind} `{subject}`: {settlement}", request.number));
                 }
-                Some(Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_)) => {}
+                Some(Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_) | Notice::Closing(_)) => {}
                 Some(Notice::RunEnded(_)) | None => return,
             },
             line = lines.recv(), if input_open => {

@@ -39,13 +39,26 @@ pub struct Gateway {
     pub ended: watch::Receiver<Option<String>>,
     shard_manager: Arc<ShardManager>,
     task: JoinHandle<()>,
+    /// The graceful close, once begun.
+    closing: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Closes the connection; bounded.
-    pub async fn shutdown(self) {
-        let manager = Arc::clone(&self.shard_manager);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, manager.shutdown_all()).await;
+    /// Start closing the connection (serenity notices between its 500 ms
+    /// websocket reads), without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if self.closing.is_none() {
+            let manager = Arc::clone(&self.shard_manager);
+            self.closing = Some(tokio::spawn(async move { manager.shutdown_all().await }));
+        }
+    }
+
+    /// Close the connection (or finish closing it); bounded.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        if let Some(closing) = self.closing.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, closing).await;
+        }
         self.task.abort();
     }
 }
@@ -119,6 +132,7 @@ pub async fn start(
         ended: ended_rx.clone(),
         shard_manager,
         task,
+        closing: None,
     };
     tokio::select! {
         ready = ready_rx => match ready {

@@ -195,6 +195,13 @@ impl Discord {
             tokio::select! {
                 notice = notices.recv() => match notice {
                     Some(Notice::RunEnded(report)) => break Some(report),
+                    // Nothing more will be decided: the gateway's graceful
+                    // close (half a second in serenity) overlaps the
+                    // teardown instead of delaying the exit.
+                    Some(Notice::Closing(_)) => {
+                        state.gateway_lost = Some("the run is closing".to_owned());
+                        gateway.begin_shutdown();
+                    }
                     Some(notice) => state.on_notice(notice).await,
                     None => break None,
                 },
@@ -279,6 +286,7 @@ impl ServeState {
                 });
             }
             Notice::Refused { .. }
+            | Notice::Closing(_)
             | Notice::Intruded(_)
             | Notice::Undelivered { .. }
             | Notice::RunEnded(_) => {}

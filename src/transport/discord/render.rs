@@ -1358,6 +1358,17 @@ mod tests {
     }
 
     #[test]
+    fn an_intrusion_is_shown_as_one_in_red() {
+        let settlement = Settlement::Intruded {
+            echo: crate::approval::Echo::Approved { always: false },
+        };
+        let text = settlement_text(&settlement, at(1_800_000_000));
+        assert!(text.starts_with("🚨 approved once"), "{text}");
+        assert!(text.contains("something other than gatekeep"), "{text}");
+        assert_eq!(settlement_colour(&settlement), DENIED);
+    }
+
+    #[test]
     fn fence_and_markdown_cannot_break_out() {
         let escaped = escape_markdown("**x** `y` @everyone <@1> # h");
         assert!(!escaped.contains("@everyone"));
