@@ -5,6 +5,8 @@
 //! gatekeep's environment there (`sysctl KERN_PROCARGS2`), and there is no
 //! child subreaper, so [`harden`] reports both as false (docs/design.md).
 
+use std::os::unix::process::CommandExt as _;
+
 use super::Hardening;
 
 pub(super) fn harden() -> Hardening {

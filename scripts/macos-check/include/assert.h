@@ -1,0 +1,3 @@
+/* Stub for the macOS compile check (scripts/check-macos): nothing is run. */
+#pragma once
+#define assert(x) ((void)0)
