@@ -114,6 +114,13 @@ pub enum Event {
     Other {
         kind: String,
     },
+    /// An event gatekeep only reads for display (message and part updates)
+    /// in a shape it did not expect: skipped, never a reason to reconnect
+    /// (older and newer OpenCode releases shape them differently).
+    Unreadable {
+        kind: String,
+        reason: String,
+    },
 }
 
 /// Session identity as carried by `session.created` / `session.updated` and
@@ -402,7 +409,7 @@ impl Event {
             Event::QuestionReplied { .. } => "question.replied",
             Event::QuestionRejected { .. } => "question.rejected",
             Event::InstanceDisposed { .. } => "server.instance.disposed",
-            Event::Other { kind } => kind,
+            Event::Other { kind } | Event::Unreadable { kind, .. } => kind,
         }
     }
 }
@@ -465,14 +472,15 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
                 Event::SessionUpdated(p.info)
             }
         }
-        "message.updated" => {
-            let p: MessageProps = from_props(props).map_err(malformed)?;
-            Event::MessageUpdated {
-                session_id: p.session_id,
+        "message.updated" => match from_props::<MessageProps>(props) {
+            Ok(p) => Event::MessageUpdated {
+                // Older releases (1.1, 1.3) carry it only inside `info`.
+                session_id: p.session_id.or(p.info.session_id).unwrap_or_default(),
                 message_id: p.info.id,
                 role: p.info.role,
-            }
-        }
+            },
+            Err(e) => unreadable(kind, &e),
+        },
         "permission.asked" => parse_permission(props),
         "permission.replied" => {
             let p: RepliedProps = from_props(props).map_err(malformed)?;
@@ -490,20 +498,20 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
             }
         }
         "session.error" => parse_error(from_props(props).map_err(malformed)?),
-        "message.part.updated" => {
-            let p: PartProps = from_props(props).map_err(malformed)?;
-            Event::PartUpdated(p.part.into_part())
-        }
-        "message.part.delta" => {
-            let p: DeltaProps = from_props(props).map_err(malformed)?;
-            Event::PartDelta {
+        "message.part.updated" => match from_props::<PartProps>(props) {
+            Ok(p) => Event::PartUpdated(p.part.into_part()),
+            Err(e) => unreadable(kind, &e),
+        },
+        "message.part.delta" => match from_props::<DeltaProps>(props) {
+            Ok(p) => Event::PartDelta {
                 session_id: p.session_id,
                 message_id: p.message_id,
                 part_id: p.part_id,
                 field: p.field,
                 delta: p.delta,
-            }
-        }
+            },
+            Err(e) => unreadable(kind, &e),
+        },
         "question.asked" => Event::QuestionAsked {
             id: props.get("id").and_then(Value::as_str).map(str::to_owned),
             session_id: props
@@ -635,8 +643,8 @@ struct SessionProps {
 
 #[derive(Deserialize)]
 struct MessageProps {
-    #[serde(rename = "sessionID")]
-    session_id: String,
+    #[serde(rename = "sessionID", default)]
+    session_id: Option<String>,
     info: MessageInfo,
 }
 
@@ -644,6 +652,16 @@ struct MessageProps {
 struct MessageInfo {
     id: String,
     role: String,
+    #[serde(rename = "sessionID", default)]
+    session_id: Option<String>,
+}
+
+/// A display-only event that did not parse: skipped.
+fn unreadable(kind: &str, err: &serde_json::Error) -> Event {
+    Event::Unreadable {
+        kind: kind.to_owned(),
+        reason: err.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1100,6 +1118,31 @@ mod tests {
         assert_eq!(p.metadata.filepath.as_deref(), Some("/w/a.rs"));
         assert_eq!(p.metadata.diff, None);
         assert_eq!(p.tool, None);
+    }
+
+    #[test]
+    fn a_display_event_of_another_shape_is_skipped_not_an_error() {
+        // OpenCode 1.1.65 / 1.3.2: `message.updated` without a top-level
+        // `sessionID` (it is inside `info`).
+        let old = r#"{"type":"message.updated","properties":{"info":{"id":"msg_1","role":"user","sessionID":"ses_1"}}}"#;
+        assert_eq!(
+            Event::parse(old).expect("parses"),
+            Event::MessageUpdated {
+                session_id: "ses_1".into(),
+                message_id: "msg_1".into(),
+                role: "user".into()
+            }
+        );
+        for frame in [
+            r#"{"type":"message.updated","properties":{"info":{"role":3}}}"#,
+            r#"{"type":"message.part.updated","properties":{"part":"a string"}}"#,
+            r#"{"type":"message.part.delta","properties":{"delta":{}}}"#,
+        ] {
+            assert!(
+                matches!(Event::parse(frame), Ok(Event::Unreadable { .. })),
+                "{frame}"
+            );
+        }
     }
 
     #[test]

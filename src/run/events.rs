@@ -243,6 +243,13 @@ impl EventLoop {
                 EndReason::Failed,
                 "OpenCode shut its instance down before the run finished".to_owned(),
             )),
+            Event::Unreadable { kind, reason } => {
+                // Display only: the run goes on without it (shown with -v).
+                self.console.detail(&format!(
+                    "skipped a {kind} event of an unexpected shape: {reason}"
+                ));
+                Ok(())
+            }
             _ => Ok(()),
         };
         result.err()

@@ -716,3 +716,24 @@ async fn a_foreign_reject_is_harmless_and_the_run_goes_on() {
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }
+
+#[tokio::test]
+async fn a_display_event_of_an_unexpected_shape_never_breaks_the_stream() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    // OpenCode 1.1/1.3 shape (no top-level sessionID), and worse.
+    fake.emit(
+        serde_json::json!({ "type": "message.updated", "properties": {
+        "info": { "id": "msg_old", "role": "assistant", "sessionID": root } } }),
+    );
+    fake.emit(serde_json::json!({ "type": "message.updated", "properties": { "info": 42 } }));
+    fake.emit(serde_json::json!({ "type": "message.part.updated", "properties": { "part": [] } }));
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert_eq!(
+        fake.streams_opened(),
+        1,
+        "the stream was reopened: {}",
+        gk.screen()
+    );
+}
