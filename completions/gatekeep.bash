@@ -224,7 +224,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__doctor)
-            opts="-h -V --channel --dir --gate --discord-api-url --help --version"
+            opts="-h -V --channel --dir --gate --discord-api-url --approver --approver-role --mention --no-mention --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +243,18 @@ _gatekeep() {
                     return 0
                     ;;
                 --discord-api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --approver)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --approver-role)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mention)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -412,7 +424,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --channel --approver --approver-role --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
+            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,6 +439,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --approver-role)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mention)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -447,6 +463,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --deny)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remind)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

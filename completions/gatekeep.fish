@@ -37,16 +37,20 @@ complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "help" -d 'Print t
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l channel -d 'Discord channel id for approvals (needs DISCORD_TOKEN)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver -d 'Discord user id allowed to decide (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver-role -d 'Discord role id whose members may decide (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l mention -d 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l timeout -d 'Time limit for the whole run, e.g. 90s, 10m, 1h30m' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approval-timeout -d 'Time limit for each approval request; unanswered requests are denied' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Workspace directory (default: the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l deny -d 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l remind -d 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-questions -d 'Dismiss the agent\'s questions (its `question` tool) at once instead of relaying them to the approval channel'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep\'s process nor other processes\' /proc, nor gatekeep\'s state directory; the workspace and OpenCode\'s own data stay writable'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-bell -d 'Do not ring the terminal bell when a request starts waiting'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s q -l quiet -d 'Print only the agent\'s text and errors'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s v -l verbose -d 'Print more about what gatekeep is doing (repeat for more)'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -55,6 +59,10 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l channel -d 
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l dir -d 'Workspace directory whose OpenCode config is checked (default: the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l gate -d 'Permission kind the run will force to `ask` with --gate (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l approver -d 'Discord user id allowed to decide (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l approver-role -d 'Discord role id whose members may decide (repeatable)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l mention -d 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand pending" -l run -d 'The run\'s id (needed when several runs are live)' -r

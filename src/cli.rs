@@ -126,19 +126,19 @@ pub struct DoctorArgs {
     )]
     pub discord_api_url: String,
 
+    #[command(flatten)]
+    pub who: WhoArgs,
+
     /// The OpenCode executable to check (default: `opencode` on PATH).
     #[arg(last = true, value_name = "OPENCODE")]
     pub opencode: Vec<String>,
 }
 
+/// Who may decide, and whom each request pings (run and doctor).
 // Doc comments here are `--help` text, where backticks would show.
 #[allow(clippy::doc_markdown)]
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Discord channel id for approvals (needs DISCORD_TOKEN).
-    #[arg(long, env = "GATEKEEP_CHANNEL", value_name = "ID")]
-    pub channel: Option<String>,
-
+#[derive(Debug, Args, Default)]
+pub struct WhoArgs {
     /// Discord user id allowed to decide (repeatable).
     #[arg(
         long = "approver",
@@ -156,6 +156,34 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub approver_roles: Vec<String>,
+
+    /// Whom to ping for each request, when that differs from who may
+    /// approve (repeatable): a user id, or role:ROLE_ID. Default: the
+    /// approvers and approver roles.
+    #[arg(
+        long = "mention",
+        env = "GATEKEEP_MENTION",
+        value_name = "USER_ID|role:ROLE_ID",
+        value_delimiter = ','
+    )]
+    pub mention: Vec<String>,
+
+    /// Ping nobody.
+    #[arg(long, env = "GATEKEEP_NO_MENTION", conflicts_with = "mention")]
+    pub no_mention: bool,
+}
+
+// Doc comments here are `--help` text, where backticks would show. The
+// flags are clap's: one bool per switch is what the command line is.
+#[allow(clippy::doc_markdown, clippy::struct_excessive_bools)]
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Discord channel id for approvals (needs DISCORD_TOKEN).
+    #[arg(long, env = "GATEKEEP_CHANNEL", value_name = "ID")]
+    pub channel: Option<String>,
+
+    #[command(flatten)]
+    pub who: WhoArgs,
 
     /// Time limit for the whole run, e.g. 90s, 10m, 1h30m.
     #[arg(long, env = "GATEKEEP_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
@@ -194,6 +222,15 @@ pub struct RunArgs {
     /// directory; the workspace and OpenCode's own data stay writable.
     #[arg(long, env = "GATEKEEP_ISOLATE")]
     pub isolate: bool,
+
+    /// Remind the pinged people of a waiting request after this long
+    /// (default: at half of its deadline, when that is at least 2 minutes).
+    #[arg(long, env = "GATEKEEP_REMIND", value_name = "DURATION", value_parser = parse_duration)]
+    pub remind: Option<Duration>,
+
+    /// Do not ring the terminal bell when a request starts waiting.
+    #[arg(long, env = "GATEKEEP_NO_BELL")]
+    pub no_bell: bool,
 
     /// Discord API base URL (for testing against a local fake).
     #[arg(

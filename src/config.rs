@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::approval::rules::{DenyRule, DenyRuleError};
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, WhoArgs};
 use crate::tail::{self, RunSpec, TailError};
 
 /// Where approval requests go.
@@ -25,6 +25,59 @@ pub struct DiscordConfig {
     pub channel_id: u64,
     pub approvers: Vec<u64>,
     pub approver_roles: Vec<u64>,
+    /// Whom each waiting request pings.
+    pub ping: Ping,
+    /// `--remind`: when to ping again (default: half the request's deadline).
+    pub remind: Option<std::time::Duration>,
+}
+
+/// The people a waiting request notifies in Discord: exactly these, never
+/// anyone named by the agent's text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ping {
+    pub users: Vec<u64>,
+    pub roles: Vec<u64>,
+}
+
+impl Ping {
+    /// `--mention` when given (`--no-mention`: nobody), else the approvers.
+    pub fn of(who: &WhoArgs) -> Result<Self, ConfigError> {
+        if who.no_mention {
+            return Ok(Self::default());
+        }
+        if who.mention.is_empty() {
+            return Ok(Self {
+                users: ids("--approver", &who.approvers)?,
+                roles: ids("--approver-role", &who.approver_roles)?,
+            });
+        }
+        let mut ping = Self::default();
+        for m in &who.mention {
+            match m.trim().strip_prefix("role:") {
+                Some(role) => ping.roles.push(id("--mention", role)?),
+                None => ping.users.push(id("--mention", m)?),
+            }
+        }
+        ping.users.dedup();
+        ping.roles.dedup();
+        Ok(ping)
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.roles.is_empty()
+    }
+}
+
+impl std::fmt::Display for Ping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nobody");
+        }
+        let users = self.users.iter().map(|u| format!("user {u}"));
+        let roles = self.roles.iter().map(|r| format!("role {r}"));
+        f.write_str(&users.chain(roles).collect::<Vec<_>>().join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,6 +101,8 @@ pub struct RunConfig {
     pub deny: Vec<DenyRule>,
     /// `--no-questions`: dismiss the agent's questions instead of relaying.
     pub no_questions: bool,
+    /// Ring the terminal bell when a request starts waiting (`--no-bell`).
+    pub bell: bool,
     /// `--isolate`: `opencode serve` runs in this sandbox program.
     pub isolate: Option<PathBuf>,
     pub approval: ApprovalChannel,
@@ -79,7 +134,7 @@ pub enum ConfigError {
     Isolation(String),
     #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
     DirConflict(PathBuf, PathBuf),
-    #[error("--approver and --approver-role only apply to Discord approvals; add --channel <ID>")]
+    #[error("--approver, --approver-role and --mention only apply to Discord approvals; add --channel <ID>")]
     ApproversWithoutChannel,
     #[error("--channel is set but DISCORD_TOKEN is not: export the bot token as DISCORD_TOKEN")]
     MissingToken,
@@ -127,8 +182,9 @@ impl RunConfig {
             .iter()
             .map(|d| DenyRule::parse(d))
             .collect::<Result<Vec<_>, _>>()?;
-        let approvers = ids("--approver", &args.approvers)?;
-        let approver_roles = ids("--approver-role", &args.approver_roles)?;
+        let approvers = ids("--approver", &args.who.approvers)?;
+        let approver_roles = ids("--approver-role", &args.who.approver_roles)?;
+        let ping = Ping::of(&args.who)?;
 
         let approval = match args.channel.as_deref().filter(|c| !c.is_empty()) {
             Some(channel) => {
@@ -140,9 +196,14 @@ impl RunConfig {
                     channel_id,
                     approvers,
                     approver_roles,
+                    ping,
+                    remind: args.remind,
                 })
             }
-            None if !approvers.is_empty() || !approver_roles.is_empty() => {
+            None if !approvers.is_empty()
+                || !approver_roles.is_empty()
+                || !args.who.mention.is_empty() =>
+            {
                 return Err(ConfigError::ApproversWithoutChannel)
             }
             None if env.stdin_is_terminal && env.stderr_is_terminal => ApprovalChannel::Terminal,
@@ -165,6 +226,7 @@ impl RunConfig {
             gates,
             deny,
             no_questions: args.no_questions,
+            bell: !args.no_bell,
             isolate: if args.isolate {
                 Some(crate::platform::sandbox().map_err(ConfigError::Isolation)?)
             } else {

@@ -81,6 +81,9 @@ struct State {
     last_plain: String,
     /// The run's secrets, replaced in everything printed.
     redactor: Redactor,
+    /// Ring the terminal bell when a request starts waiting (`--no-bell`
+    /// turns it off; never without a terminal).
+    bell: bool,
 }
 
 impl Console {
@@ -129,6 +132,11 @@ impl Console {
 
     fn shows_status(&self) -> bool {
         self.inner.verbosity > Verbosity::Quiet
+    }
+
+    /// Ring the bell when a request starts waiting, if stderr is a terminal.
+    pub fn ring_on_requests(&self, bell: bool) {
+        self.state().bell = bell && std::io::stderr().is_terminal();
     }
 
     /// From now on, everything printed goes through `redactor` too: the
@@ -307,6 +315,11 @@ impl Console {
                 tokio::select! {
                     notice = notices.recv() => match notice {
                         Some(Notice::Show(request)) => {
+                            if console.state().bell {
+                                // BEL: a terminal left in the background
+                                // flags the window, or makes a sound.
+                                eprint!("\u{7}");
+                            }
                             pending.insert(request.number, request.deadline.wall);
                             console.pending(pending.clone());
                         }

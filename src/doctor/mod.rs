@@ -134,10 +134,25 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
     match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(channel) => {
             discord::check(channel, &args.discord_api_url, discord_token, report).await;
+            check_ping(args, report);
         }
         None => println!(
             "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
         ),
+    }
+}
+
+/// Whom a run with these options would notify for each request.
+fn check_ping(args: &DoctorArgs, report: &mut Report) {
+    match crate::config::Ping::of(&args.who) {
+        Ok(ping) if ping.is_empty() => report.warn(
+            "a run would ping nobody: a request waits unseen until someone looks at the channel",
+            "set --mention USER_ID or --mention role:ROLE_ID (or --approver / --approver-role)",
+        ),
+        Ok(ping) => report.ok(&format!(
+            "each request pings {ping}, who also join the run's thread"
+        )),
+        Err(err) => report.fail(&err.to_string(), "use numeric Discord ids"),
     }
 }
 

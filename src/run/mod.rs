@@ -130,6 +130,7 @@ fn secrets_of(config: &RunConfig, server: &Server) -> Redactor {
 /// stdin). Every path after OpenCode started ends in [`teardown`].
 pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Outcome {
     let console = Console::new(config.verbosity);
+    console.ring_on_requests(config.bell);
     let clock = Clock::start(config.timeout);
     // Keeps OpenCode's password from the agent's tools; lives as long as
     // the run (docs/design.md, "Nothing but gatekeep answers").

@@ -214,6 +214,8 @@ async fn connect_channel(
                 channel_id: d.channel_id,
                 approvers: d.approvers.clone(),
                 approver_roles: d.approver_roles.clone(),
+                ping: d.ping.clone(),
+                remind: d.remind,
                 redactor: Redactor::new(Vec::new()),
             };
             discord::connect(settings, run_info(config))

@@ -10,6 +10,7 @@ use gatekeep::approval::messages::{Decider, Input, Notice, Notifier, RunReport};
 use gatekeep::approval::registry::Reply;
 use gatekeep::approval::task::{ApprovalTask, Deadlines, Replier, ReplyError};
 use gatekeep::approval::{Ask, Echo, EndReason, Question, Settlement};
+use gatekeep::config::Ping;
 use gatekeep::redact::Redactor;
 use gatekeep::transport::discord::{self, RunInfo, Settings};
 use secrecy::SecretString;
@@ -54,6 +55,9 @@ impl Replies {
 struct Access {
     users: Vec<u64>,
     roles: Vec<u64>,
+    /// Whom requests ping (empty: nobody, as with `--no-mention`).
+    ping: Ping,
+    remind: Option<Duration>,
 }
 
 fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
@@ -63,6 +67,8 @@ fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
         channel_id: CHANNEL,
         approvers: access.users.clone(),
         approver_roles: access.roles.clone(),
+        ping: access.ping.clone(),
+        remind: access.remind,
         // Deliberately without the token: the transport adds it itself.
         redactor: Redactor::default(),
     }
@@ -536,6 +542,7 @@ async fn unauthorized_click_changes_nothing_then_listed_user_and_role_decide() {
     let h = Harness::start(Access {
         users: vec![7],
         roles: vec![70],
+        ..Access::default()
     })
     .await;
     let (id, n) = h.ask("make deploy").await;
@@ -1631,6 +1638,7 @@ async fn unauthorized_click_on_a_question_changes_nothing() {
     let h = Harness::start(Access {
         users: vec![7],
         roles: Vec::new(),
+        ..Access::default()
     })
     .await;
     let (id, n) = h.ask_question(vec![yes_no(false)]).await;
@@ -1717,4 +1725,102 @@ async fn approval_on_a_question_and_answer_on_a_permission_are_refused() {
     );
     assert_eq!(h.replies.for_id(&pid), vec![Reply::Once]);
     h.end().await;
+}
+
+// ---------------------------------------------------------------------------
+// Approvers notice in time: pings, thread membership, reminders.
+
+const APPROVER: u64 = 4242;
+const ON_CALL: u64 = 777;
+
+fn pinging(remind: Option<Duration>) -> Access {
+    Access {
+        users: vec![APPROVER],
+        roles: vec![ON_CALL],
+        ping: Ping {
+            users: vec![APPROVER],
+            roles: vec![ON_CALL],
+        },
+        remind,
+    }
+}
+
+#[tokio::test]
+async fn approvers_are_pinged_once_per_request_message_never_by_the_agent_or_an_edit() {
+    let h = Harness::start(pinging(None)).await;
+    // The agent tries to ping on its own, every way it can.
+    let (_, n) = h
+        .ask("echo @everyone @here <@999> <@&888> <@!999> @\u{200b}everyone")
+        .await;
+    let msg = h.message_of(n).await;
+    let pings = h.fake.pings();
+    assert_eq!(pings.len(), 1, "{pings:?}");
+    assert_eq!(pings[0].message_id, msg.id);
+    assert_eq!(
+        (
+            pings[0].users.clone(),
+            pings[0].roles.clone(),
+            pings[0].everyone
+        ),
+        (vec![APPROVER], vec![ON_CALL], false)
+    );
+    // The pinged user joined the thread, so later messages reach them too.
+    assert_eq!(h.fake.thread_members(), vec![(h.thread, APPROVER)]);
+    // Deciding edits the message: nobody is pinged again.
+    let (_, token) = h.click(n, "Deny", &admin()).await;
+    h.fake.wait_followup(&token, WAIT).await;
+    assert!(h.final_state(n).await.contains("Denied"));
+    assert_eq!(
+        h.fake.pings().len(),
+        1,
+        "an edit pinged: {:?}",
+        h.fake.pings()
+    );
+}
+
+#[tokio::test]
+async fn a_reminder_pings_again_while_a_request_waits_and_never_after_it_is_settled() {
+    let h = Harness::start(pinging(Some(Duration::from_millis(700)))).await;
+    let (_, waiting) = h.ask("make deploy").await;
+    let (_, decided) = h.ask("make test").await;
+    let decided_msg = h.message_of(decided).await;
+    let (_, token) = h.click(decided, "Approve", &admin()).await;
+    h.fake.wait_followup(&token, WAIT).await;
+    // Two request messages, then one reminder for the one still waiting.
+    let reminder = h.fake.wait_message(h.thread, "Still waiting", WAIT).await;
+    let content = reminder.payload["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content.contains(&format!("#{waiting}")), "{content}");
+    assert!(!content.contains(&format!("#{decided} ")), "{content}");
+    assert_ne!(
+        reminder.payload["message_reference"]["message_id"],
+        json!(decided_msg.id.to_string())
+    );
+    let pings = h.fake.pings();
+    assert_eq!(pings.len(), 3, "{pings:?}");
+    assert_eq!(pings[2].message_id, reminder.id);
+    assert_eq!(pings[2].users, vec![APPROVER]);
+    // No second reminder for the same request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(h.fake.pings().len(), 3, "{:?}", h.fake.pings());
+}
+
+#[tokio::test]
+async fn without_anyone_to_ping_nobody_is_and_the_run_start_message_says_so() {
+    let h = Harness::start(Access::default()).await;
+    let start = h.fake.messages_in(CHANNEL);
+    assert!(
+        start[0]
+            .payload
+            .to_string()
+            .contains("No one will be notified; set --mention"),
+        "{}",
+        start[0].payload
+    );
+    let (_, n) = h.ask("echo <@4242> @everyone").await;
+    h.message_of(n).await;
+    assert!(h.fake.pings().is_empty(), "{:?}", h.fake.pings());
+    assert!(h.fake.thread_members().is_empty());
 }

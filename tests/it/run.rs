@@ -737,3 +737,23 @@ async fn a_display_event_of_an_unexpected_shape_never_breaks_the_stream() {
         gk.screen()
     );
 }
+
+#[tokio::test]
+async fn the_terminal_bell_rings_when_a_request_starts_waiting_unless_silenced() {
+    for (args, rings) in [(&[][..], true), (&["--no-bell"][..], false)] {
+        let fake = FakeOpenCode::start();
+        let (mut gk, root) = started(&fake, args).await;
+        fake.ask_permission(&root, "bash", "touch bell.txt");
+        gk.expect("command: touch bell.txt").await;
+        gk.type_line("d");
+        fake.wait_for_replies(1).await;
+        fake.finish_session(&root);
+        assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+        assert_eq!(
+            gk.screen().contains('\u{7}'),
+            rings,
+            "{args:?}: {}",
+            gk.screen()
+        );
+    }
+}

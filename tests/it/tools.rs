@@ -519,6 +519,12 @@ async fn doctor_checks_the_bot_token_gateway_channel_and_permissions() {
     assert!(out.contains("channel #approvals (4242)"), "{out}");
     assert!(out.contains("Create Public Threads"), "{out}");
     assert!(!out.contains(token), "the token was printed:\n{out}");
+    assert!(out.contains("a run would ping nobody"), "{out}");
+    // Whom a run with these options would ping.
+    let mut mentioning = args.to_vec();
+    mentioning.splice(0..0, ["--approver", "42", "--mention", "role:77"]);
+    let (_, pinged) = doctor(&mentioning, &[("DISCORD_TOKEN", token)], home).await;
+    assert!(pinged.contains("each request pings role 77"), "{pinged}");
     let paths: Vec<String> = discord.requests().iter().map(|r| r.path.clone()).collect();
     assert!(paths.iter().any(|p| p == "/api/v10/gateway"), "{paths:?}");
     assert!(paths.iter().any(|p| p.ends_with("/roles")), "{paths:?}");

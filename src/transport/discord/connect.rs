@@ -72,6 +72,8 @@ async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord,
                 roles: settings.approver_roles,
             },
             nonce: Nonce::random(),
+            ping: settings.ping,
+            remind: settings.remind,
             channel_id: settings.channel_id,
             start_message_id,
             thread_id,
@@ -95,7 +97,7 @@ fn redact_error(redactor: &Redactor, e: Error) -> Error {
 /// Posts the run-start message and creates the thread from it.
 async fn post_start(rest: &Rest, settings: &Settings, info: &RunInfo) -> Result<(u64, u64), Error> {
     let channel = settings.channel_id;
-    let payload = render::run_start(info, &settings.redactor, SystemTime::now());
+    let payload = render::run_start(info, &settings.redactor, SystemTime::now(), &settings.ping);
     let message = rest
         .send(
             "post the run-start message",

@@ -28,7 +28,7 @@ pub mod rest;
 
 pub use connect::connect;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +40,7 @@ use self::interactions::{dispatch_clicks, ClickContext};
 use self::outbox::{Groups, Job, Outbox};
 use self::rest::{Rest, RestError};
 use crate::approval::messages::{Decider, Notice};
+use crate::config::Ping;
 use crate::console::Console;
 use crate::redact::Redactor;
 
@@ -58,6 +59,11 @@ pub struct Settings {
     pub channel_id: u64,
     pub approvers: Vec<u64>,
     pub approver_roles: Vec<u64>,
+    /// Whom each waiting request pings (and who joins the thread).
+    pub ping: Ping,
+    /// When to ping again about a request still waiting: `None` for half
+    /// of its deadline when that is at least 2 minutes.
+    pub remind: Option<Duration>,
     pub redactor: Redactor,
 }
 
@@ -103,6 +109,8 @@ pub struct Discord {
     info: RunInfo,
     approvers: Approvers,
     nonce: Nonce,
+    ping: Ping,
+    remind: Option<Duration>,
     channel_id: u64,
     start_message_id: u64,
     thread_id: u64,
@@ -148,6 +156,8 @@ impl Discord {
             info,
             approvers,
             nonce,
+            ping,
+            remind,
             channel_id,
             start_message_id,
             thread_id,
@@ -181,6 +191,7 @@ impl Discord {
             decider,
             groups: Arc::clone(&clicks.groups),
             console: console.clone(),
+            ping,
         };
         let outbox = tokio::spawn(outbox.run(jobs_rx));
 
@@ -189,6 +200,8 @@ impl Discord {
             clicks: Arc::clone(&clicks),
             open: HashSet::new(),
             gateway_lost: None,
+            remind,
+            reminders: BTreeMap::new(),
         };
         let mut ended = gateway.ended.clone();
         let report = loop {
@@ -205,6 +218,9 @@ impl Discord {
                     Some(notice) => state.on_notice(notice).await,
                     None => break None,
                 },
+                () = reminder_due(&state.reminders), if !state.reminders.is_empty() => {
+                    state.remind_due();
+                }
                 _ = ended.changed(), if state.gateway_lost.is_none() => {
                     let why = ended.borrow().clone();
                     state.on_gateway_lost(why).await;
@@ -235,6 +251,50 @@ struct ServeState {
     /// Why the gateway is gone for good, once it is: no click can arrive
     /// any more, so nothing may wait for one.
     gateway_lost: Option<String>,
+    /// `--remind`, else half of each request's deadline.
+    remind: Option<Duration>,
+    /// Open requests not yet reminded of: when, and their deadline.
+    reminders: BTreeMap<u32, (tokio::time::Instant, SystemTime)>,
+}
+
+/// When the earliest reminder is due.
+async fn reminder_due(reminders: &BTreeMap<u32, (tokio::time::Instant, SystemTime)>) {
+    match reminders.values().map(|(due, _)| *due).min() {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long after it starts waiting a request is reminded of: `--remind`,
+/// else half its deadline when that is at least 2 minutes; never at or
+/// after the deadline itself.
+fn remind_after(remind: Option<Duration>, left: Duration) -> Option<Duration> {
+    let after = match remind {
+        Some(after) => after,
+        None if left >= Duration::from_secs(120) => left / 2,
+        None => return None,
+    };
+    (after < left).then_some(after)
+}
+
+impl ServeState {
+    /// Every reminder due now goes out together, once.
+    fn remind_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<u32> = self
+            .reminders
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        let waiting: Vec<(u32, SystemTime)> = due
+            .iter()
+            .filter_map(|n| self.reminders.remove(n).map(|(_, deadline)| (*n, deadline)))
+            .collect();
+        if !waiting.is_empty() {
+            let _ = self.jobs.send(Job::Remind(waiting));
+        }
+    }
 }
 
 impl ServeState {
@@ -242,20 +302,22 @@ impl ServeState {
         match notice {
             Notice::Show(request) => {
                 let number = request.number;
+                let (left, deadline) = (request.deadline.left, request.deadline.wall);
                 if request.ask.is_question() {
                     // Before posting, so a fast click finds its labels.
                     self.clicks.remember_question(&request);
                 }
                 let _ = self.jobs.send(Job::Show(request));
-                match &self.gateway_lost {
-                    Some(why) => {
-                        self.clicks
-                            .decider
-                            .channel_failed(number, why.clone())
-                            .await;
-                    }
-                    None => {
-                        self.open.insert(number);
+                if let Some(why) = &self.gateway_lost {
+                    self.clicks
+                        .decider
+                        .channel_failed(number, why.clone())
+                        .await;
+                } else {
+                    self.open.insert(number);
+                    if let Some(after) = remind_after(self.remind, left) {
+                        let due = tokio::time::Instant::now() + after;
+                        self.reminders.insert(number, (due, deadline));
                     }
                 }
             }
@@ -263,6 +325,8 @@ impl ServeState {
                 number, settlement, ..
             } => {
                 self.open.remove(&number);
+                // No reminder once settled.
+                self.reminders.remove(&number);
                 self.clicks.mark_settled(number, &settlement);
                 self.clicks.forget_question(number);
                 let _ = self.jobs.send(Job::Settled {

@@ -25,6 +25,7 @@ use super::rest::{Body, Rest, Retry};
 use super::RunInfo;
 use crate::approval::messages::{Decider, RunReport};
 use crate::approval::{Settlement, Shown};
+use crate::config::Ping;
 use crate::console::Console;
 use crate::redact::Redactor;
 
@@ -51,6 +52,9 @@ pub enum Job {
     /// The run is over (`None`: the notices ended without a report): post
     /// the summary, edit the start message, stop.
     Finish(Option<RunReport>),
+    /// These requests still wait (number, wall-clock deadline): remind the
+    /// pinged people, in one reply.
+    Remind(Vec<(u32, SystemTime)>),
 }
 
 /// A queued job after coalescing.
@@ -66,6 +70,7 @@ enum Queued {
         at: SystemTime,
     },
     Finish(Option<RunReport>),
+    Remind(Vec<(u32, SystemTime)>),
 }
 
 /// Where a posted request is shown.
@@ -96,6 +101,8 @@ pub struct Outbox {
     pub decider: Decider,
     /// Where delivery failures are reported.
     pub console: Console,
+    /// Whom waiting requests ping; these users are added to the thread.
+    pub ping: Ping,
     pub groups: Groups,
 }
 
@@ -110,6 +117,7 @@ impl Outbox {
     /// Runs until a `Finish` job is done or `jobs` closes (its sender is
     /// held by `Discord::serve`).
     pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        self.add_thread_members().await;
         let mut run = Run {
             outbox: self,
             shown: HashMap::new(),
@@ -161,6 +169,7 @@ impl Outbox {
                     run.outbox.finish(report.as_ref()).await;
                     return;
                 }
+                Queued::Remind(waiting) => run.remind(&waiting).await,
             }
         }
     }
@@ -177,6 +186,23 @@ impl Outbox {
             .send(what, &bucket, method, path, body, Retry::DELIVERY)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Thread messages notify only the thread's members and those
+    /// mentioned: the pinged users join it, so later messages reach them
+    /// too. A failure is reported and changes nothing else.
+    async fn add_thread_members(&self) {
+        for user in &self.ping.users {
+            let path = format!("/channels/{}/thread-members/{user}", self.thread_id);
+            if let Err(e) = self
+                .send("add a thread member", Method::PUT, &path, Body::Empty)
+                .await
+            {
+                self.console.error(&format!(
+                    "discord: could not add user {user} to the run's thread: {e}"
+                ));
+            }
+        }
     }
 
     async fn finish(&self, report: Option<&RunReport>) {
@@ -220,14 +246,39 @@ impl Outbox {
 }
 
 impl Run {
+    /// One reply for every request still waiting in `waiting`, to the
+    /// message of the first; nothing if all were settled meanwhile.
+    async fn remind(&self, waiting: &[(u32, SystemTime)]) {
+        let message_of = |number: u32| match self.shown.get(&number)? {
+            Placement::Single { message_id, .. } => Some(*message_id),
+            Placement::InGroup(group) => self.groups.get(group).map(|g| g.message_id),
+        };
+        let Some(reply_to) = waiting.iter().find_map(|(n, _)| message_of(*n)) else {
+            return;
+        };
+        let o = &self.outbox;
+        let payload = render::reminder(waiting, &o.ping, reply_to);
+        let path = format!("/channels/{}/messages", o.thread_id);
+        if let Err(e) = o
+            .send("post a reminder", Method::POST, &path, Body::Json(&payload))
+            .await
+        {
+            o.console
+                .error(&format!("discord: could not post a reminder: {e}"));
+        }
+    }
+
     async fn post(&mut self, request: Shown, settled: Option<(Settlement, SystemTime)>) {
         let o = &self.outbox;
-        let rendered = render::request_message(
+        let mut rendered = render::request_message(
             &request,
             &o.redactor,
             &o.nonce,
             settled.as_ref().map(|(s, at)| (s, *at)),
         );
+        if settled.is_none() {
+            render::ping(&mut rendered.payload, &o.ping);
+        }
         let path = format!("/channels/{}/messages", o.thread_id);
         let body = if rendered.files.is_empty() {
             Body::Json(&rendered.payload)
@@ -272,8 +323,10 @@ impl Run {
         if let Ok(mut groups) = o.groups.lock() {
             groups.insert(group, numbers.clone());
         }
-        let rendered =
+        let mut rendered =
             render::group_message(group, &requests, &BTreeMap::new(), &o.redactor, &o.nonce);
+        // Once per message, not once per request.
+        render::ping(&mut rendered.payload, &o.ping);
         let path = format!("/channels/{}/messages", o.thread_id);
         let body = Body::Multipart(&rendered.payload, &rendered.files);
         match o
@@ -422,6 +475,7 @@ fn enqueue(queue: &mut VecDeque<Queued>, job: Job) {
             }
         }
         Job::Finish(report) => queue.push_back(Queued::Finish(report)),
+        Job::Remind(waiting) => queue.push_back(Queued::Remind(waiting)),
     }
 }
 

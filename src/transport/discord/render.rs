@@ -17,6 +17,7 @@ use super::clicks::{answer_input_id, encode, Action, Nonce, MAX_PICK};
 use super::RunInfo;
 use crate::approval::messages::RunReport;
 use crate::approval::{Channel, Permission, Settlement, Shown, Subject};
+use crate::config::Ping;
 use crate::redact::{terminal_safe_bounded, Redactor};
 
 /// Embed colours: pending (blurple), approved (green), denied (red), neutral.
@@ -59,6 +60,53 @@ pub struct Attachment {
 #[must_use]
 pub fn no_mentions() -> Value {
     json!({ "parse": [] })
+}
+
+/// `allowed_mentions` that notify exactly the people of `ping`, whatever the
+/// text says (Discord takes at most 100 of each, as strings).
+#[must_use]
+pub fn mentions_of(ping: &Ping) -> Value {
+    let ids = |v: &[u64]| v.iter().take(100).map(u64::to_string).collect::<Vec<_>>();
+    json!({ "parse": [], "users": ids(&ping.users), "roles": ids(&ping.roles) })
+}
+
+/// Content that mentions `ping`: gatekeep's own mention tokens, never agent
+/// text (that stays in the embed, escaped, where Discord notifies nobody).
+fn ping_line(ping: &Ping) -> String {
+    let users = ping.users.iter().take(100).map(|u| format!("<@{u}>"));
+    let roles = ping.roles.iter().take(100).map(|r| format!("<@&{r}>"));
+    users.chain(roles).collect::<Vec<_>>().join(" ")
+}
+
+/// Make a newly posted, waiting message notify `ping`. Only posts of
+/// waiting requests (and reminders) ping; edits and settled states never do.
+pub fn ping(payload: &mut Value, ping: &Ping) {
+    if ping.is_empty() {
+        return;
+    }
+    payload["content"] = Value::String(ping_line(ping));
+    payload["allowed_mentions"] = mentions_of(ping);
+}
+
+/// A reply in the thread to the first of the waiting requests: they still
+/// wait, until when, and the people of `ping` once more.
+#[must_use]
+pub fn reminder(waiting: &[(u32, SystemTime)], ping: &Ping, reply_to: u64) -> Value {
+    let list = waiting
+        .iter()
+        .map(|(n, deadline)| format!("#{n} (denied <t:{}:R>)", unix(*deadline)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let s = if waiting.len() == 1 { "" } else { "s" };
+    let mut content = format!("⏰ Still waiting for a decision: request{s} {list}");
+    if !ping.is_empty() {
+        content = format!("{} {content}", ping_line(ping));
+    }
+    json!({
+        "content": content,
+        "allowed_mentions": mentions_of(ping),
+        "message_reference": { "message_id": reply_to.to_string(), "fail_if_not_exists": false },
+    })
 }
 
 /// Seconds since the Unix epoch, for `<t:…>` timestamps.
@@ -923,11 +971,18 @@ fn run_title(info: &RunInfo, redactor: &Redactor) -> String {
 /// The run-start message in the configured channel; the run's thread hangs
 /// off it.
 #[must_use]
-pub fn run_start(info: &RunInfo, redactor: &Redactor, started: SystemTime) -> Value {
+pub fn run_start(info: &RunInfo, redactor: &Redactor, started: SystemTime, ping: &Ping) -> Value {
+    let mut description = format!(
+        "Started <t:{}:R>. Approval requests follow in the thread.",
+        unix(started)
+    );
+    if ping.is_empty() {
+        description.push_str("\nNo one will be notified; set --mention.");
+    }
     json!({
         "embeds": [{
             "title": run_title(info, redactor),
-            "description": format!("Started <t:{}:R>. Approval requests follow in the thread.", unix(started)),
+            "description": description,
             "color": PENDING,
             "fields": run_fields(info, redactor),
         }],
@@ -1071,6 +1126,14 @@ mod tests {
         }
     }
 
+    /// Someone is pinged (the snapshots of the run messages do not change).
+    fn pinged() -> Ping {
+        Ping {
+            users: vec![42],
+            roles: vec![],
+        }
+    }
+
     fn nonce() -> Nonce {
         Nonce::fixed("00112233aabbccdd")
     }
@@ -1184,7 +1247,7 @@ mod tests {
         };
         let red = Redactor::default();
         insta::assert_json_snapshot!(json!({
-            "start": run_start(&info(), &red, at(1_800_000_000)),
+            "start": run_start(&info(), &red, at(1_800_000_000), &pinged()),
             "final": run_start_final(&info(), &red, &report),
             "summary": run_summary(&report),
             "thread": thread_name(&info(), &red),
@@ -1358,6 +1421,42 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_request_pings_exactly_the_configured_people_and_an_edit_nobody() {
+        let ping_them = Ping {
+            users: vec![11, 12],
+            roles: vec![21],
+        };
+        let mut posted = request_message(&request(), &Redactor::default(), &nonce(), None).payload;
+        ping(&mut posted, &ping_them);
+        assert_eq!(posted["content"], "<@11> <@12> <@&21>");
+        assert_eq!(
+            posted["allowed_mentions"],
+            json!({ "parse": [], "users": ["11", "12"], "roles": ["21"] })
+        );
+        let edit = request_final_edit(
+            &request(),
+            &Redactor::default(),
+            &nonce(),
+            &Settlement::Expired,
+            at(1),
+        );
+        assert_eq!(edit["allowed_mentions"], no_mentions());
+        let reminder = reminder(
+            &[(3, at(1_800_000_600)), (4, at(1_800_000_900))],
+            &ping_them,
+            99,
+        );
+        assert_eq!(reminder["allowed_mentions"], posted["allowed_mentions"]);
+        assert_eq!(reminder["message_reference"]["message_id"], "99");
+        insta::assert_json_snapshot!(reminder);
+        // Nobody configured: nothing to add, nobody pinged.
+        let mut quiet = request_message(&request(), &Redactor::default(), &nonce(), None).payload;
+        ping(&mut quiet, &Ping::default());
+        assert_eq!(quiet["allowed_mentions"], no_mentions());
+        assert!(quiet.get("content").is_none());
+    }
+
+    #[test]
     fn an_intrusion_is_shown_as_one_in_red() {
         let settlement = Settlement::Intruded {
             echo: crate::approval::Echo::Approved { always: false },
@@ -1386,7 +1485,7 @@ mod tests {
             no_mentions()
         );
         assert_eq!(
-            run_start(&info(), &red, at(0))["allowed_mentions"],
+            run_start(&info(), &red, at(0), &pinged())["allowed_mentions"],
             no_mentions()
         );
         assert_eq!(ephemeral("x")["data"]["allowed_mentions"], no_mentions());
@@ -1521,6 +1620,40 @@ mod prop_tests {
         }
     }
 
+    /// Who Discord notifies for a posted `payload`: mentions in `content`
+    /// (embeds never notify) that `allowed_mentions` allows.
+    fn would_ping(payload: &Value) -> (Vec<u64>, Vec<u64>, bool) {
+        let content = payload["content"].as_str().unwrap_or("");
+        let allowed = &payload["allowed_mentions"];
+        let parses = |kind: &str| {
+            allowed.is_null()
+                || allowed["parse"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|v| v == kind))
+        };
+        let listed = |kind: &str, id: u64| {
+            allowed[kind].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|v| v.as_str() == Some(id.to_string().as_str()))
+            })
+        };
+        let mention = regex::Regex::new(r"<@(!|&)?(\d+)>").expect("regex");
+        let (mut users, mut roles) = (Vec::new(), Vec::new());
+        for cap in mention.captures_iter(content) {
+            let id: u64 = cap[2].parse().unwrap_or(0);
+            if cap.get(1).is_some_and(|m| m.as_str() == "&") {
+                if parses("roles") || listed("roles", id) {
+                    roles.push(id);
+                }
+            } else if parses("users") || listed("users", id) {
+                users.push(id);
+            }
+        }
+        let everyone =
+            (content.contains("@everyone") || content.contains("@here")) && parses("everyone");
+        (users, roles, everyone)
+    }
+
     fn chars(v: &Value) -> usize {
         v.as_str().map_or(0, |s| s.chars().count())
     }
@@ -1571,6 +1704,25 @@ mod prop_tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the agent wrote, a posted request notifies exactly the
+        /// configured people or a subset of them: never `@everyone`, never
+        /// an id of the agent's choosing.
+        #[test]
+        fn agent_text_never_pings_anyone_but_the_configured_people(
+            request in request(),
+            users in prop::collection::vec(1u64..1_000_000, 0..3),
+            roles in prop::collection::vec(1u64..1_000_000, 0..3),
+        ) {
+            let configured = Ping { users: users.clone(), roles: roles.clone() };
+            let nonce = Nonce::fixed("00112233aabbccdd");
+            let mut rendered = request_message(&request, &Redactor::default(), &nonce, None);
+            ping(&mut rendered.payload, &configured);
+            let (pinged_users, pinged_roles, everyone) = would_ping(&rendered.payload);
+            prop_assert!(!everyone);
+            prop_assert!(pinged_users.iter().all(|u| users.contains(u)), "{pinged_users:?}");
+            prop_assert!(pinged_roles.iter().all(|r| roles.contains(r)), "{pinged_roles:?}");
+        }
 
         #[test]
         fn a_request_message_fits_and_shows_the_whole_subject(request in request()) {

@@ -130,6 +130,56 @@ struct Inner {
     everyone_permissions: Option<u64>,
     /// `permission_overwrites` of every channel.
     overwrites: Vec<Value>,
+    /// Who each posted message notified, as Discord computes it.
+    pings: Vec<Ping>,
+    /// `(thread, user)` added with `PUT /channels/{thread}/thread-members/{user}`.
+    thread_members: Vec<(u64, u64)>,
+}
+
+/// Who one posted message notified: Discord notifies the users, roles and
+/// `@everyone`/`@here` mentioned in its `content` (never in embeds) that
+/// its `allowed_mentions` allows; editing a message notifies nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    pub message_id: u64,
+    pub channel_id: u64,
+    pub users: Vec<u64>,
+    pub roles: Vec<u64>,
+    pub everyone: bool,
+}
+
+/// Discord's rule for who a message's content pings.
+fn pinged(body: &Value) -> (Vec<u64>, Vec<u64>, bool) {
+    let content = body["content"].as_str().unwrap_or("");
+    let mention = regex::Regex::new(r"<@(!|&)?(\d+)>").expect("regex");
+    let allowed = body.get("allowed_mentions");
+    let parse_allows = |kind: &str| match allowed {
+        None => true,
+        Some(a) => a["parse"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|v| v == kind)),
+    };
+    let listed = |kind: &str, id: u64| {
+        allowed.is_some_and(|a| {
+            a[kind]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(&id.to_string())))
+        })
+    };
+    let (mut users, mut roles) = (Vec::new(), Vec::new());
+    for cap in mention.captures_iter(content) {
+        let id: u64 = cap[2].parse().unwrap_or(0);
+        let role = cap.get(1).is_some_and(|m| m.as_str() == "&");
+        if role && (parse_allows("roles") || listed("roles", id)) && !roles.contains(&id) {
+            roles.push(id);
+        }
+        if !role && (parse_allows("users") || listed("users", id)) && !users.contains(&id) {
+            users.push(id);
+        }
+    }
+    let everyone =
+        (content.contains("@everyone") || content.contains("@here")) && parse_allows("everyone");
+    (users, roles, everyone)
 }
 
 struct Shared {
@@ -294,6 +344,16 @@ impl FakeDiscord {
     }
 
     /// The threads created so far.
+    /// Every notification a posted message caused, in order.
+    pub fn pings(&self) -> Vec<Ping> {
+        self.shared.lock().pings.clone()
+    }
+
+    /// Users added to threads, in order.
+    pub fn thread_members(&self) -> Vec<(u64, u64)> {
+        self.shared.lock().thread_members.clone()
+    }
+
     pub fn threads(&self) -> Vec<u64> {
         self.shared.lock().threads.clone()
     }
@@ -939,10 +999,25 @@ fn answer(
                 role(BOT_ROLE_ID, "gatekeep", 0, 1),
             ]))
         }
+        ("PUT", ["channels", thread, "thread-members", user]) => {
+            let member = (thread.parse().unwrap_or(0), user.parse().unwrap_or(0));
+            inner.thread_members.push(member);
+            (StatusCode::NO_CONTENT, Value::Null, Vec::new())
+        }
         ("POST", ["channels", channel, "messages"]) => {
             let channel_id: u64 = channel.parse().unwrap_or(0);
             inner.next_id += 1;
             let id = inner.next_id;
+            let (users, roles, everyone) = pinged(body);
+            if !users.is_empty() || !roles.is_empty() || everyone {
+                inner.pings.push(Ping {
+                    message_id: id,
+                    channel_id,
+                    users,
+                    roles,
+                    everyone,
+                });
+            }
             inner.messages.insert(
                 id,
                 StoredMessage {
