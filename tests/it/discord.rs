@@ -347,7 +347,8 @@ fn admin() -> Member {
     Member::new(4242).permissions(MANAGE_CHANNELS)
 }
 
-/// Every message, edit and interaction answer sent `parse: []`.
+/// Every message, edit and interaction answer sent `parse: []`; only new
+/// posts may list ids to ping.
 fn assert_every_payload_disallows_mentions(fake: &FakeDiscord) {
     let mut checked = 0;
     for r in fake.requests() {
@@ -364,14 +365,27 @@ fn assert_every_payload_disallows_mentions(fake: &FakeDiscord) {
         } else {
             continue;
         };
+        // Nothing is ever parsed from the text; a new post may name the
+        // configured people by id (see the ping scenarios), an edit or an
+        // interaction answer nobody.
         assert_eq!(
-            body["allowed_mentions"],
-            json!({ "parse": [] }),
+            body["allowed_mentions"]["parse"],
+            json!([]),
             "{} {}: {}",
             r.method,
             r.path,
             r.body
         );
+        if r.method != "POST" || r.path.contains("/callback") {
+            assert_eq!(
+                body["allowed_mentions"],
+                json!({ "parse": [] }),
+                "{} {}: {}",
+                r.method,
+                r.path,
+                r.body
+            );
+        }
         checked += 1;
     }
     assert!(checked > 0, "no message was checked");

@@ -170,8 +170,13 @@ async fn hostile_agent_text_and_a_megabyte_command_render_safely_in_discord() {
 #[tokio::test]
 async fn hostile_agent_text_and_a_megabyte_command_render_safely_at_the_terminal() {
     let fake = FakeOpenCode::start();
+    // Without gatekeep's own bell: a BEL on the screen is then the agent's.
     let mut gk = Gatekeep::at_terminal(
-        &["--dir", fake.workspace().to_str().expect("utf-8")],
+        &[
+            "--dir",
+            fake.workspace().to_str().expect("utf-8"),
+            "--no-bell",
+        ],
         fake.program(),
         TAIL,
         &[],
