@@ -1361,6 +1361,48 @@ mod binary {
     }
 
     #[tokio::test]
+    async fn the_approver_is_pinged_and_reminded_but_never_by_an_edit() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let args = ["--approver", "7", "--remind", "1s"];
+        let (mut gk, root, thread) = started(&oc, &discord, &args, &[]).await;
+        oc.ask_permission(&root, "bash", "make deploy @everyone <@999>");
+        let msg = message_with(&discord, thread, "make deploy").await;
+        let reminder = discord.wait_message(thread, "Still waiting", WAIT).await;
+        let pings = discord.pings();
+        assert_eq!(
+            pings
+                .iter()
+                .map(|p| (p.message_id, p.users.clone(), p.everyone))
+                .collect::<Vec<_>>(),
+            vec![(msg.id, vec![7], false), (reminder.id, vec![7], false)]
+        );
+        assert_eq!(discord.thread_members(), vec![(thread, 7)]);
+        let (_, token) = click(&discord, &msg, "Deny", &Member::new(7), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Denied"));
+        finish(&mut gk, &oc, &root, &discord).await;
+        assert_eq!(discord.pings().len(), 2, "{:?}", discord.pings());
+    }
+
+    #[tokio::test]
+    async fn no_mention_pings_nobody() {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        let args = ["--approver", "7", "--no-mention"];
+        let (mut gk, root, thread) = started(&oc, &discord, &args, &[]).await;
+        oc.ask_permission(&root, "bash", "make deploy");
+        let msg = message_with(&discord, thread, "make deploy").await;
+        let (_, token) = click(&discord, &msg, "Approve", &Member::new(7), thread).await;
+        discord.wait_followup(&token, WAIT).await;
+        finish(&mut gk, &oc, &root, &discord).await;
+        assert!(discord.pings().is_empty(), "{:?}", discord.pings());
+        assert!(discord.thread_members().is_empty());
+    }
+
+    #[tokio::test]
     async fn double_click_and_another_runs_click_decide_nothing_twice() {
         let oc = FakeOpenCode::start();
         let discord = FakeDiscord::start().await;

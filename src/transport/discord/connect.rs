@@ -62,7 +62,7 @@ async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord,
         .await
         .map_err(|e| redact_error(&settings.redactor, e))?;
     match post_start(&rest, &settings, &info).await {
-        Ok((start_message_id, thread_id)) => Ok(Discord {
+        Ok((start_message_id, thread_id, guild_id)) => Ok(Discord {
             rest,
             gateway,
             redactor: settings.redactor,
@@ -77,6 +77,7 @@ async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord,
             channel_id: settings.channel_id,
             start_message_id,
             thread_id,
+            guild_id,
         }),
         Err(e) => {
             gateway.shutdown().await;
@@ -95,7 +96,11 @@ fn redact_error(redactor: &Redactor, e: Error) -> Error {
 }
 
 /// Posts the run-start message and creates the thread from it.
-async fn post_start(rest: &Rest, settings: &Settings, info: &RunInfo) -> Result<(u64, u64), Error> {
+async fn post_start(
+    rest: &Rest,
+    settings: &Settings,
+    info: &RunInfo,
+) -> Result<(u64, u64, Option<u64>), Error> {
     let channel = settings.channel_id;
     let payload = render::run_start(info, &settings.redactor, SystemTime::now(), &settings.ping);
     let message = rest
@@ -137,5 +142,7 @@ async fn post_start(rest: &Rest, settings: &Settings, info: &RunInfo) -> Result<
             message: "no channel id in the response".into(),
         },
     })?;
-    Ok((message_id, thread_id))
+    // The thread's guild: for links to request messages (reminders).
+    let guild_id = thread["guild_id"].as_str().and_then(|g| g.parse().ok());
+    Ok((message_id, thread_id, guild_id))
 }

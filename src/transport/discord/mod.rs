@@ -114,6 +114,7 @@ pub struct Discord {
     channel_id: u64,
     start_message_id: u64,
     thread_id: u64,
+    guild_id: Option<u64>,
 }
 
 impl std::fmt::Debug for Discord {
@@ -161,6 +162,7 @@ impl Discord {
             channel_id,
             start_message_id,
             thread_id,
+            guild_id,
         } = self;
         let clicks = Arc::new(ClickContext {
             rest: Arc::clone(&rest),
@@ -192,6 +194,7 @@ impl Discord {
             groups: Arc::clone(&clicks.groups),
             console: console.clone(),
             ping,
+            guild_id,
         };
         let outbox = tokio::spawn(outbox.run(jobs_rx));
 
@@ -278,18 +281,12 @@ fn remind_after(remind: Option<Duration>, left: Duration) -> Option<Duration> {
 }
 
 impl ServeState {
-    /// Every reminder due now goes out together, once.
+    /// A reminder is due: it names every request still waiting that was
+    /// not reminded of yet, so several waiting requests share one reply.
     fn remind_due(&mut self) {
-        let now = tokio::time::Instant::now();
-        let due: Vec<u32> = self
-            .reminders
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(n, _)| *n)
-            .collect();
-        let waiting: Vec<(u32, SystemTime)> = due
-            .iter()
-            .filter_map(|n| self.reminders.remove(n).map(|(_, deadline)| (*n, deadline)))
+        let waiting: Vec<(u32, SystemTime)> = std::mem::take(&mut self.reminders)
+            .into_iter()
+            .map(|(n, (_, deadline))| (n, deadline))
             .collect();
         if !waiting.is_empty() {
             let _ = self.jobs.send(Job::Remind(waiting));

@@ -103,6 +103,8 @@ pub struct Outbox {
     pub console: Console,
     /// Whom waiting requests ping; these users are added to the thread.
     pub ping: Ping,
+    /// For links to request messages, when Discord said.
+    pub guild_id: Option<u64>,
     pub groups: Groups,
 }
 
@@ -257,7 +259,19 @@ impl Run {
             return;
         };
         let o = &self.outbox;
-        let payload = render::reminder(waiting, &o.ping, reply_to);
+        let linked: Vec<(u32, SystemTime, Option<String>)> = waiting
+            .iter()
+            .map(|(n, deadline)| {
+                let link = o.guild_id.zip(message_of(*n)).map(|(guild, message)| {
+                    format!(
+                        "https://discord.com/channels/{guild}/{}/{message}",
+                        o.thread_id
+                    )
+                });
+                (*n, *deadline, link)
+            })
+            .collect();
+        let payload = render::reminder(&linked, &o.ping, reply_to);
         let path = format!("/channels/{}/messages", o.thread_id);
         if let Err(e) = o
             .send("post a reminder", Method::POST, &path, Body::Json(&payload))

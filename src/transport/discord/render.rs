@@ -91,10 +91,19 @@ pub fn ping(payload: &mut Value, ping: &Ping) {
 /// A reply in the thread to the first of the waiting requests: they still
 /// wait, until when, and the people of `ping` once more.
 #[must_use]
-pub fn reminder(waiting: &[(u32, SystemTime)], ping: &Ping, reply_to: u64) -> Value {
+pub fn reminder(
+    waiting: &[(u32, SystemTime, Option<String>)],
+    ping: &Ping,
+    reply_to: u64,
+) -> Value {
     let list = waiting
         .iter()
-        .map(|(n, deadline)| format!("#{n} (denied <t:{}:R>)", unix(*deadline)))
+        .map(|(n, deadline, link)| {
+            let name = link
+                .as_ref()
+                .map_or_else(|| format!("#{n}"), |url| format!("[#{n}]({url})"));
+            format!("{name} (denied <t:{}:R>)", unix(*deadline))
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let s = if waiting.len() == 1 { "" } else { "s" };
@@ -1442,7 +1451,14 @@ mod tests {
         );
         assert_eq!(edit["allowed_mentions"], no_mentions());
         let reminder = reminder(
-            &[(3, at(1_800_000_600)), (4, at(1_800_000_900))],
+            &[
+                (
+                    3,
+                    at(1_800_000_600),
+                    Some("https://discord.com/channels/1/2/99".into()),
+                ),
+                (4, at(1_800_000_900), None),
+            ],
             &ping_them,
             99,
         );
