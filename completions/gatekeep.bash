@@ -424,7 +424,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
+            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --identify-reserve --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -467,6 +467,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --remind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identify-reserve)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --gate 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)'
             cand --deny 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule'
             cand --remind 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)'
+            cand --identify-reserve 'Discord session starts a run never spends: below this many left for the day, the run refuses to connect (Discord resets the bot''s token when none are left)'
             cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
             cand --summary-json 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)'
             cand --audit-log 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`'

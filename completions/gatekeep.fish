@@ -44,6 +44,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Worksp
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l deny -d 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l remind -d 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l identify-reserve -d 'Discord session starts a run never spends: below this many left for the day, the run refuses to connect (Discord resets the bot\'s token when none are left)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F

@@ -228,6 +228,17 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_REMIND", value_name = "DURATION", value_parser = parse_duration)]
     pub remind: Option<Duration>,
 
+    /// Discord session starts a run never spends: below this many left
+    /// for the day, the run refuses to connect (Discord resets the bot's
+    /// token when none are left).
+    #[arg(
+        long,
+        env = "GATEKEEP_IDENTIFY_RESERVE",
+        value_name = "N",
+        default_value_t = 50
+    )]
+    pub identify_reserve: u32,
+
     /// Do not ring the terminal bell when a request starts waiting.
     #[arg(long, env = "GATEKEEP_NO_BELL")]
     pub no_bell: bool,

@@ -29,6 +29,8 @@ pub struct DiscordConfig {
     pub ping: Ping,
     /// `--remind`: when to ping again (default: half the request's deadline).
     pub remind: Option<std::time::Duration>,
+    /// `--identify-reserve`.
+    pub identify_reserve: u32,
 }
 
 /// The people a waiting request notifies in Discord: exactly these, never
@@ -198,6 +200,7 @@ impl RunConfig {
                     approver_roles,
                     ping,
                     remind: args.remind,
+                    identify_reserve: args.identify_reserve,
                 })
             }
             None if !approvers.is_empty()

@@ -73,14 +73,34 @@ pub(super) async fn check(
         }
     };
 
-    if let Err(err) = discord.gateway_url().await {
-        report.fail(
-            &format!("gateway lookup failed: {}", shown(&err)),
-            "check the network (and --discord-api-url, which must be unset for the real Discord)",
-        );
-        return;
-    }
+    let bot = match discord.gateway_bot().await {
+        Ok(bot) => bot,
+        Err(err) => {
+            report.fail(
+                &format!("gateway lookup failed: {}", shown(&err)),
+                "check the network (and --discord-api-url, which must be unset for the real Discord)",
+            );
+            return;
+        }
+    };
     report.ok(&format!("Discord gateway known to {api}"));
+    match bot.budget {
+        Some(b) if b.remaining <= 50 => report.warn(
+            &format!(
+                "only {} of {} session starts left today for this bot (full again in {}): runs \
+                 refuse to connect below --identify-reserve (default 50)",
+                b.remaining,
+                b.total,
+                humantime::format_duration(std::time::Duration::from_secs(b.reset_after.as_secs()))
+            ),
+            "space the runs out; Discord resets the bot's token when none are left",
+        ),
+        Some(b) => report.ok(&format!(
+            "{} of {} session starts left today for this bot",
+            b.remaining, b.total
+        )),
+        None => println!("     Discord did not say how many session starts are left"),
+    }
 
     let me = match discord.get("bot lookup", "/users/@me").await {
         Ok(me) => me,

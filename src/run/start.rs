@@ -216,6 +216,7 @@ async fn connect_channel(
                 approver_roles: d.approver_roles.clone(),
                 ping: d.ping.clone(),
                 remind: d.remind,
+                identify_reserve: d.identify_reserve,
                 redactor: Redactor::new(Vec::new()),
             };
             discord::connect(settings, run_info(config))

@@ -69,6 +69,7 @@ fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
         approver_roles: access.roles.clone(),
         ping: access.ping.clone(),
         remind: access.remind,
+        identify_reserve: 50,
         // Deliberately without the token: the transport adds it itself.
         redactor: Redactor::default(),
     }
@@ -1879,4 +1880,62 @@ async fn without_anyone_to_ping_nobody_is_and_the_run_start_message_says_so() {
     h.message_of(n).await;
     assert!(h.fake.pings().is_empty(), "{:?}", h.fake.pings());
     assert!(h.fake.thread_members().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Many runs, one bot: the daily budget of session starts.
+
+mod budget {
+    use crate::support::fake_discord::FakeDiscord;
+    use crate::support::fake_opencode::FakeOpenCode;
+    use crate::support::gatekeep::Gatekeep;
+
+    use super::{CHANNEL, TOKEN};
+
+    async fn run_with_budget(left: u64) -> (i32, String, FakeDiscord, FakeOpenCode) {
+        let oc = FakeOpenCode::start();
+        let discord = FakeDiscord::start().await;
+        discord.set_session_starts_left(left);
+        let channel = CHANNEL.to_string();
+        let base = discord.base();
+        let args = [
+            "--dir",
+            oc.workspace().to_str().expect("utf-8"),
+            "--channel",
+            channel.as_str(),
+            "--discord-api-url",
+            base.as_str(),
+        ];
+        let mut gk = Gatekeep::detached(
+            &args,
+            oc.program(),
+            &["run", "go"],
+            &[("DISCORD_TOKEN", TOKEN)],
+        );
+        if left > 50 {
+            let root = oc.wait_for_prompt().await.session_id;
+            oc.finish_session(&root);
+        }
+        let code = gk.exit_code().await;
+        (code, gk.screen(), discord, oc)
+    }
+
+    #[tokio::test]
+    async fn with_the_session_budget_at_the_reserve_no_identify_is_spent_and_nothing_runs() {
+        let (code, screen, discord, oc) = run_with_budget(10).await;
+        assert_eq!(code, 3, "{screen}");
+        assert!(
+            screen.contains("only 10 of the bot's 1000 daily session starts"),
+            "{screen}"
+        );
+        assert_eq!(discord.identifies(), 0, "a session start was spent");
+        assert!(oc.prompts().is_empty(), "the agent was prompted");
+    }
+
+    #[tokio::test]
+    async fn with_900_left_the_same_run_works() {
+        let (code, screen, discord, _oc) = run_with_budget(900).await;
+        assert_eq!(code, 0, "{screen}");
+        assert_eq!(discord.identifies(), 1);
+    }
 }

@@ -526,7 +526,12 @@ async fn doctor_checks_the_bot_token_gateway_channel_and_permissions() {
     let (_, pinged) = doctor(&mentioning, &[("DISCORD_TOKEN", token)], home).await;
     assert!(pinged.contains("each request pings role 77"), "{pinged}");
     let paths: Vec<String> = discord.requests().iter().map(|r| r.path.clone()).collect();
-    assert!(paths.iter().any(|p| p == "/api/v10/gateway"), "{paths:?}");
+    // The bot's gateway, with its budget of session starts.
+    assert!(
+        paths.iter().any(|p| p == "/api/v10/gateway/bot"),
+        "{paths:?}"
+    );
+    assert!(out.contains("1000 of 1000 session starts left"), "{out}");
     assert!(paths.iter().any(|p| p.ends_with("/roles")), "{paths:?}");
 
     // The channel denies @everyone thread creation: not ready, and says what.

@@ -48,13 +48,23 @@ async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord,
         });
     }
     let rest = Arc::new(Rest::new(&base, &settings.token).map_err(Error::Rest)?);
-    let ws_url = rest
-        .gateway_url()
+    let bot = rest
+        .gateway_bot()
         .await
         .map_err(|source| Error::GatewayLookup {
             base: base.clone(),
             source,
         })?;
+    // Never be the session start that makes Discord reset the token.
+    if let Some(budget) = bot.budget {
+        if budget.remaining <= u64::from(settings.identify_reserve) {
+            return Err(Error::SessionBudget {
+                budget,
+                reserve: settings.identify_reserve,
+            });
+        }
+    }
+    let ws_url = bot.url;
     if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
         return Err(Error::GatewayUrl { base, url: ws_url });
     }

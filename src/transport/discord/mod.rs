@@ -61,6 +61,8 @@ pub struct Settings {
     pub approver_roles: Vec<u64>,
     /// Whom each waiting request pings (and who joins the thread).
     pub ping: Ping,
+    /// `--identify-reserve`: session starts never spent by a run.
+    pub identify_reserve: u32,
     /// When to ping again about a request still waiting: `None` for half
     /// of its deadline when that is at least 2 minutes.
     pub remind: Option<Duration>,
@@ -87,6 +89,18 @@ pub enum Error {
     GatewayLookup { base: String, source: RestError },
     #[error("Discord gateway lookup at {base} returned an unusable URL {url:?}")]
     GatewayUrl { base: String, url: String },
+    #[error(
+        "only {} of the bot's {} daily session starts are left (reserve: {reserve}); a run \
+         never spends the last ones, since Discord resets the bot's token when none are left. \
+         The budget is full again in {}: space the runs out, or lower --identify-reserve",
+        .budget.remaining,
+        .budget.total,
+        humantime::format_duration(std::time::Duration::from_secs(.budget.reset_after.as_secs()))
+    )]
+    SessionBudget {
+        budget: rest::SessionBudget,
+        reserve: u32,
+    },
     #[error("Discord gateway connection failed: {0}")]
     Gateway(String),
     #[error("the Discord gateway did not become ready within {}", humantime::format_duration(*.0))]

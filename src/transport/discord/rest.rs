@@ -49,6 +49,24 @@ pub enum RestError {
     Client(String),
 }
 
+/// `GET /gateway/bot`: where to connect, and how many session starts
+/// (IDENTIFYs) the bot has left.
+#[derive(Debug, Clone)]
+pub struct GatewayBot {
+    pub url: String,
+    pub budget: Option<SessionBudget>,
+}
+
+/// Discord's daily budget of session starts for one bot: when it runs out,
+/// Discord resets the bot's token (every process using it is cut off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionBudget {
+    pub remaining: u64,
+    pub total: u64,
+    /// Until the budget is full again.
+    pub reset_after: Duration,
+}
+
 /// How hard to try.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -117,6 +135,42 @@ impl Rest {
             auth,
             blocked_until: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `GET /api/v10/gateway/bot`: the websocket URL and the bot's session
+    /// start budget. No retries: at start-up a failure must surface at once.
+    pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
+        let what = "gateway lookup";
+        let v = self
+            .send(
+                what,
+                "gateway",
+                Method::GET,
+                "/gateway/bot",
+                Body::Empty,
+                Retry {
+                    attempts: 1,
+                    ..Retry::ACK
+                },
+            )
+            .await?;
+        let url = v
+            .get("url")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| RestError::Status {
+                what,
+                status: 200,
+                message: "the response has no `url`".into(),
+            })?;
+        // Read leniently: without it, nothing is known and nothing refused.
+        let limit = &v["session_start_limit"];
+        let budget = limit["remaining"].as_u64().map(|remaining| SessionBudget {
+            remaining,
+            total: limit["total"].as_u64().unwrap_or(0),
+            reset_after: Duration::from_millis(limit["reset_after"].as_u64().unwrap_or(0)),
+        });
+        Ok(GatewayBot { url, budget })
     }
 
     /// `GET /api/v10/gateway`: the websocket URL. No retries: at start-up a

@@ -134,6 +134,8 @@ struct Inner {
     pings: Vec<Ping>,
     /// `(thread, user)` added with `PUT /channels/{thread}/thread-members/{user}`.
     thread_members: Vec<(u64, u64)>,
+    /// The bot's session starts left today; every IDENTIFY spends one.
+    session_starts_left: u64,
 }
 
 /// Who one posted message notified: Discord notifies the users, roles and
@@ -234,6 +236,7 @@ impl FakeDiscord {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 next_id: 900_000,
+                session_starts_left: 1000,
                 ..Inner::default()
             }),
             changed: Notify::new(),
@@ -344,6 +347,11 @@ impl FakeDiscord {
     }
 
     /// The threads created so far.
+    /// How many session starts the bot has left today (default 1,000).
+    pub fn set_session_starts_left(&self, left: u64) {
+        self.shared.lock().session_starts_left = left;
+    }
+
     /// Every notification a posted message caused, in order.
     pub fn pings(&self) -> Vec<Ping> {
         self.shared.lock().pings.clone()
@@ -737,6 +745,7 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
                         }
                         Some(2) => {
                             inner.identifies += 1;
+                            inner.session_starts_left = inner.session_starts_left.saturating_sub(1);
                             inner.seq = 0;
                             inner.gateway = Some(tx.clone());
                             Some(dispatch_frame(&mut inner, "READY", &ready_payload(shared.addr)))
@@ -973,7 +982,12 @@ fn answer(
                 ok(json!({
                     "url": format!("ws://{addr}/gateway"),
                     "shards": 1,
-                    "session_start_limit": { "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1 },
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": inner.session_starts_left,
+                        "reset_after": 3_600_000,
+                        "max_concurrency": 1,
+                    },
                 }))
             }
         }
