@@ -13,7 +13,8 @@
 //!   transports ─Decider::decide(number, verdict)─► approval::task
 //!        ─Reply─► opencode::bridge::OpenCodeReplier ─► OpenCode API
 //!   run owns: the `opencode serve` child, every task, and the one shutdown
-//!   sequence (run::teardown: deny pending → sweep → abort → dispose → stop)
+//!   sequence (run::teardown: deny pending → sweep → abort → dispose → stop
+//!   → kill what the agent left; after an intrusion, OpenCode is killed first)
 //! ```
 //!
 //! Arrows point one way: [`approval`] imports no transport, no HTTP and
