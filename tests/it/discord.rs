@@ -1033,7 +1033,12 @@ async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(fake.identifies(), 0);
     let paths: Vec<_> = fake.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, vec!["/api/v10/gateway"], "nothing but the lookup");
+    // The bot's gateway (with its session-start budget), nothing else.
+    assert_eq!(
+        paths,
+        vec!["/api/v10/gateway/bot"],
+        "nothing but the lookup"
+    );
 }
 
 #[tokio::test]
@@ -1566,7 +1571,10 @@ mod binary {
         assert!(oc.prompts().is_empty(), "the agent was prompted");
         assert_eq!(discord.identifies(), 0);
         let paths: Vec<String> = discord.requests().into_iter().map(|r| r.path).collect();
-        assert!(paths.iter().all(|p| p == "/api/v10/gateway"), "{paths:?}");
+        assert!(
+            paths.iter().all(|p| p == "/api/v10/gateway/bot"),
+            "{paths:?}"
+        );
         assert!(gk.screen().contains("gateway"), "{}", gk.screen());
         assert!(!gk.screen().contains(TOKEN));
     }

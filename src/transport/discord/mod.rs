@@ -85,7 +85,7 @@ pub struct RunInfo {
 pub enum Error {
     #[error("invalid Discord API URL {url:?}: {reason}")]
     ApiUrl { url: String, reason: String },
-    #[error("Discord gateway lookup at {base}/api/v10/gateway failed ({source}); refusing to fall back to another gateway")]
+    #[error("Discord gateway lookup at {base}/api/v10/gateway/bot failed ({source}); refusing to fall back to another gateway")]
     GatewayLookup { base: String, source: RestError },
     #[error("Discord gateway lookup at {base} returned an unusable URL {url:?}")]
     GatewayUrl { base: String, url: String },
