@@ -141,19 +141,7 @@ impl Rest {
     /// start budget. No retries: at start-up a failure must surface at once.
     pub async fn gateway_bot(&self) -> Result<GatewayBot, RestError> {
         let what = "gateway lookup";
-        let v = self
-            .send(
-                what,
-                "gateway",
-                Method::GET,
-                "/gateway/bot",
-                Body::Empty,
-                Retry {
-                    attempts: 1,
-                    ..Retry::ACK
-                },
-            )
-            .await?;
+        let v = self.get(what, "/gateway/bot").await?;
         let url = v
             .get("url")
             .and_then(Value::as_str)
@@ -171,33 +159,6 @@ impl Rest {
             reset_after: Duration::from_millis(limit["reset_after"].as_u64().unwrap_or(0)),
         });
         Ok(GatewayBot { url, budget })
-    }
-
-    /// `GET /api/v10/gateway`: the websocket URL. No retries: at start-up a
-    /// failure must surface at once.
-    pub async fn gateway_url(&self) -> Result<String, RestError> {
-        let what = "gateway lookup";
-        let v = self
-            .send(
-                what,
-                "gateway",
-                Method::GET,
-                "/gateway",
-                Body::Empty,
-                Retry {
-                    attempts: 1,
-                    ..Retry::ACK
-                },
-            )
-            .await?;
-        v.get("url")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| RestError::Status {
-                what,
-                status: 200,
-                message: "the response has no `url`".into(),
-            })
     }
 
     /// `GET /api/v10{path}`, once: for checks that report a failure rather
