@@ -229,6 +229,8 @@ impl Discord {
                     // close (half a second in serenity) overlaps the
                     // teardown instead of delaying the exit.
                     Some(Notice::Closing(_)) => {
+                        // Gone by our own choice: its end is no channel
+                        // failure to report.
                         state.gateway_lost = Some("the run is closing".to_owned());
                         gateway.begin_shutdown();
                     }
