@@ -41,6 +41,13 @@ pub enum Command {
     /// printed for each failure.
     #[command(override_usage = "gatekeep doctor [OPTIONS] [-- <OPENCODE>]")]
     Doctor(DoctorArgs),
+    /// Keep one Discord gateway session for every run on this host.
+    ///
+    /// Runs started while a hub of the same bot listens use it instead of
+    /// starting a session each (Discord allows about 1,000 a day). Needs
+    /// `DISCORD_TOKEN`; prints a line with `ready` once connected; stops on
+    /// Ctrl-C or SIGTERM. Exits 3 when no session can be had.
+    Hub(HubArgs),
     /// List the pending requests of a live run, from another terminal.
     Pending {
         #[command(flatten)]
@@ -95,6 +102,47 @@ pub enum AuditCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// How a Discord gateway session is started (by a run or the hub).
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Discord session starts never spent: below this many left for the
+    /// day, no session is started (Discord resets the bot's token when
+    /// none are left).
+    #[arg(
+        long,
+        env = "GATEKEEP_IDENTIFY_RESERVE",
+        value_name = "N",
+        default_value_t = 50
+    )]
+    pub identify_reserve: u32,
+
+    /// How long connecting to Discord may take, waiting for this host's
+    /// turn to start a session included.
+    #[arg(long, env = "GATEKEEP_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// `gatekeep hub`.
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Discord API base URL (for testing against a local fake).
+    #[arg(
+        long,
+        env = "GATEKEEP_DISCORD_API_URL",
+        value_name = "URL",
+        default_value = "https://discord.com",
+        hide_default_value = true
+    )]
+    pub discord_api_url: String,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Print more about what the hub is doing.
+    #[arg(short, long, env = "GATEKEEP_VERBOSE", action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Args)]
@@ -228,16 +276,13 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_REMIND", value_name = "DURATION", value_parser = parse_duration)]
     pub remind: Option<Duration>,
 
-    /// Discord session starts a run never spends: below this many left
-    /// for the day, the run refuses to connect (Discord resets the bot's
-    /// token when none are left).
-    #[arg(
-        long,
-        env = "GATEKEEP_IDENTIFY_RESERVE",
-        value_name = "N",
-        default_value_t = 50
-    )]
-    pub identify_reserve: u32,
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Never use this host's `gatekeep hub`: open a gateway session of the
+    /// run's own.
+    #[arg(long, env = "GATEKEEP_NO_HUB")]
+    pub no_hub: bool,
 
     /// Do not ring the terminal bell when a request starts waiting.
     #[arg(long, env = "GATEKEEP_NO_BELL")]

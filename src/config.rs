@@ -31,6 +31,10 @@ pub struct DiscordConfig {
     pub remind: Option<std::time::Duration>,
     /// `--identify-reserve`.
     pub identify_reserve: u32,
+    /// `--connect-timeout`.
+    pub connect_timeout: Duration,
+    /// Not `--no-hub`.
+    pub use_hub: bool,
 }
 
 /// The people a waiting request notifies in Discord: exactly these, never
@@ -200,7 +204,9 @@ impl RunConfig {
                     approver_roles,
                     ping,
                     remind: args.remind,
-                    identify_reserve: args.identify_reserve,
+                    identify_reserve: args.session.identify_reserve,
+                    connect_timeout: args.session.connect_timeout,
+                    use_hub: !args.no_hub,
                 })
             }
             None if !approvers.is_empty()

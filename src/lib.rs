@@ -56,6 +56,7 @@ pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod exit;
+pub mod hub;
 pub mod opencode;
 pub mod platform;
 pub mod records;

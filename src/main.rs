@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => verify_audit(&file),
+        Command::Hub(args) => exit(gatekeep::hub::run(&args, discord_token)),
         Command::Doctor(args) => exit(gatekeep::doctor::run(&args, discord_token.as_ref())),
         Command::Pending { run } => control_client(run.id, &local::ClientRequest::Pending),
         Command::Approve { number, run } => control_client(

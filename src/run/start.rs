@@ -217,9 +217,11 @@ async fn connect_channel(
                 ping: d.ping.clone(),
                 remind: d.remind,
                 identify_reserve: d.identify_reserve,
+                connect_timeout: d.connect_timeout,
+                use_hub: d.use_hub,
                 redactor: Redactor::new(Vec::new()),
             };
-            discord::connect(settings, run_info(config))
+            discord::connect(settings, run_info(config), console)
                 .await
                 .map(|d| ConnectedChannel::Discord(Box::new(d)))
                 .map_err(|e| format!("approval channel unavailable: {e}"))

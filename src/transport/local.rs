@@ -106,7 +106,7 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// Create (or check) the state directory: ours, and closed to others.
-fn private_dir(dir: &Path) -> Result<(), ControlError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), ControlError> {
     let err = |source| ControlError::StateDir {
         path: dir.to_owned(),
         source,
@@ -209,7 +209,7 @@ impl Drop for Endpoint {
 /// run's gatekeep — daemonised ones too, since gatekeep is their subreaper —
 /// and no process can rename its ancestors. A peer whose ancestry cannot be
 /// read is refused.
-fn peer_is_a_person(pid: Option<i32>) -> bool {
+pub(crate) fn peer_is_a_person(pid: Option<i32>) -> bool {
     let Some(pid) = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) else {
         return false;
     };

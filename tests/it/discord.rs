@@ -70,9 +70,15 @@ fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
         ping: access.ping.clone(),
         remind: access.remind,
         identify_reserve: 50,
+        connect_timeout: Duration::from_secs(120),
+        use_hub: true,
         // Deliberately without the token: the transport adds it itself.
         redactor: Redactor::default(),
     }
+}
+
+fn quiet() -> gatekeep::console::Console {
+    gatekeep::console::Console::new(gatekeep::config::Verbosity::Quiet)
 }
 
 fn info() -> RunInfo {
@@ -105,7 +111,7 @@ impl Harness {
     }
 
     async fn start_with(fake: FakeDiscord, access: Access) -> Self {
-        let transport = discord::connect(settings(&fake, &access), info())
+        let transport = discord::connect(settings(&fake, &access), info(), &quiet())
             .await
             .expect("connect to the fake Discord");
         let thread = transport.thread_id();
@@ -1023,7 +1029,7 @@ async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     let fake = FakeDiscord::start().await;
     fake.fail_gateway_lookup(503);
     let started = Instant::now();
-    let err = discord::connect(settings(&fake, &Access::default()), info())
+    let err = discord::connect(settings(&fake, &Access::default()), info(), &quiet())
         .await
         .expect_err("connect must fail");
     assert!(matches!(err, discord::Error::GatewayLookup { .. }), "{err}");
@@ -1033,11 +1039,12 @@ async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(fake.identifies(), 0);
     let paths: Vec<_> = fake.requests().into_iter().map(|r| r.path).collect();
-    // The bot's gateway (with its session-start budget), nothing else.
+    // The bot's application (what the host's lock is named after) and
+    // its gateway (with its session-start budget), nothing else.
     assert_eq!(
         paths,
-        vec!["/api/v10/gateway/bot"],
-        "nothing but the lookup"
+        vec!["/api/v10/oauth2/applications/@me", "/api/v10/gateway/bot"],
+        "nothing but the lookups"
     );
 }
 
@@ -1572,7 +1579,9 @@ mod binary {
         assert_eq!(discord.identifies(), 0);
         let paths: Vec<String> = discord.requests().into_iter().map(|r| r.path).collect();
         assert!(
-            paths.iter().all(|p| p == "/api/v10/gateway/bot"),
+            paths
+                .iter()
+                .all(|p| p == "/api/v10/gateway/bot" || p == "/api/v10/oauth2/applications/@me"),
             "{paths:?}"
         );
         assert!(gk.screen().contains("gateway"), "{}", gk.screen());

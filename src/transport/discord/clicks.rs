@@ -148,6 +148,12 @@ impl Nonce {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Spelled as [`Nonce::random`] spells them: 16 lowercase hex digits.
+    #[must_use]
+    pub fn is_valid(text: &str) -> bool {
+        text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
 }
 
 impl fmt::Debug for Nonce {
@@ -161,6 +167,18 @@ impl fmt::Debug for Nonce {
 #[must_use]
 pub fn encode(nonce: &Nonce, number: u32, action: Action) -> String {
     format!("{PREFIX}:{}:{number}:{}", nonce.0, action.code())
+}
+
+/// The run a `custom_id` belongs to (its nonce), for the hub, which hands
+/// each click to its run without reading the rest. `None` when the id is
+/// not gatekeep's or its nonce is not a nonce.
+#[must_use]
+pub fn nonce_of(custom_id: &str) -> Option<&str> {
+    let mut parts = custom_id.split(':');
+    if parts.next()? != PREFIX {
+        return None;
+    }
+    parts.next().filter(|n| Nonce::is_valid(n))
 }
 
 /// The request number and action of a `custom_id`, or `None` when it is not
@@ -445,6 +463,20 @@ mod tests {
         // Buttons and menus answer a single question only.
         assert_eq!(answer_of(&two, Action::Pick(0), &[], &[]), None);
         assert_eq!(answer_of(&single, Action::Approve, &[], &[]), None);
+    }
+
+    #[test]
+    fn the_hub_reads_the_run_of_a_custom_id_and_nothing_else() {
+        let nonce = Nonce::fixed("00112233aabbccdd");
+        assert_eq!(
+            nonce_of(&encode(&nonce, 7, Action::Approve)),
+            Some("00112233aabbccdd")
+        );
+        assert_eq!(nonce_of("gk1:../../etc:1:a"), None);
+        assert_eq!(nonce_of("gk1:00112233AABBCCDD:1:a"), None);
+        assert_eq!(nonce_of("other:00112233aabbccdd:1:a"), None);
+        assert_eq!(nonce_of(""), None);
+        assert!(Nonce::is_valid(Nonce::random().as_str()));
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! Connecting: our own gateway lookup (serenity never falls back to the real
-//! gateway), the gateway's READY, then the run-start message and its
-//! thread, all within one bound. Nothing reaches the agent before this
+//! Connecting: the bot's application, where its clicks will come from
+//! (this host's hub, else a gateway session of the run's own, spent
+//! knowingly: see `session`), then the run-start message and its thread,
+//! all within `--connect-timeout`. Nothing reaches the agent before this
 //! succeeded.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
@@ -11,77 +11,57 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::clicks::{Approvers, Nonce};
-use super::gateway;
+use super::hub;
 use super::outbox::id_of;
 use super::render;
 use super::rest::{Body, Rest, RestError, Retry};
-use super::{Discord, Error, RunInfo, Settings};
-use crate::redact::Redactor;
+use super::session::Starter;
+use super::{Discord, Error, Link, RunInfo, Settings};
+use crate::console::Console;
+use crate::transport::local;
 
-/// Everything `connect` may take, at most: gateway lookup, READY, start
-/// message and thread.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// READY must come within this after the websocket is opened.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Beyond `--connect-timeout`, for a gateway that is slow to close after
+/// a failed connect.
+const CONNECT_SLACK: Duration = Duration::from_secs(5);
 
-pub async fn connect(settings: Settings, info: RunInfo) -> Result<Discord, Error> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(settings, info))
+pub async fn connect(settings: Settings, info: RunInfo, console: &Console) -> Result<Discord, Error> {
+    let within = settings.connect_timeout;
+    tokio::time::timeout(within + CONNECT_SLACK, connect_inner(settings, info, console))
         .await
-        .map_err(|_| Error::ConnectTimeout(CONNECT_TIMEOUT))?
+        .map_err(|_| Error::ConnectTimeout(within))?
 }
 
-async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord, Error> {
+async fn connect_inner(
+    mut settings: Settings,
+    info: RunInfo,
+    console: &Console,
+) -> Result<Discord, Error> {
     // Whatever the caller configured, the bot token itself never reaches
     // Discord in a message (the agent may have read it from somewhere).
     settings.redactor = settings
         .redactor
         .with_secrets([settings.token.expose_secret().to_owned()]);
-    let base = settings.api_base.trim_end_matches('/').to_owned();
-    let url = reqwest::Url::parse(&base).map_err(|e| Error::ApiUrl {
-        url: base.clone(),
-        reason: e.to_string(),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(Error::ApiUrl {
-            url: base,
-            reason: "expected http(s)://host[:port]".into(),
-        });
-    }
-    let rest = Arc::new(Rest::new(&base, &settings.token).map_err(Error::Rest)?);
-    let bot = rest
-        .gateway_bot()
-        .await
-        .map_err(|source| Error::GatewayLookup {
-            base: base.clone(),
-            source,
-        })?;
-    // Never be the session start that makes Discord reset the token.
-    if let Some(budget) = bot.budget {
-        if budget.remaining <= u64::from(settings.identify_reserve) {
-            return Err(Error::SessionBudget {
-                budget,
-                reserve: settings.identify_reserve,
-            });
-        }
-    }
-    let ws_url = bot.url;
-    if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
-        return Err(Error::GatewayUrl { base, url: ws_url });
-    }
-    let gateway = gateway::start(&base, &settings.token, ws_url, READY_TIMEOUT)
-        .await
-        .map_err(|e| redact_error(&settings.redactor, e))?;
-    match post_start(&rest, &settings, &info).await {
+    let starter = Starter::prepare(
+        &settings.api_base,
+        &settings.token,
+        settings.identify_reserve,
+        settings.connect_timeout,
+        settings.redactor.clone(),
+    )
+    .await?;
+    let nonce = Nonce::random();
+    let link = open_link(&starter, settings.use_hub, &nonce, console).await?;
+    match post_start(&starter.rest, &settings, &info).await {
         Ok((start_message_id, thread_id, guild_id)) => Ok(Discord {
-            rest,
-            gateway,
+            starter,
+            link,
             redactor: settings.redactor,
             info,
             approvers: Approvers {
                 users: settings.approvers,
                 roles: settings.approver_roles,
             },
-            nonce: Nonce::random(),
+            nonce,
             ping: settings.ping,
             remind: settings.remind,
             channel_id: settings.channel_id,
@@ -90,19 +70,33 @@ async fn connect_inner(mut settings: Settings, info: RunInfo) -> Result<Discord,
             guild_id,
         }),
         Err(e) => {
-            gateway.shutdown().await;
+            link.shutdown().await;
             Err(e)
         }
     }
 }
 
-/// Gateway errors come from serenity's text; make sure no secret rides
-/// along in them.
-fn redact_error(redactor: &Redactor, e: Error) -> Error {
-    match e {
-        Error::Gateway(msg) => Error::Gateway(redactor.redact(&msg).into_owned()),
-        other => other,
+/// This host's hub when one is listening (and `--no-hub` was not given),
+/// else a session of the run's own.
+async fn open_link(
+    starter: &Starter,
+    use_hub: bool,
+    nonce: &Nonce,
+    console: &Console,
+) -> Result<Link, Error> {
+    if use_hub {
+        match hub::attach(&local::state_dir(), starter.application_id, nonce).await {
+            Ok(Some(attachment)) => {
+                console.status("using this host's gatekeep hub for Discord clicks");
+                return Ok(Link::Hub(attachment));
+            }
+            Ok(None) => {}
+            Err(why) => console.error(&format!(
+                "discord: not using the gatekeep hub ({why}); opening a gateway session of this run's own"
+            )),
+        }
     }
+    Ok(Link::Own(starter.start(console).await?))
 }
 
 /// Posts the run-start message and creates the thread from it.

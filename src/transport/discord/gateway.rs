@@ -63,6 +63,14 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] (a connect that ran
+    /// out of time) must not keep serenity's task alive.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Forwards what gatekeep needs out of serenity's callbacks.
 struct Handler {
     /// Taken by the first READY; later READYs (after a full reconnect) are

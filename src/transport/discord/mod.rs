@@ -3,9 +3,10 @@
 //! the clicks relayed to the approval task.
 //!
 //! ```text
-//!   connect: GET /gateway (ours, no fallback) → gateway READY → start message → thread
+//!   connect: application id → the host's hub, or a session of our own (host slot →
+//!            GET /gateway/bot budget → IDENTIFY → READY) → start message → thread
 //!   serve:   Notice ─► Outbox task ─POST/PATCH (rate limited, bounded retries)─► Discord
-//!            gateway ─interaction─► click dispatcher ─ack (≤3 s)─► authorize ─► Decider
+//!            gateway or hub ─interaction─► click dispatcher ─ack (≤3 s)─► authorize ─► Decider
 //! ```
 //!
 //! - [`render`]: every payload, as pure functions (snapshot-tested).
@@ -17,14 +18,20 @@
 //! - [`outbox`]: the one task that posts and edits messages, in order.
 //! - [`gateway`]: serenity's gateway connection, guarded against its
 //!   fallbacks.
+//! - [`session`]: when a gateway session may start (the host's slot, the
+//!   daily budget).
+//! - [`hub`]: `gatekeep hub`, one session for every run on a host, and a
+//!   run's attachment to it.
 
 pub mod clicks;
 mod connect;
 mod gateway;
+pub mod hub;
 mod interactions;
 mod outbox;
 pub mod render;
 pub mod rest;
+pub mod session;
 
 pub use connect::connect;
 
@@ -33,12 +40,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
-use tokio::sync::mpsc;
+use serenity::all::Interaction;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use self::clicks::{Approvers, Nonce};
 use self::interactions::{dispatch_clicks, ClickContext};
 use self::outbox::{Groups, Job, Outbox};
-use self::rest::{Rest, RestError};
+use self::rest::RestError;
 use crate::approval::messages::{Decider, Notice};
 use crate::config::Ping;
 use crate::console::Console;
@@ -63,6 +72,10 @@ pub struct Settings {
     pub ping: Ping,
     /// `--identify-reserve`: session starts never spent by a run.
     pub identify_reserve: u32,
+    /// `--connect-timeout`: the host's queue for a session start included.
+    pub connect_timeout: Duration,
+    /// Use this host's `gatekeep hub` when one listens (not `--no-hub`).
+    pub use_hub: bool,
     /// When to ping again about a request still waiting: `None` for half
     /// of its deadline when that is at least 2 minutes.
     pub remind: Option<Duration>,
@@ -101,6 +114,15 @@ pub enum Error {
         budget: rest::SessionBudget,
         reserve: u32,
     },
+    #[error("could not read the bot's application at {base}/api/v10/oauth2/applications/@me ({source})")]
+    Application { base: String, source: RestError },
+    #[error("could not take this host's Discord connection slot {}: {source}", .path.display())]
+    Slot {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gatekeep hub: {0}")]
+    Hub(String),
     #[error("Discord gateway connection failed: {0}")]
     Gateway(String),
     #[error("the Discord gateway did not become ready within {}", humantime::format_duration(*.0))]
@@ -115,10 +137,49 @@ pub enum Error {
     Rest(RestError),
 }
 
+/// Where a run's clicks come from.
+enum Link {
+    /// A gateway session of its own.
+    Own(gateway::Gateway),
+    /// This host's `gatekeep hub`.
+    Hub(hub::Attachment),
+}
+
+impl Link {
+    fn take_interactions(&mut self) -> mpsc::UnboundedReceiver<Interaction> {
+        let slot = match self {
+            Link::Own(gateway) => &mut gateway.interactions,
+            Link::Hub(attachment) => &mut attachment.interactions,
+        };
+        std::mem::replace(slot, mpsc::unbounded_channel().1)
+    }
+
+    /// Becomes `Some(why)` when no more clicks can come this way.
+    fn ended(&self) -> watch::Receiver<Option<String>> {
+        match self {
+            Link::Own(gateway) => gateway.ended.clone(),
+            Link::Hub(attachment) => attachment.ended.clone(),
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if let Link::Own(gateway) = self {
+            gateway.begin_shutdown();
+        }
+    }
+
+    async fn shutdown(self) {
+        if let Link::Own(gateway) = self {
+            gateway.shutdown().await;
+        }
+    }
+}
+
 /// A connected Discord channel, ready to [`serve`](Discord::serve).
 pub struct Discord {
-    rest: Arc<Rest>,
-    gateway: gateway::Gateway,
+    /// REST, and a session of the run's own if the hub goes away.
+    starter: session::Starter,
+    link: Link,
     redactor: Redactor,
     info: RunInfo,
     approvers: Approvers,
@@ -165,8 +226,8 @@ impl Discord {
         console: Console,
     ) -> Result<(), Error> {
         let Discord {
-            rest,
-            mut gateway,
+            starter,
+            mut link,
             redactor,
             info,
             approvers,
@@ -178,12 +239,13 @@ impl Discord {
             thread_id,
             guild_id,
         } = self;
+        let rest = Arc::clone(&starter.rest);
         let clicks = Arc::new(ClickContext {
             rest: Arc::clone(&rest),
             nonce: nonce.clone(),
             thread_id,
             approvers,
-            application_id: gateway.application_id,
+            application_id: starter.application_id,
             decider: decider.clone(),
             settled: Mutex::new(HashMap::new()),
             groups: Groups::default(),
@@ -191,9 +253,10 @@ impl Discord {
             redactor: redactor.clone(),
             console: console.clone(),
         });
-        let interactions =
-            std::mem::replace(&mut gateway.interactions, mpsc::unbounded_channel().1);
-        let dispatcher = tokio::spawn(dispatch_clicks(Arc::clone(&clicks), interactions));
+        let mut dispatcher = tokio::spawn(dispatch_clicks(
+            Arc::clone(&clicks),
+            link.take_interactions(),
+        ));
 
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
@@ -220,7 +283,9 @@ impl Discord {
             remind,
             reminders: BTreeMap::new(),
         };
-        let mut ended = gateway.ended.clone();
+        let mut ended = link.ended();
+        // The hub went away: a session of our own, being opened.
+        let mut reopening: Option<JoinHandle<Result<gateway::Gateway, Error>>> = None;
         let report = loop {
             tokio::select! {
                 notice = notices.recv() => match notice {
@@ -232,7 +297,10 @@ impl Discord {
                         // Gone by our own choice: its end is no channel
                         // failure to report.
                         state.gateway_lost = Some("the run is closing".to_owned());
-                        gateway.begin_shutdown();
+                        link.begin_shutdown();
+                        if let Some(task) = reopening.take() {
+                            task.abort();
+                        }
                     }
                     Some(notice) => state.on_notice(notice).await,
                     None => break None,
@@ -240,12 +308,45 @@ impl Discord {
                 () = reminder_due(&state.reminders), if !state.reminders.is_empty() => {
                     state.remind_due();
                 }
-                _ = ended.changed(), if state.gateway_lost.is_none() => {
+                _ = ended.changed(), if state.gateway_lost.is_none() && reopening.is_none() => {
                     let why = ended.borrow().clone();
-                    state.on_gateway_lost(why).await;
+                    if matches!(link, Link::Hub(_)) {
+                        // Requests stay open meanwhile; a click made in the
+                        // gap goes unanswered and can be made again.
+                        console.error(&format!(
+                            "discord: {}; opening a gateway session of this run's own",
+                            why.as_deref().unwrap_or("the gatekeep hub went away")
+                        ));
+                        let (starter, console) = (starter.clone(), console.clone());
+                        reopening = Some(tokio::spawn(async move { starter.start(&console).await }));
+                    } else {
+                        state.on_gateway_lost(why).await;
+                    }
+                }
+                opened = async { reopening.as_mut().expect("guarded").await }, if reopening.is_some() => {
+                    reopening = None;
+                    match opened {
+                        Ok(Ok(gateway)) => {
+                            link = Link::Own(gateway);
+                            ended = link.ended();
+                            dispatcher.abort();
+                            dispatcher = tokio::spawn(dispatch_clicks(
+                                Arc::clone(&clicks),
+                                link.take_interactions(),
+                            ));
+                            console.status("connected to Discord with this run's own gateway session");
+                        }
+                        Ok(Err(e)) => state.on_gateway_lost(Some(format!(
+                            "the gatekeep hub went away and no session of this run's own could be opened: {e}"
+                        ))).await,
+                        Err(_) => state.on_gateway_lost(Some("the gatekeep hub went away".into())).await,
+                    }
                 }
             }
         };
+        if let Some(task) = reopening.take() {
+            task.abort();
+        }
         let _ = jobs.send(Job::Finish(report));
         drop((jobs, state));
         if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
@@ -255,7 +356,7 @@ impl Discord {
             ));
         }
         dispatcher.abort();
-        gateway.shutdown().await;
+        link.shutdown().await;
         Ok(())
     }
 }

@@ -161,6 +161,21 @@ impl Rest {
         Ok(GatewayBot { url, budget })
     }
 
+    /// `GET /api/v10/oauth2/applications/@me`: the bot's application id.
+    /// No retries, as for the gateway lookup.
+    pub async fn application_id(&self) -> Result<u64, RestError> {
+        let what = "application lookup";
+        let v = self.get(what, "/oauth2/applications/@me").await?;
+        v.get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| RestError::Status {
+                what,
+                status: 200,
+                message: "the response has no application `id`".into(),
+            })
+    }
+
     /// `GET /api/v10{path}`, once: for checks that report a failure rather
     /// than wait it out (`gatekeep doctor`).
     pub async fn get(&self, what: &'static str, path: &str) -> Result<Value, RestError> {

@@ -27,7 +27,6 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
-pub const APPLICATION_ID: u64 = 2000;
 pub const BOT_USER_ID: u64 = 1000;
 pub const GUILD_ID: u64 = 3000;
 /// The bot member's own role (`GET /guilds/{id}/members/{bot}`).
@@ -117,9 +116,18 @@ struct Inner {
     delays: VecDeque<(u32, Duration, String)>,
     /// The gateway is gone for good: upgrades are refused.
     gateway_refused: bool,
-    gateway: Option<mpsc::UnboundedSender<Message>>,
-    seq: u64,
+    /// Every identified (or resumed) gateway connection: Discord sends each
+    /// of a bot's sessions every interaction.
+    gateways: Vec<Session>,
     identifies: u32,
+    /// IDENTIFYs refused with opcode 9 (too early, see
+    /// [`FakeDiscord::enforce_identify_spacing`]).
+    invalid_sessions: u32,
+    enforce_identify_spacing: bool,
+    last_identify: Option<Instant>,
+    /// An IDENTIFY came with no session starts left: Discord reset the
+    /// token, so every REST call is refused from then on.
+    token_reset: bool,
     resumes: u32,
     heartbeats: u32,
     /// Interaction id → when it was dispatched.
@@ -184,10 +192,34 @@ fn pinged(body: &Value) -> (Vec<u64>, Vec<u64>, bool) {
     (users, roles, everyone)
 }
 
+/// One live gateway connection and its own sequence number.
+struct Session {
+    tx: mpsc::UnboundedSender<Message>,
+    seq: u64,
+}
+
+impl Session {
+    fn frame(&mut self, t: &str, d: &Value) -> Message {
+        self.seq += 1;
+        Message::Text(
+            json!({ "op": 0, "s": self.seq, "t": t, "d": d })
+                .to_string()
+                .into(),
+        )
+    }
+}
+
+/// Discord's rule: one IDENTIFY per 5 seconds per bucket; every gatekeep
+/// session is shard 0 of 1, so bucket 0.
+pub const IDENTIFY_INTERVAL: Duration = Duration::from_secs(5);
+
 struct Shared {
     inner: Mutex<Inner>,
     changed: Notify,
     addr: SocketAddr,
+    /// Each fake is another bot: a fresh application id, so runs against
+    /// different fakes never share a host's identify lock or hub.
+    application_id: u64,
 }
 
 impl Shared {
@@ -241,6 +273,7 @@ impl FakeDiscord {
             }),
             changed: Notify::new(),
             addr,
+            application_id: rand::random::<u64>() % 1_000_000_000_000 + 1_000_000_000_000,
         });
         let app = Router::new()
             .route("/gateway", get(gateway_upgrade))
@@ -255,6 +288,12 @@ impl FakeDiscord {
     }
 
     /// What gatekeep's `--discord-api-url` should be.
+    /// The bot's application id (what the host's identify lock and hub
+    /// are named after).
+    pub fn application_id(&self) -> u64 {
+        self.shared.application_id
+    }
+
     pub fn base(&self) -> String {
         format!("http://{}", self.shared.addr)
     }
@@ -405,12 +444,29 @@ impl FakeDiscord {
     /// failed, which no client may resume).
     pub fn close_gateway_with(&self, code: u16) {
         let mut inner = self.shared.lock();
-        if let Some(tx) = inner.gateway.take() {
-            let _ = tx.send(Message::Close(Some(CloseFrame {
-                code,
-                reason: "fake: closed by test".into(),
-            })));
-        }
+        close_all(&mut inner, code);
+    }
+
+    /// From now on an IDENTIFY less than [`IDENTIFY_INTERVAL`] after the
+    /// last accepted one gets opcode 9 (invalid session), as on Discord.
+    pub fn enforce_identify_spacing(&self) {
+        self.shared.lock().enforce_identify_spacing = true;
+    }
+
+    /// IDENTIFYs refused with opcode 9.
+    pub fn invalid_sessions(&self) -> u32 {
+        self.shared.lock().invalid_sessions
+    }
+
+    /// Whether Discord reset the bot's token (an IDENTIFY with no session
+    /// starts left).
+    pub fn token_was_reset(&self) -> bool {
+        self.shared.lock().token_reset
+    }
+
+    /// Gateway connections identified or resumed and still open.
+    pub fn live_sessions(&self) -> usize {
+        self.shared.lock().gateways.len()
     }
 
     /// Waits until `check` holds, at most `timeout`; panics with `what`.
@@ -495,7 +551,10 @@ impl FakeDiscord {
     /// Waits for the private answer (edit of the deferred response) of
     /// interaction `token`.
     pub async fn wait_followup(&self, token: &str, timeout: Duration) -> String {
-        let needle = format!("/webhooks/{APPLICATION_ID}/{token}/messages/@original");
+        let needle = format!(
+            "/webhooks/{}/{token}/messages/@original",
+            self.shared.application_id
+        );
         self.wait_until(&format!("the follow-up for {token}"), timeout, |f| {
             f.requests()
                 .into_iter()
@@ -508,7 +567,7 @@ impl FakeDiscord {
     /// Waits until the gateway is connected and identified (or resumed).
     pub async fn wait_gateway(&self, timeout: Duration) {
         self.wait_until("a live gateway connection", timeout, |f| {
-            f.shared.lock().gateway.as_ref().map(|_| ())
+            (!f.shared.lock().gateways.is_empty()).then_some(())
         })
         .await;
     }
@@ -571,7 +630,7 @@ impl FakeDiscord {
         });
         let d = json!({
             "id": id.to_string(),
-            "application_id": APPLICATION_ID.to_string(),
+            "application_id": self.shared.application_id.to_string(),
             "type": 3,
             "data": data,
             "guild_id": GUILD_ID.to_string(),
@@ -620,7 +679,7 @@ impl FakeDiscord {
         let (id, token) = self.new_interaction();
         let d = json!({
             "id": id.to_string(),
-            "application_id": APPLICATION_ID.to_string(),
+            "application_id": self.shared.application_id.to_string(),
             "type": 5,
             "data": {
                 "custom_id": custom_id,
@@ -657,12 +716,14 @@ impl FakeDiscord {
         }
         let mut inner = self.shared.lock();
         inner.dispatched.insert(id, Instant::now());
-        let tx = inner
-            .gateway
-            .clone()
-            .expect("fake discord: no gateway connection to dispatch on");
-        let frame = dispatch_frame(&mut inner, "INTERACTION_CREATE", d);
-        tx.send(frame).expect("gateway connection task alive");
+        assert!(
+            !inner.gateways.is_empty(),
+            "fake discord: no gateway connection to dispatch on"
+        );
+        for session in &mut inner.gateways {
+            let frame = session.frame("INTERACTION_CREATE", d);
+            let _ = session.tx.send(frame);
+        }
     }
 }
 
@@ -683,16 +744,17 @@ fn member_json(member: &Member) -> Value {
     })
 }
 
-fn dispatch_frame(inner: &mut Inner, t: &str, d: &Value) -> Message {
-    inner.seq += 1;
-    Message::Text(
-        json!({ "op": 0, "s": inner.seq, "t": t, "d": d })
-            .to_string()
-            .into(),
-    )
+/// Closes every session with `code`.
+fn close_all(inner: &mut Inner, code: u16) {
+    for session in inner.gateways.drain(..) {
+        let _ = session.tx.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: "fake: closed".into(),
+        })));
+    }
 }
 
-fn ready_payload(addr: SocketAddr) -> Value {
+fn ready_payload(addr: SocketAddr, application_id: u64) -> Value {
     let d = json!({
         "v": 10,
         "user": user_json(BOT_USER_ID, "gatekeep", true),
@@ -700,7 +762,7 @@ fn ready_payload(addr: SocketAddr) -> Value {
         "session_id": "fake-session",
         "resume_gateway_url": format!("ws://{addr}/gateway"),
         "shard": [0, 1],
-        "application": { "id": APPLICATION_ID.to_string(), "flags": 0 },
+        "application": { "id": application_id.to_string(), "flags": 0 },
     });
     if let Err(e) = serde_json::from_value::<serenity::all::Ready>(d.clone()) {
         panic!("fake discord: serenity cannot read READY: {e}");
@@ -743,24 +805,45 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
                             inner.heartbeats += 1;
                             Some(Message::Text(json!({ "op": 11 }).to_string().into()))
                         }
+                        Some(2) if inner.session_starts_left == 0 || inner.token_reset => {
+                            // Discord resets the token: every session ends,
+                            // and nothing can be resumed.
+                            inner.token_reset = true;
+                            close_all(&mut inner, 4004);
+                            Some(Message::Close(Some(CloseFrame {
+                                code: 4004,
+                                reason: "Authentication failed.".into(),
+                            })))
+                        }
+                        Some(2) if inner.enforce_identify_spacing
+                            && inner.last_identify.is_some_and(|t| t.elapsed() < IDENTIFY_INTERVAL) =>
+                        {
+                            inner.invalid_sessions += 1;
+                            Some(Message::Text(json!({ "op": 9, "d": false }).to_string().into()))
+                        }
                         Some(2) => {
                             inner.identifies += 1;
+                            inner.last_identify = Some(Instant::now());
                             inner.session_starts_left = inner.session_starts_left.saturating_sub(1);
-                            inner.seq = 0;
-                            inner.gateway = Some(tx.clone());
-                            Some(dispatch_frame(&mut inner, "READY", &ready_payload(shared.addr)))
+                            let mut session = Session { tx: tx.clone(), seq: 0 };
+                            let ready = session.frame("READY", &ready_payload(shared.addr, shared.application_id));
+                            inner.gateways.push(session);
+                            Some(ready)
                         }
                         Some(6) => {
                             inner.resumes += 1;
-                            inner.gateway = Some(tx.clone());
-                            Some(dispatch_frame(&mut inner, "RESUMED", &json!({})))
+                            let mut session = Session { tx: tx.clone(), seq: v["d"]["seq"].as_u64().unwrap_or(0) };
+                            let resumed = session.frame("RESUMED", &json!({}));
+                            inner.gateways.push(session);
+                            Some(resumed)
                         }
                         _ => None,
                     }
                 };
                 shared.bump();
                 if let Some(reply) = reply {
-                    if socket.send(reply).await.is_err() {
+                    let closing = matches!(reply, Message::Close(_));
+                    if socket.send(reply).await.is_err() || closing {
                         break;
                     }
                 }
@@ -768,9 +851,7 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
         }
     }
     let mut inner = shared.lock();
-    if inner.gateway.as_ref().is_some_and(|g| g.same_channel(&tx)) {
-        inner.gateway = None;
-    }
+    inner.gateways.retain(|g| !g.tx.same_channel(&tx));
     drop(inner);
     shared.bump();
 }
@@ -878,7 +959,7 @@ async fn rest(
     };
     let mut inner = shared.lock();
     let (status, response, extra_headers) =
-        answer(&mut inner, shared.addr, &method, &path, &body_json);
+        answer(&mut inner, &shared, &method, &path, &body_json);
     inner.requests.push(Recorded {
         method: method.to_string(),
         path,
@@ -911,11 +992,12 @@ type Answer = (StatusCode, Value, Vec<(&'static str, String)>);
 #[allow(clippy::too_many_lines)]
 fn answer(
     inner: &mut Inner,
-    addr: SocketAddr,
+    shared: &Shared,
     method: &Method,
     path: &str,
     body: &Value,
 ) -> Answer {
+    let (addr, application_id) = (shared.addr, shared.application_id);
     // Injected faults first.
     if let Some(pos) = inner
         .faults
@@ -938,6 +1020,13 @@ fn answer(
             json!({ "message": "fake: injected failure", "code": 0 })
         };
         return (status, body, headers);
+    }
+    if inner.token_reset {
+        return (
+            StatusCode::UNAUTHORIZED,
+            json!({ "message": "401: Unauthorized", "code": 0 }),
+            Vec::new(),
+        );
     }
     let mut headers = Vec::new();
     if let Some(rl) = &mut inner.rate_limit {
@@ -991,6 +1080,9 @@ fn answer(
                 }))
             }
         }
+        ("GET", ["oauth2", "applications", "@me"]) => ok(json!({
+            "id": application_id.to_string(), "name": "gatekeep", "bot_public": false,
+        })),
         ("GET", ["users", "@me"]) => ok(user_json(BOT_USER_ID, "gatekeep", true)),
         ("GET", ["channels", id]) => ok(json!({
             "id": id, "type": 0, "guild_id": GUILD_ID.to_string(), "name": "approvals",

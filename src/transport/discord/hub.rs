@@ -1,0 +1,366 @@
+//! `gatekeep hub`: one gateway session for every run on a host
+//! (docs/design.md, "Many runs, one bot").
+//!
+//! ```text
+//!   Discord gateway ─INTERACTION_CREATE─► hub ─nonce in custom_id─► the run that attached it
+//!   run ─{"type":"attach","nonce":…}─► hub socket (state directory, 0600, peer checked)
+//! ```
+//!
+//! The hub only hands clicks over. It never acknowledges or answers one:
+//! the run that owns a click does, through REST, exactly as with its own
+//! session. A click that no attached run owns is dropped unanswered
+//! (another host may own it). When the hub goes away, each run opens its
+//! own session or fails closed (see `serve`).
+//!
+//! The protocol is one JSON object per line; the types below are all of it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serenity::all::Interaction;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::clicks::{self, Nonce};
+use super::session::Starter;
+use super::Error;
+use crate::console::Console;
+use crate::transport::local;
+
+/// How long attaching may take before the run opens its own session.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client must say whom it is for within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// From a run to the hub.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToHub {
+    /// Hand me the clicks whose `custom_id` carries this nonce.
+    Attach { nonce: String },
+}
+
+/// From the hub to a run.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromHub {
+    Attached { application_id: u64 },
+    Refused { why: String },
+    /// An `INTERACTION_CREATE` payload, as serenity reads it.
+    Interaction { interaction: Value },
+}
+
+/// The hub's socket for one bot on this host. Not `*.sock`: those are
+/// runs' control sockets (`gatekeep pending`).
+#[must_use]
+pub fn socket_path(dir: &Path, application_id: u64) -> PathBuf {
+    dir.join(format!("discord-hub-{application_id}"))
+}
+
+/// A run's link to the hub: the clicks it owns, and the hub's going away.
+pub struct Attachment {
+    pub interactions: mpsc::UnboundedReceiver<Interaction>,
+    /// Becomes `Some(why)` when the hub is gone.
+    pub ended: watch::Receiver<Option<String>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Attach to the hub of `application_id` on this host, if one is
+/// listening. `Ok(None)`: no hub; `Err(why)`: a hub that refused or did
+/// not answer in time (the run then opens its own session).
+pub async fn attach(
+    dir: &Path,
+    application_id: u64,
+    nonce: &Nonce,
+) -> Result<Option<Attachment>, String> {
+    let Ok(stream) = UnixStream::connect(socket_path(dir, application_id)).await else {
+        return Ok(None);
+    };
+    tokio::time::timeout(ATTACH_TIMEOUT, attach_on(stream, application_id, nonce))
+        .await
+        .map_err(|_| "the hub did not answer".to_owned())?
+        .map(Some)
+}
+
+async fn attach_on(
+    stream: UnixStream,
+    application_id: u64,
+    nonce: &Nonce,
+) -> Result<Attachment, String> {
+    // The directory is private; a socket that is not ours is not a hub.
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == nix::unistd::getuid().as_raw() => {}
+        _ => return Err("the hub socket belongs to another user".into()),
+    }
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let hello = line_of(&ToHub::Attach {
+        nonce: nonce.as_str().to_owned(),
+    });
+    write
+        .write_all(hello.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = lines
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the hub closed the connection")?;
+    match serde_json::from_str::<FromHub>(&answer) {
+        Ok(FromHub::Attached { application_id: id }) if id == application_id => {}
+        Ok(FromHub::Refused { why }) => return Err(format!("the hub refused: {why}")),
+        _ => return Err("the hub answered something unexpected".into()),
+    }
+    let (tx, interactions) = mpsc::unbounded_channel();
+    let (ended_tx, ended) = watch::channel(None);
+    let reader = tokio::spawn(async move {
+        // Kept open: the hub notices a run going away by its EOF.
+        let _write = write;
+        let why = loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    // A line that does not read as a click is skipped.
+                    if let Ok(FromHub::Interaction { interaction }) = serde_json::from_str(&line) {
+                        if let Ok(interaction) = serde_json::from_value::<Interaction>(interaction)
+                        {
+                            let _ = tx.send(interaction);
+                        }
+                    }
+                }
+                Ok(None) => break "the gatekeep hub went away".to_owned(),
+                Err(e) => break format!("the gatekeep hub connection failed: {e}"),
+            }
+        };
+        let _ = ended_tx.send(Some(why));
+    });
+    Ok(Attachment {
+        interactions,
+        ended,
+        reader,
+    })
+}
+
+fn line_of<T: Serialize>(message: &T) -> String {
+    let mut line = serde_json::to_string(message).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// What a client connection tells the hub's loop, which owns the table of
+/// attached runs.
+enum HubInput {
+    Attach {
+        nonce: String,
+        lines: mpsc::UnboundedSender<String>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Detach {
+        nonce: String,
+        lines: mpsc::UnboundedSender<String>,
+    },
+}
+
+/// The hub's socket; removed from disk when dropped.
+struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn listen(dir: &Path, application_id: u64) -> Result<Listener, Error> {
+    let path = socket_path(dir, application_id);
+    let hub_error = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Hub(format!("{what} {}: {e}", path.display()))
+    };
+    local::private_dir(dir).map_err(|e| hub_error("state directory for", &e))?;
+    if UnixStream::connect(&path).await.is_ok() {
+        return Err(Error::Hub(format!(
+            "another hub for this bot is already listening on {}",
+            path.display()
+        )));
+    }
+    // A socket left behind by a hub that died.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| hub_error("could not listen on", &e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| hub_error("could not restrict", &e))?;
+    Ok(Listener { listener, path })
+}
+
+/// What woke the hub's loop.
+enum Wake {
+    Stop,
+    Client(UnixStream),
+    Input(HubInput),
+    Click(Interaction),
+    GatewayEnded(String),
+}
+
+/// Runs the hub until `stop` resolves: one session (opened within the
+/// budget rules, and opened again the same way if serenity gives up on
+/// it), the socket, and the table of attached runs. Errors when no
+/// session can be had.
+pub async fn serve(
+    starter: Starter,
+    console: &Console,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let dir = local::state_dir();
+    let application_id = starter.application_id;
+    let mut gateway = starter.start(console).await?;
+    let listener = listen(&dir, application_id).await?;
+    console.status(&format!(
+        "hub ready: handing Discord clicks of application {application_id} to runs on this host ({})",
+        listener.path.display()
+    ));
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let mut runs: HashMap<String, mpsc::UnboundedSender<String>> = HashMap::new();
+    tokio::pin!(stop);
+    loop {
+        let wake = tokio::select! {
+            () = &mut stop => Wake::Stop,
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => Wake::Client(stream),
+                Err(_) => continue,
+            },
+            Some(input) = inputs.recv() => Wake::Input(input),
+            Some(click) = gateway.interactions.recv() => Wake::Click(click),
+            _ = gateway.ended.changed() => Wake::GatewayEnded(
+                gateway.ended.borrow().clone().unwrap_or_default()
+            ),
+        };
+        match wake {
+            Wake::Stop => break,
+            Wake::Client(stream) => {
+                tokio::spawn(client(stream, inputs_tx.clone(), application_id));
+            }
+            Wake::Input(HubInput::Attach {
+                nonce,
+                lines,
+                reply,
+            }) => {
+                let taken = runs.get(&nonce).is_some_and(|l| !l.is_closed());
+                let _ = reply.send(if taken {
+                    Err("that run is already attached".into())
+                } else {
+                    runs.insert(nonce, lines);
+                    Ok(())
+                });
+            }
+            Wake::Input(HubInput::Detach { nonce, lines }) => {
+                if runs.get(&nonce).is_some_and(|l| l.same_channel(&lines)) {
+                    runs.remove(&nonce);
+                }
+            }
+            Wake::Click(interaction) => route(&runs, &interaction),
+            Wake::GatewayEnded(why) => {
+                console.error(&format!(
+                    "hub: the Discord gateway connection ended ({why}); starting a new session"
+                ));
+                gateway.shutdown().await;
+                gateway = starter.start(console).await?;
+                console.status("hub ready again");
+            }
+        }
+    }
+    drop(listener);
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Hands a click to the run whose nonce it carries; anything else is
+/// dropped unanswered.
+fn route(runs: &HashMap<String, mpsc::UnboundedSender<String>>, interaction: &Interaction) {
+    let custom_id = match interaction {
+        Interaction::Component(c) => &c.data.custom_id,
+        Interaction::Modal(m) => &m.data.custom_id,
+        _ => return,
+    };
+    let Some(lines) = clicks::nonce_of(custom_id).and_then(|nonce| runs.get(nonce)) else {
+        return;
+    };
+    if let Ok(interaction) = serde_json::to_value(interaction) {
+        let _ = lines.send(line_of(&FromHub::Interaction { interaction }));
+    }
+}
+
+/// One attached run: checked, registered, then fed its clicks until
+/// either side closes.
+async fn client(stream: UnixStream, inputs: mpsc::UnboundedSender<HubInput>, application_id: u64) {
+    // Same user, and not from inside a run: an agent must not be able to
+    // read another run's clicks (see `local::peer_is_a_person`).
+    let allowed = match stream.peer_cred() {
+        Ok(cred) => {
+            cred.uid() == nix::unistd::getuid().as_raw() && local::peer_is_a_person(cred.pid())
+        }
+        Err(_) => false,
+    };
+    let (read, mut write) = stream.into_split();
+    if !allowed {
+        let refusal = line_of(&FromHub::Refused {
+            why: "only the user's own runs, started outside any gatekeep run, may attach".into(),
+        });
+        let _ = write.write_all(refusal.as_bytes()).await;
+        return;
+    }
+    let mut reader = BufReader::new(read).lines();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, reader.next_line()).await;
+    let Ok(Ok(Some(hello))) = hello else { return };
+    let nonce = match serde_json::from_str::<ToHub>(&hello) {
+        Ok(ToHub::Attach { nonce }) if Nonce::is_valid(&nonce) => nonce,
+        _ => return,
+    };
+    let (lines, mut outgoing) = mpsc::unbounded_channel();
+    let (reply, answer) = oneshot::channel();
+    let attach = HubInput::Attach {
+        nonce: nonce.clone(),
+        lines: lines.clone(),
+        reply,
+    };
+    if inputs.send(attach).is_err() {
+        return;
+    }
+    let first = match answer.await {
+        Ok(Ok(())) => FromHub::Attached { application_id },
+        Ok(Err(why)) => FromHub::Refused { why },
+        Err(_) => return,
+    };
+    let refused = matches!(first, FromHub::Refused { .. });
+    if write.write_all(line_of(&first).as_bytes()).await.is_err() || refused {
+        let _ = inputs.send(HubInput::Detach { nonce, lines });
+        return;
+    }
+    loop {
+        tokio::select! {
+            line = outgoing.recv() => {
+                let Some(line) = line else { break };
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            read = reader.next_line() => match read {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let _ = inputs.send(HubInput::Detach { nonce, lines });
+}
