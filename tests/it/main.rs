@@ -9,6 +9,7 @@ mod cli;
 mod discord;
 mod e2e;
 mod faults;
+mod fleet;
 mod hostile;
 mod run;
 mod tools;

@@ -297,9 +297,21 @@ fn route(runs: &HashMap<String, mpsc::UnboundedSender<String>>, interaction: &In
     let Some(lines) = clicks::nonce_of(custom_id).and_then(|nonce| runs.get(nonce)) else {
         return;
     };
-    if let Ok(interaction) = serde_json::to_value(interaction) {
+    if let Some(interaction) = wire_form(interaction) {
         let _ = lines.send(line_of(&FromHub::Interaction { interaction }));
     }
+}
+
+/// A click as Discord sends it. serenity serializes an [`Interaction`]
+/// without its `type` (the tag it reads it by), so the tag is put back.
+fn wire_form(interaction: &Interaction) -> Option<Value> {
+    let (mut value, kind) = match interaction {
+        Interaction::Component(c) => (serde_json::to_value(c).ok()?, 3),
+        Interaction::Modal(m) => (serde_json::to_value(m).ok()?, 5),
+        _ => return None,
+    };
+    value.as_object_mut()?.insert("type".into(), kind.into());
+    Some(value)
 }
 
 /// One attached run: checked, registered, then fed its clicks until
@@ -363,4 +375,80 @@ async fn client(stream: UnixStream, inputs: mpsc::UnboundedSender<HubInput>, app
         }
     }
     let _ = inputs.send(HubInput::Detach { nonce, lines });
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A button click as Discord sends it (the fields serenity requires).
+    fn click(custom_id: &str) -> Interaction {
+        from_discord(3, json!({ "custom_id": custom_id, "component_type": 2 }))
+    }
+
+    /// A submitted "deny with reason" form.
+    fn modal(custom_id: &str, reason: &str) -> Interaction {
+        let data = json!({ "custom_id": custom_id, "components": [
+            { "type": 1, "components": [{ "type": 4, "custom_id": "reason", "value": reason }] }
+        ]});
+        from_discord(5, data)
+    }
+
+    fn from_discord(kind: u8, data: Value) -> Interaction {
+        let user = json!({ "id": "4242", "username": "alice", "discriminator": "0", "global_name": "Alice", "avatar": null, "bot": false, "public_flags": 0 });
+        let payload = json!({
+            "id": "900001", "application_id": "2000", "type": kind,
+            "data": data,
+            "guild_id": "3000", "channel_id": "600",
+            "member": { "user": user, "nick": null, "avatar": null, "roles": ["7"], "joined_at": "2026-01-01T00:00:00+00:00",
+                        "premium_since": null, "deaf": false, "mute": false, "flags": 0, "pending": false,
+                        "permissions": "16", "communication_disabled_until": null },
+            "token": "itoken900001", "version": 1,
+            "message": { "id": "700", "channel_id": "600", "author": user, "content": "", "timestamp": "2026-01-01T00:00:00+00:00",
+                         "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+                         "attachments": [], "embeds": [], "pinned": false, "type": 0, "flags": 0 },
+            "app_permissions": "2251799813685247", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": { "0": "3000" }, "context": 0, "attachment_size_limit": 10_485_760,
+        });
+        serde_json::from_value(payload).expect("serenity reads the click")
+    }
+
+    #[test]
+    fn a_reason_handed_over_reads_as_the_same_reason() {
+        let original = modal("gk1:00112233aabbccdd:3:r", "not on a Friday");
+        let back: Interaction =
+            serde_json::from_value(wire_form(&original).expect("wire form")).expect("read back");
+        let (Interaction::Modal(a), Interaction::Modal(b)) = (&original, &back) else {
+            panic!("not a modal submission");
+        };
+        assert_eq!(a.data.custom_id, b.data.custom_id);
+        assert_eq!(
+            format!("{:?}", a.data.components),
+            format!("{:?}", b.data.components)
+        );
+    }
+
+    #[test]
+    fn a_click_handed_over_reads_as_the_same_click() {
+        let original = click("gk1:00112233aabbccdd:3:a");
+        let line = line_of(&FromHub::Interaction {
+            interaction: wire_form(&original).expect("a click has a wire form"),
+        });
+        let Ok(FromHub::Interaction { interaction }) = serde_json::from_str(&line) else {
+            panic!("not an interaction line: {line}");
+        };
+        let back: Interaction = serde_json::from_value(interaction).expect("read back");
+        let (Interaction::Component(a), Interaction::Component(b)) = (&original, &back) else {
+            panic!("not a component click");
+        };
+        assert_eq!(a.data.custom_id, b.data.custom_id);
+        assert_eq!(a.token, b.token);
+        assert_eq!(a.user.id, b.user.id);
+        assert_eq!(
+            a.member.as_ref().map(|m| &m.roles),
+            b.member.as_ref().map(|m| &m.roles)
+        );
+    }
 }

@@ -29,8 +29,13 @@ pub struct Gatekeep {
 /// gatekeep's behaviour is removed, so the developer's own settings never
 /// leak into a scenario.
 fn base_command(args: &[&str], program: &Path, tail: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatekeep"));
+    let mut cmd = clean_command();
     cmd.arg("run").args(args).arg("--").arg(program).args(tail);
+    cmd
+}
+
+fn clean_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatekeep"));
     for (key, _) in std::env::vars() {
         if key.starts_with("GATEKEEP_") || key == "DISCORD_TOKEN" {
             cmd.env_remove(key);
@@ -89,7 +94,17 @@ impl Gatekeep {
 
     /// gatekeep with no terminal at all, stdin empty (CI, cron).
     pub fn detached(args: &[&str], program: &Path, tail: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut cmd = base_command(args, program, tail);
+        Self::spawn_detached(base_command(args, program, tail), envs)
+    }
+
+    /// Any other gatekeep command (`gatekeep hub …`), detached.
+    pub fn command(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = clean_command();
+        cmd.args(args);
+        Self::spawn_detached(cmd, envs)
+    }
+
+    fn spawn_detached(mut cmd: Command, envs: &[(&str, &str)]) -> Self {
         cmd.stdin(Stdio::null())
             .stderr(Stdio::piped())
             .stdout(Stdio::piped())
