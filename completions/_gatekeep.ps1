@@ -27,6 +27,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('hub', 'hub', [CompletionResultType]::ParameterValue, 'Keep one Discord gateway session for every run on this host')
             [CompletionResult]::new('pending', 'pending', [CompletionResultType]::ParameterValue, 'List the pending requests of a live run, from another terminal')
             [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve pending request N of a live run, from another terminal')
             [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny pending request N of a live run, from another terminal')
@@ -46,13 +47,15 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--gate', '--gate', [CompletionResultType]::ParameterName, 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)')
             [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule')
             [CompletionResult]::new('--remind', '--remind', [CompletionResultType]::ParameterName, 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)')
-            [CompletionResult]::new('--identify-reserve', '--identify-reserve', [CompletionResultType]::ParameterName, 'Discord session starts a run never spends: below this many left for the day, the run refuses to connect (Discord resets the bot''s token when none are left)')
+            [CompletionResult]::new('--identify-reserve', '--identify-reserve', [CompletionResultType]::ParameterName, 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot''s token when none are left)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'How long connecting to Discord may take, waiting for this host''s turn to start a session included')
             [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
             [CompletionResult]::new('--summary-json', '--summary-json', [CompletionResultType]::ParameterName, 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)')
             [CompletionResult]::new('--audit-log', '--audit-log', [CompletionResultType]::ParameterName, 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`')
             [CompletionResult]::new('--no-mention', '--no-mention', [CompletionResultType]::ParameterName, 'Ping nobody')
             [CompletionResult]::new('--no-questions', '--no-questions', [CompletionResultType]::ParameterName, 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel')
             [CompletionResult]::new('--isolate', '--isolate', [CompletionResultType]::ParameterName, 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable')
+            [CompletionResult]::new('--no-hub', '--no-hub', [CompletionResultType]::ParameterName, 'Never use this host''s `gatekeep hub`: open a gateway session of the run''s own')
             [CompletionResult]::new('--no-bell', '--no-bell', [CompletionResultType]::ParameterName, 'Do not ring the terminal bell when a request starts waiting')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only the agent''s text and errors')
@@ -73,6 +76,18 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--approver-role', '--approver-role', [CompletionResultType]::ParameterName, 'Discord role id whose members may decide (repeatable)')
             [CompletionResult]::new('--mention', '--mention', [CompletionResultType]::ParameterName, 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles')
             [CompletionResult]::new('--no-mention', '--no-mention', [CompletionResultType]::ParameterName, 'Ping nobody')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'gatekeep;hub' {
+            [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
+            [CompletionResult]::new('--identify-reserve', '--identify-reserve', [CompletionResultType]::ParameterName, 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot''s token when none are left)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'How long connecting to Discord may take, waiting for this host''s turn to start a session included')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more about what the hub is doing')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more about what the hub is doing')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -141,6 +156,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
         'gatekeep;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run one OpenCode agent under supervision')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run')
+            [CompletionResult]::new('hub', 'hub', [CompletionResultType]::ParameterValue, 'Keep one Discord gateway session for every run on this host')
             [CompletionResult]::new('pending', 'pending', [CompletionResultType]::ParameterValue, 'List the pending requests of a live run, from another terminal')
             [CompletionResult]::new('approve', 'approve', [CompletionResultType]::ParameterValue, 'Approve pending request N of a live run, from another terminal')
             [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny pending request N of a live run, from another terminal')
@@ -153,6 +169,9 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             break
         }
         'gatekeep;help;doctor' {
+            break
+        }
+        'gatekeep;help;hub' {
             break
         }
         'gatekeep;help;pending' {

@@ -34,6 +34,9 @@ _gatekeep() {
             gatekeep,help)
                 cmd="gatekeep__subcmd__help"
                 ;;
+            gatekeep,hub)
+                cmd="gatekeep__subcmd__hub"
+                ;;
             gatekeep,pending)
                 cmd="gatekeep__subcmd__pending"
                 ;;
@@ -70,6 +73,9 @@ _gatekeep() {
             gatekeep__subcmd__help,help)
                 cmd="gatekeep__subcmd__help__subcmd__help"
                 ;;
+            gatekeep__subcmd__help,hub)
+                cmd="gatekeep__subcmd__help__subcmd__hub"
+                ;;
             gatekeep__subcmd__help,pending)
                 cmd="gatekeep__subcmd__help__subcmd__pending"
                 ;;
@@ -86,7 +92,7 @@ _gatekeep() {
 
     case "${cmd}" in
         gatekeep)
-            opts="-h -V --help --version run doctor pending approve deny audit completions help"
+            opts="-h -V --help --version run doctor hub pending approve deny audit completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -266,7 +272,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__help)
-            opts="run doctor pending approve deny audit completions help"
+            opts="run doctor hub pending approve deny audit completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -377,6 +383,20 @@ _gatekeep() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gatekeep__subcmd__help__subcmd__hub)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gatekeep__subcmd__help__subcmd__pending)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -405,6 +425,32 @@ _gatekeep() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gatekeep__subcmd__hub)
+            opts="-v -h -V --discord-api-url --identify-reserve --connect-timeout --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --discord-api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identify-reserve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gatekeep__subcmd__pending)
             opts="-h -V --run --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -424,7 +470,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --identify-reserve --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
+            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --identify-reserve --connect-timeout --no-hub --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,6 +517,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --identify-reserve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

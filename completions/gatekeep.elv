@@ -24,6 +24,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --version 'Print version'
             cand run 'Run one OpenCode agent under supervision'
             cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand hub 'Keep one Discord gateway session for every run on this host'
             cand pending 'List the pending requests of a live run, from another terminal'
             cand approve 'Approve pending request N of a live run, from another terminal'
             cand deny 'Deny pending request N of a live run, from another terminal'
@@ -42,13 +43,15 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --gate 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)'
             cand --deny 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule'
             cand --remind 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)'
-            cand --identify-reserve 'Discord session starts a run never spends: below this many left for the day, the run refuses to connect (Discord resets the bot''s token when none are left)'
+            cand --identify-reserve 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot''s token when none are left)'
+            cand --connect-timeout 'How long connecting to Discord may take, waiting for this host''s turn to start a session included'
             cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
             cand --summary-json 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)'
             cand --audit-log 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`'
             cand --no-mention 'Ping nobody'
             cand --no-questions 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel'
             cand --isolate 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable'
+            cand --no-hub 'Never use this host''s `gatekeep hub`: open a gateway session of the run''s own'
             cand --no-bell 'Do not ring the terminal bell when a request starts waiting'
             cand -q 'Print only the agent''s text and errors'
             cand --quiet 'Print only the agent''s text and errors'
@@ -68,6 +71,17 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --approver-role 'Discord role id whose members may decide (repeatable)'
             cand --mention 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles'
             cand --no-mention 'Ping nobody'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'gatekeep;hub'= {
+            cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
+            cand --identify-reserve 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot''s token when none are left)'
+            cand --connect-timeout 'How long connecting to Discord may take, waiting for this host''s turn to start a session included'
+            cand -v 'Print more about what the hub is doing'
+            cand --verbose 'Print more about what the hub is doing'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -126,6 +140,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
         &'gatekeep;help'= {
             cand run 'Run one OpenCode agent under supervision'
             cand doctor 'Check that OpenCode, the workspace''s permission config and Discord are ready for an unattended run'
+            cand hub 'Keep one Discord gateway session for every run on this host'
             cand pending 'List the pending requests of a live run, from another terminal'
             cand approve 'Approve pending request N of a live run, from another terminal'
             cand deny 'Deny pending request N of a live run, from another terminal'
@@ -136,6 +151,8 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
         &'gatekeep;help;run'= {
         }
         &'gatekeep;help;doctor'= {
+        }
+        &'gatekeep;help;hub'= {
         }
         &'gatekeep;help;pending'= {
         }

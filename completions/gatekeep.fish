@@ -28,6 +28,7 @@ complete -c gatekeep -n "__fish_gatekeep_needs_command" -s h -l help -d 'Print h
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -s V -l version -d 'Print version'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "run" -d 'Run one OpenCode agent under supervision'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "doctor" -d 'Check that OpenCode, the workspace\'s permission config and Discord are ready for an unattended run'
+complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "hub" -d 'Keep one Discord gateway session for every run on this host'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "pending" -d 'List the pending requests of a live run, from another terminal'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "approve" -d 'Approve pending request N of a live run, from another terminal'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "deny" -d 'Deny pending request N of a live run, from another terminal'
@@ -44,13 +45,15 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Worksp
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l deny -d 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l remind -d 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)' -r
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l identify-reserve -d 'Discord session starts a run never spends: below this many left for the day, the run refuses to connect (Discord resets the bot\'s token when none are left)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l identify-reserve -d 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot\'s token when none are left)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l connect-timeout -d 'How long connecting to Discord may take, waiting for this host\'s turn to start a session included' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-questions -d 'Dismiss the agent\'s questions (its `question` tool) at once instead of relaying them to the approval channel'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep\'s process nor other processes\' /proc, nor gatekeep\'s state directory; the workspace and OpenCode\'s own data stay writable'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-hub -d 'Never use this host\'s `gatekeep hub`: open a gateway session of the run\'s own'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-bell -d 'Do not ring the terminal bell when a request starts waiting'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s q -l quiet -d 'Print only the agent\'s text and errors'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s v -l verbose -d 'Print more about what gatekeep is doing (repeat for more)'
@@ -66,6 +69,12 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l mention -d 
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -l identify-reserve -d 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot\'s token when none are left)' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -l connect-timeout -d 'How long connecting to Discord may take, waiting for this host\'s turn to start a session included' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -s v -l verbose -d 'Print more about what the hub is doing'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -s V -l version -d 'Print version'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand pending" -l run -d 'The run\'s id (needed when several runs are live)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand pending" -s h -l help -d 'Print help'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand pending" -s V -l version -d 'Print version'
@@ -86,12 +95,13 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "run" -d 'Run one OpenCode agent under supervision'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "doctor" -d 'Check that OpenCode, the workspace\'s permission config and Discord are ready for an unattended run'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "pending" -d 'List the pending requests of a live run, from another terminal'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "approve" -d 'Approve pending request N of a live run, from another terminal'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "deny" -d 'Deny pending request N of a live run, from another terminal'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "audit" -d 'Work with an audit log written by `gatekeep run --audit-log`'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor pending approve deny audit completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "run" -d 'Run one OpenCode agent under supervision'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "doctor" -d 'Check that OpenCode, the workspace\'s permission config and Discord are ready for an unattended run'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "hub" -d 'Keep one Discord gateway session for every run on this host'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "pending" -d 'List the pending requests of a live run, from another terminal'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "approve" -d 'Approve pending request N of a live run, from another terminal'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "deny" -d 'Deny pending request N of a live run, from another terminal'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "audit" -d 'Work with an audit log written by `gatekeep run --audit-log`'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and not __fish_seen_subcommand_from run doctor hub pending approve deny audit completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check an audit log\'s hash chain; say where it breaks'

@@ -62,6 +62,22 @@ pub enum ServerError {
     },
 }
 
+/// How often a start that lost the database race is tried.
+const START_ATTEMPTS: u32 = 4;
+
+impl ServerError {
+    /// OpenCode exited at start because another server of the same user
+    /// was migrating its database at that moment.
+    fn is_database_race(&self) -> bool {
+        match self {
+            ServerError::ExitedEarly { output, .. } => output
+                .iter()
+                .any(|l| l.contains("database is locked") || l.contains("Failed query")),
+            _ => false,
+        }
+    }
+}
+
 fn spawn_hint(err: &std::io::Error) -> &'static str {
     match err.kind() {
         std::io::ErrorKind::NotFound => {
@@ -152,7 +168,27 @@ impl Server {
     /// `spawn_blocking`: Linux delivers the parent-death signal when the
     /// *thread* that spawned the child exits, and blocking-pool threads exit
     /// after a short idle time, which would kill OpenCode mid-run.
+    ///
+    /// Several servers starting at once under one HOME race on OpenCode's
+    /// database migration (the first start after installing or upgrading
+    /// OpenCode): the losers exit with `database is locked` or a failed
+    /// `CREATE TABLE`. Such a start is tried again, a few times, after a
+    /// short random pause (docs/design.md, "Many runs, one bot").
     pub async fn start(opts: ServerOptions) -> Result<Server, ServerError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&opts).await {
+                Err(e) if e.is_database_race() && attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 100..600);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(opts: &ServerOptions) -> Result<Server, ServerError> {
         // Checked here because a missing cwd makes spawn fail with ENOENT,
         // which would read as "OpenCode not found".
         if !opts.workspace.is_dir() {
@@ -537,6 +573,37 @@ mod tests {
             "{output:?}"
         );
         assert!(err.to_string().contains("boom: no provider"));
+    }
+
+    #[tokio::test]
+    async fn a_start_that_lost_the_database_race_is_tried_again() {
+        let tries = std::env::temp_dir().join(format!("gk-db-race-{}", rand::random::<u32>()));
+        // Twice the loser of OpenCode's migration race, then a server.
+        let opts = sh(&format!(
+            "echo x >> {tries}; if [ $(wc -l < {tries}) -le 2 ]; then echo 'Error: database is locked' >&2; exit 1; fi; \
+             echo \"opencode server listening on http://127.0.0.1:5\"; exec sleep 30",
+            tries = tries.display()
+        ));
+        let program = opts.program.clone();
+        let server = Server::start(opts).await.expect("started on the third try");
+        let attempts = std::fs::read_to_string(&tries).expect("tries").lines().count();
+        let _ = std::fs::remove_file(&tries);
+        let _ = std::fs::remove_file(&program);
+        server.stop(Duration::from_secs(1)).await;
+        assert_eq!(attempts, 3);
+    }
+
+    #[tokio::test]
+    async fn any_other_early_exit_is_not_tried_again() {
+        let tries = std::env::temp_dir().join(format!("gk-no-race-{}", rand::random::<u32>()));
+        let opts = sh(&format!("echo x >> {}; echo 'Error: bad config' >&2; exit 1", tries.display()));
+        let program = opts.program.clone();
+        let err = Server::start(opts).await.expect_err("fails");
+        let attempts = std::fs::read_to_string(&tries).expect("tries").lines().count();
+        let _ = std::fs::remove_file(&tries);
+        let _ = std::fs::remove_file(&program);
+        assert!(err.to_string().contains("bad config"), "{err}");
+        assert_eq!(attempts, 1);
     }
 
     #[tokio::test]

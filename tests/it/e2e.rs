@@ -1202,6 +1202,34 @@ setsid bash -c '( late ) &'
 exit 0
 "#;
 
+/// The first start after installing or upgrading OpenCode: several runs
+/// at once under one fresh HOME race on OpenCode's database migration
+/// (measured: 3 of 8 `opencode serve` exited with a failed `CREATE TABLE`;
+/// without the retry this test failed the same way).
+/// None of them may fail for it.
+#[tokio::test]
+async fn gatekeep_eight_runs_at_once_on_a_fresh_home_all_start() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    assert!(
+        !oc.home().join(".local/share/opencode/opencode.db").exists(),
+        "the HOME is not fresh"
+    );
+    let mut runs: Vec<Gatekeep> = (0..8)
+        .map(|i| gatekeep(&oc, &[], &format!("just say hello, run {i}")))
+        .collect();
+    for (i, run) in runs.iter_mut().enumerate() {
+        // Eight OpenCode start-ups share two cores.
+        let code = run.exit_code_within(Duration::from_secs(120)).await;
+        assert_eq!(code, 0, "run {i}:\n{}", run.screen());
+        assert!(run.stdout().contains("nothing to do"), "run {i}: {}", run.stdout());
+    }
+    assert_no_opencode_left(&oc).await;
+}
+
 #[tokio::test]
 async fn gatekeep_the_agent_cannot_answer_its_own_requests() {
     let _slot = slot();

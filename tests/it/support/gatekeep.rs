@@ -162,6 +162,11 @@ impl Gatekeep {
 
     /// Wait for gatekeep to exit; its exit code (signals as 128+n).
     pub async fn exit_code(&mut self) -> i32 {
+        self.exit_code_within(WAIT).await
+    }
+
+    /// As [`Gatekeep::exit_code`], waiting at most `bound`.
+    pub async fn exit_code_within(&mut self, bound: Duration) -> i32 {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -170,7 +175,7 @@ impl Gatekeep {
                     .code()
                     .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > bound {
                 let _ = self.child.kill();
                 panic!("gatekeep did not exit in time; screen:\n{}", self.screen());
             }
