@@ -5,7 +5,8 @@
 //!
 //! prints a table and writes `target/bench/gatekeep-bench.json` (or the path
 //! in `GATEKEEP_BENCH_JSON`). `GATEKEEP_BENCH_QUICK=1` runs a tenth of the
-//! samples (a smoke run). Nothing here asserts a timing: the targets are
+//! samples (a smoke run); `GATEKEEP_BENCH_ONLY=startup|approvals|attach|
+//! pending|fleet|real` runs one part. Nothing here asserts a timing: the targets are
 //! printed beside the figures.
 //!
 //! What is measured (every time stamp is taken by the fake that saw the
@@ -23,6 +24,10 @@
 //!    the OpenCode executable alone needs to print its listening line.
 //! 6. Fail-close: SIGTERM → every pending request rejected, the server's
 //!    processes gone and gatekeep exited.
+//! 7. A fleet on one host and one bot (fake Discord enforcing one IDENTIFY
+//!    per 5 s): N runs started at once, time until every run's request is
+//!    posted and IDENTIFYs spent, each run with its own session and with a
+//!    `gatekeep hub`; the hub's peak RSS.
 //!
 //! With the real OpenCode (`target/opencode/bin/opencode` or `OPENCODE_BIN`,
 //! see `scripts/install-opencode`), 5 and 6 are measured again, and the
@@ -78,6 +83,7 @@ struct Sizes {
     pending: usize,
     startups: usize,
     real_runs: usize,
+    fleets: Vec<usize>,
 }
 
 impl Sizes {
@@ -91,6 +97,7 @@ impl Sizes {
             pending: 100,
             startups: 20 / div.min(4),
             real_runs: if quick { 1 } else { 3 },
+            fleets: if quick { vec![5] } else { vec![5, 10, 20] },
         }
     }
 }
@@ -107,12 +114,28 @@ fn main() {
         .build()
         .expect("bench runtime");
     let mut report = Report::default();
+    // `GATEKEEP_BENCH_ONLY=fleet` (say) runs one part.
+    let only = std::env::var("GATEKEEP_BENCH_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     rt.block_on(async {
-        startup_with_fake(&sizes, &mut report).await;
-        approvals_and_flood(&sizes, &mut report).await;
-        attach_client_flood(&sizes, &mut report).await;
-        pending_and_fail_close(&sizes, &mut report).await;
-        with_real_opencode(&sizes, &mut report).await;
+        if part("startup") {
+            startup_with_fake(&sizes, &mut report).await;
+        }
+        if part("approvals") {
+            approvals_and_flood(&sizes, &mut report).await;
+        }
+        if part("attach") {
+            attach_client_flood(&sizes, &mut report).await;
+        }
+        if part("pending") {
+            pending_and_fail_close(&sizes, &mut report).await;
+        }
+        if part("fleet") {
+            fleets(&sizes, &mut report).await;
+        }
+        if part("real") {
+            with_real_opencode(&sizes, &mut report).await;
+        }
     });
     report.print_and_write();
 }
@@ -245,6 +268,98 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
         }),
         Some(to_prompt.p50.saturating_sub(alone.p50) <= Duration::from_millis(50)),
     );
+}
+
+/// (7) N runs on one host, one bot: until every request is posted.
+async fn fleets(sizes: &Sizes, report: &mut Report) {
+    for &n in &sizes.fleets {
+        for hub in [false, true] {
+            eprintln!("bench: a fleet of {n} runs ({})", if hub { "hub" } else { "own sessions" });
+            let (all_posted, identifies, invalid, hub_rss) = fleet(n, hub).await;
+            let what = format!(
+                "fleet of {n}: all requests posted, {}",
+                if hub { "with a hub" } else { "a session each" }
+            );
+            let mut value = format!(
+                "{:.1} s, {identifies} IDENTIFY, {invalid} opcode 9",
+                all_posted.as_secs_f64()
+            );
+            if let Some(rss) = hub_rss {
+                let _ = write!(value, ", hub peak RSS {}", mb(Some(rss)));
+            }
+            report.add(
+                "7",
+                &what,
+                value,
+                if hub { "1 IDENTIFY" } else { "no opcode 9" },
+                json!({ "runs": n, "hub": hub, "all_posted_s": all_posted.as_secs_f64(),
+                        "identifies": identifies, "opcode_9": invalid, "hub_peak_rss_kb": hub_rss }),
+                Some(invalid == 0 && (!hub || identifies == 1)),
+            );
+        }
+    }
+}
+
+/// One fleet: (spawn → the last request posted, IDENTIFYs, opcode 9s, the
+/// hub's peak RSS).
+async fn fleet(n: usize, with_hub: bool) -> (Duration, u32, u32, Option<u64>) {
+    let host = tempfile::tempdir().expect("state dir");
+    std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let discord = FakeDiscord::start().await;
+    discord.enforce_identify_spacing();
+    let base = discord.base();
+    let channel = CHANNEL.to_string();
+    let state = host.path().to_str().expect("utf-8").to_owned();
+    let mut envs = vec![("DISCORD_TOKEN", TOKEN), ("XDG_RUNTIME_DIR", state.as_str())];
+    envs.extend_from_slice(NO_PROXY);
+    let hub = with_hub.then(|| Gatekeep::command(&["hub", "--discord-api-url", &base], &envs));
+    if let Some(hub) = &hub {
+        hub.expect("ready").await;
+    }
+    let ocs: Vec<FakeOpenCode> = (0..n).map(|_| FakeOpenCode::start()).collect();
+    let spawned = Instant::now();
+    let mut runs: Vec<Gatekeep> = ocs
+        .iter()
+        .map(|oc| {
+            let workspace = oc.workspace().to_str().expect("utf-8").to_owned();
+            let args = ["--channel", &channel, "--discord-api-url", &base, "--dir", &workspace];
+            Gatekeep::detached(&args, oc.program(), TAIL, &envs)
+        })
+        .collect();
+    let mut last = spawned;
+    for (i, oc) in ocs.iter().enumerate() {
+        let root = oc
+            .wait_until("the prompt", Duration::from_secs(300), |f| {
+                f.prompts().into_iter().find(|p| p.streams_open > 0)
+            })
+            .await
+            .session_id;
+        let subject = format!("echo fleet member {i}");
+        oc.ask_permission(&root, "bash", &subject);
+        let posted = discord
+            .wait_until("the request", WAIT, |d| {
+                d.requests()
+                    .into_iter()
+                    .find(|r| r.method == "POST" && r.body.to_string().contains(&subject))
+            })
+            .await;
+        last = last.max(posted.at);
+        oc.finish_session(&root);
+    }
+    for run in &mut runs {
+        let _ = run.exit_code().await;
+    }
+    let hub_rss = hub.as_ref().and_then(|h| vm_hwm(h.pid()));
+    if let Some(hub) = &hub {
+        hub.signal(Signal::SIGTERM);
+    }
+    (
+        last.duration_since(spawned),
+        discord.identifies(),
+        discord.invalid_sessions(),
+        hub_rss,
+    )
 }
 
 /// What `opencode serve` alone takes.
