@@ -274,7 +274,10 @@ async fn startup_with_fake(sizes: &Sizes, report: &mut Report) {
 async fn fleets(sizes: &Sizes, report: &mut Report) {
     for &n in &sizes.fleets {
         for hub in [false, true] {
-            eprintln!("bench: a fleet of {n} runs ({})", if hub { "hub" } else { "own sessions" });
+            eprintln!(
+                "bench: a fleet of {n} runs ({})",
+                if hub { "hub" } else { "own sessions" }
+            );
             let (all_posted, identifies, invalid, hub_rss) = fleet(n, hub).await;
             let what = format!(
                 "fleet of {n}: all requests posted, {}",
@@ -304,14 +307,20 @@ async fn fleets(sizes: &Sizes, report: &mut Report) {
 /// hub's peak RSS).
 async fn fleet(n: usize, with_hub: bool) -> (Duration, u32, u32, Option<u64>) {
     let host = tempfile::tempdir().expect("state dir");
-    std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("chmod");
+    std::fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
     let discord = FakeDiscord::start().await;
     discord.enforce_identify_spacing();
     let base = discord.base();
     let channel = CHANNEL.to_string();
     let state = host.path().to_str().expect("utf-8").to_owned();
-    let mut envs = vec![("DISCORD_TOKEN", TOKEN), ("XDG_RUNTIME_DIR", state.as_str())];
+    let mut envs = vec![
+        ("DISCORD_TOKEN", TOKEN),
+        ("XDG_RUNTIME_DIR", state.as_str()),
+    ];
     envs.extend_from_slice(NO_PROXY);
     let hub = with_hub.then(|| Gatekeep::command(&["hub", "--discord-api-url", &base], &envs));
     if let Some(hub) = &hub {
@@ -323,7 +332,14 @@ async fn fleet(n: usize, with_hub: bool) -> (Duration, u32, u32, Option<u64>) {
         .iter()
         .map(|oc| {
             let workspace = oc.workspace().to_str().expect("utf-8").to_owned();
-            let args = ["--channel", &channel, "--discord-api-url", &base, "--dir", &workspace];
+            let args = [
+                "--channel",
+                &channel,
+                "--discord-api-url",
+                &base,
+                "--dir",
+                &workspace,
+            ];
             Gatekeep::detached(&args, oc.program(), TAIL, &envs)
         })
         .collect();

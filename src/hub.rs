@@ -12,6 +12,7 @@ use crate::signals::Signals;
 use crate::transport::discord::{hub, session::Starter};
 
 /// 0 after a clean stop, 2 without a token, 3 when no session can be had.
+#[must_use]
 pub fn run(args: &HubArgs, discord_token: Option<SecretString>) -> Code {
     let verbosity = if args.verbose > 0 {
         Verbosity::Verbose

@@ -586,7 +586,10 @@ mod tests {
         ));
         let program = opts.program.clone();
         let server = Server::start(opts).await.expect("started on the third try");
-        let attempts = std::fs::read_to_string(&tries).expect("tries").lines().count();
+        let attempts = std::fs::read_to_string(&tries)
+            .expect("tries")
+            .lines()
+            .count();
         let _ = std::fs::remove_file(&tries);
         let _ = std::fs::remove_file(&program);
         server.stop(Duration::from_secs(1)).await;
@@ -596,10 +599,16 @@ mod tests {
     #[tokio::test]
     async fn any_other_early_exit_is_not_tried_again() {
         let tries = std::env::temp_dir().join(format!("gk-no-race-{}", rand::random::<u32>()));
-        let opts = sh(&format!("echo x >> {}; echo 'Error: bad config' >&2; exit 1", tries.display()));
+        let opts = sh(&format!(
+            "echo x >> {}; echo 'Error: bad config' >&2; exit 1",
+            tries.display()
+        ));
         let program = opts.program.clone();
         let err = Server::start(opts).await.expect_err("fails");
-        let attempts = std::fs::read_to_string(&tries).expect("tries").lines().count();
+        let attempts = std::fs::read_to_string(&tries)
+            .expect("tries")
+            .lines()
+            .count();
         let _ = std::fs::remove_file(&tries);
         let _ = std::fs::remove_file(&program);
         assert!(err.to_string().contains("bad config"), "{err}");

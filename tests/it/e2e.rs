@@ -1225,7 +1225,11 @@ async fn gatekeep_eight_runs_at_once_on_a_fresh_home_all_start() {
         // Eight OpenCode start-ups share two cores.
         let code = run.exit_code_within(Duration::from_secs(120)).await;
         assert_eq!(code, 0, "run {i}:\n{}", run.screen());
-        assert!(run.stdout().contains("nothing to do"), "run {i}: {}", run.stdout());
+        assert!(
+            run.stdout().contains("nothing to do"),
+            "run {i}: {}",
+            run.stdout()
+        );
     }
     assert_no_opencode_left(&oc).await;
 }

@@ -259,7 +259,11 @@ async fn when_the_hub_dies_and_no_session_may_start_what_waits_is_denied() {
         run.screen()
     );
     assert_eq!(discord.identifies(), 1, "the run spent a session start");
-    assert!(run.screen().contains("daily session starts"), "{}", run.screen());
+    assert!(
+        run.screen().contains("daily session starts"),
+        "{}",
+        run.screen()
+    );
     oc.finish_session(&oc.prompts()[0].session_id);
     run.exit_code().await;
     assert!(oc.replies().iter().all(|r| r.reply() == "reject"));

@@ -24,11 +24,18 @@ use crate::transport::local;
 /// a failed connect.
 const CONNECT_SLACK: Duration = Duration::from_secs(5);
 
-pub async fn connect(settings: Settings, info: RunInfo, console: &Console) -> Result<Discord, Error> {
+pub async fn connect(
+    settings: Settings,
+    info: RunInfo,
+    console: &Console,
+) -> Result<Discord, Error> {
     let within = settings.connect_timeout;
-    tokio::time::timeout(within + CONNECT_SLACK, connect_inner(settings, info, console))
-        .await
-        .map_err(|_| Error::ConnectTimeout(within))?
+    tokio::time::timeout(
+        within + CONNECT_SLACK,
+        connect_inner(settings, info, console),
+    )
+    .await
+    .map_err(|_| Error::ConnectTimeout(within))?
 }
 
 async fn connect_inner(

@@ -51,10 +51,16 @@ pub enum ToHub {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromHub {
-    Attached { application_id: u64 },
-    Refused { why: String },
+    Attached {
+        application_id: u64,
+    },
+    Refused {
+        why: String,
+    },
     /// An `INTERACTION_CREATE` payload, as serenity reads it.
-    Interaction { interaction: Value },
+    Interaction {
+        interaction: Value,
+    },
 }
 
 /// The hub's socket for one bot on this host. Not `*.sock`: those are
@@ -210,7 +216,7 @@ enum Wake {
     Stop,
     Client(UnixStream),
     Input(HubInput),
-    Click(Interaction),
+    Click(Box<Interaction>),
     GatewayEnded(String),
 }
 
@@ -242,7 +248,7 @@ pub async fn serve(
                 Err(_) => continue,
             },
             Some(input) = inputs.recv() => Wake::Input(input),
-            Some(click) = gateway.interactions.recv() => Wake::Click(click),
+            Some(click) = gateway.interactions.recv() => Wake::Click(Box::new(click)),
             _ = gateway.ended.changed() => Wake::GatewayEnded(
                 gateway.ended.borrow().clone().unwrap_or_default()
             ),
@@ -385,7 +391,7 @@ mod tests {
 
     /// A button click as Discord sends it (the fields serenity requires).
     fn click(custom_id: &str) -> Interaction {
-        from_discord(3, json!({ "custom_id": custom_id, "component_type": 2 }))
+        from_discord(3, &json!({ "custom_id": custom_id, "component_type": 2 }))
     }
 
     /// A submitted "deny with reason" form.
@@ -393,14 +399,14 @@ mod tests {
         let data = json!({ "custom_id": custom_id, "components": [
             { "type": 1, "components": [{ "type": 4, "custom_id": "reason", "value": reason }] }
         ]});
-        from_discord(5, data)
+        from_discord(5, &data)
     }
 
-    fn from_discord(kind: u8, data: Value) -> Interaction {
+    fn from_discord(kind: u8, data: &Value) -> Interaction {
         let user = json!({ "id": "4242", "username": "alice", "discriminator": "0", "global_name": "Alice", "avatar": null, "bot": false, "public_flags": 0 });
         let payload = json!({
             "id": "900001", "application_id": "2000", "type": kind,
-            "data": data,
+            "data": data.clone(),
             "guild_id": "3000", "channel_id": "600",
             "member": { "user": user, "nick": null, "avatar": null, "roles": ["7"], "joined_at": "2026-01-01T00:00:00+00:00",
                         "premium_since": null, "deaf": false, "mute": false, "flags": 0, "pending": false,

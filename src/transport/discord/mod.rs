@@ -114,7 +114,9 @@ pub enum Error {
         budget: rest::SessionBudget,
         reserve: u32,
     },
-    #[error("could not read the bot's application at {base}/api/v10/oauth2/applications/@me ({source})")]
+    #[error(
+        "could not read the bot's application at {base}/api/v10/oauth2/applications/@me ({source})"
+    )]
     Application { base: String, source: RestError },
     #[error("could not take this host's Discord connection slot {}: {source}", .path.display())]
     Slot {
@@ -227,7 +229,7 @@ impl Discord {
     ) -> Result<(), Error> {
         let Discord {
             starter,
-            mut link,
+            link,
             redactor,
             info,
             approvers,
@@ -253,10 +255,7 @@ impl Discord {
             redactor: redactor.clone(),
             console: console.clone(),
         });
-        let mut dispatcher = tokio::spawn(dispatch_clicks(
-            Arc::clone(&clicks),
-            link.take_interactions(),
-        ));
+        let mut source = Source::new(link, &clicks);
 
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
@@ -283,9 +282,6 @@ impl Discord {
             remind,
             reminders: BTreeMap::new(),
         };
-        let mut ended = link.ended();
-        // The hub went away: a session of our own, being opened.
-        let mut reopening: Option<JoinHandle<Result<gateway::Gateway, Error>>> = None;
         let report = loop {
             tokio::select! {
                 notice = notices.recv() => match notice {
@@ -297,10 +293,7 @@ impl Discord {
                         // Gone by our own choice: its end is no channel
                         // failure to report.
                         state.gateway_lost = Some("the run is closing".to_owned());
-                        link.begin_shutdown();
-                        if let Some(task) = reopening.take() {
-                            task.abort();
-                        }
+                        source.begin_shutdown();
                     }
                     Some(notice) => state.on_notice(notice).await,
                     None => break None,
@@ -308,45 +301,18 @@ impl Discord {
                 () = reminder_due(&state.reminders), if !state.reminders.is_empty() => {
                     state.remind_due();
                 }
-                _ = ended.changed(), if state.gateway_lost.is_none() && reopening.is_none() => {
-                    let why = ended.borrow().clone();
-                    if matches!(link, Link::Hub(_)) {
-                        // Requests stay open meanwhile; a click made in the
-                        // gap goes unanswered and can be made again.
-                        console.error(&format!(
-                            "discord: {}; opening a gateway session of this run's own",
-                            why.as_deref().unwrap_or("the gatekeep hub went away")
-                        ));
-                        let (starter, console) = (starter.clone(), console.clone());
-                        reopening = Some(tokio::spawn(async move { starter.start(&console).await }));
-                    } else {
-                        state.on_gateway_lost(why).await;
+                _ = source.ended.changed(), if state.gateway_lost.is_none() && source.reopening.is_none() => {
+                    if let Some(lost) = source.on_ended(&starter, &console) {
+                        state.on_gateway_lost(&lost).await;
                     }
                 }
-                opened = async { reopening.as_mut().expect("guarded").await }, if reopening.is_some() => {
-                    reopening = None;
-                    match opened {
-                        Ok(Ok(gateway)) => {
-                            link = Link::Own(gateway);
-                            ended = link.ended();
-                            dispatcher.abort();
-                            dispatcher = tokio::spawn(dispatch_clicks(
-                                Arc::clone(&clicks),
-                                link.take_interactions(),
-                            ));
-                            console.status("connected to Discord with this run's own gateway session");
-                        }
-                        Ok(Err(e)) => state.on_gateway_lost(Some(format!(
-                            "the gatekeep hub went away and no session of this run's own could be opened: {e}"
-                        ))).await,
-                        Err(_) => state.on_gateway_lost(Some("the gatekeep hub went away".into())).await,
+                opened = async { source.reopening.as_mut().expect("guarded").await }, if source.reopening.is_some() => {
+                    if let Some(lost) = source.on_reopened(opened, &clicks, &console) {
+                        state.on_gateway_lost(&lost).await;
                     }
                 }
             }
         };
-        if let Some(task) = reopening.take() {
-            task.abort();
-        }
         let _ = jobs.send(Job::Finish(report));
         drop((jobs, state));
         if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
@@ -355,9 +321,89 @@ impl Discord {
                 humantime::format_duration(DRAIN_TIMEOUT)
             ));
         }
-        dispatcher.abort();
-        link.shutdown().await;
+        source.shutdown().await;
         Ok(())
+    }
+}
+
+/// Where the clicks come from (the link), and the dispatcher reading them.
+struct Source {
+    link: Link,
+    /// The link's end (see [`Link::ended`]).
+    ended: watch::Receiver<Option<String>>,
+    dispatcher: JoinHandle<()>,
+    /// The hub went away: a session of the run's own, being opened.
+    reopening: Option<JoinHandle<Result<gateway::Gateway, Error>>>,
+}
+
+impl Source {
+    fn new(mut link: Link, clicks: &Arc<ClickContext>) -> Self {
+        let dispatcher = tokio::spawn(dispatch_clicks(
+            Arc::clone(clicks),
+            link.take_interactions(),
+        ));
+        Self {
+            ended: link.ended(),
+            link,
+            dispatcher,
+            reopening: None,
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.link.begin_shutdown();
+        if let Some(task) = self.reopening.take() {
+            task.abort();
+        }
+    }
+
+    /// The link ended. A hub's end starts opening a session of our own
+    /// (requests stay open meanwhile; a click made in the gap goes
+    /// unanswered and can be made again); a session's end is the channel
+    /// lost: `Some(why)`.
+    fn on_ended(&mut self, starter: &session::Starter, console: &Console) -> Option<String> {
+        let why = self.ended.borrow().clone();
+        if !matches!(self.link, Link::Hub(_)) {
+            return Some(why.unwrap_or_else(|| "the gateway task stopped".into()));
+        }
+        console.error(&format!(
+            "discord: {}; opening a gateway session of this run's own",
+            why.as_deref().unwrap_or("the gatekeep hub went away")
+        ));
+        let (starter, console) = (starter.clone(), console.clone());
+        self.reopening = Some(tokio::spawn(async move { starter.start(&console).await }));
+        None
+    }
+
+    /// The session of our own is open (clicks are read from it now), or
+    /// could not be had: why the channel is lost.
+    fn on_reopened(
+        &mut self,
+        opened: Result<Result<gateway::Gateway, Error>, tokio::task::JoinError>,
+        clicks: &Arc<ClickContext>,
+        console: &Console,
+    ) -> Option<String> {
+        self.reopening = None;
+        match opened {
+            Ok(Ok(gateway)) => {
+                self.dispatcher.abort();
+                *self = Source::new(Link::Own(gateway), clicks);
+                console.status("connected to Discord with this run's own gateway session");
+                None
+            }
+            Ok(Err(e)) => Some(format!(
+                "the gatekeep hub went away and no session of this run's own could be opened: {e}"
+            )),
+            Err(_) => Some("the gatekeep hub went away".into()),
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(task) = self.reopening.take() {
+            task.abort();
+        }
+        self.dispatcher.abort();
+        self.link.shutdown().await;
     }
 }
 
@@ -473,11 +519,8 @@ impl ServeState {
 
     /// Fail closed: every open request is denied as a channel failure
     /// rather than left to wait for a click that cannot come.
-    async fn on_gateway_lost(&mut self, why: Option<String>) {
-        let why = format!(
-            "the Discord gateway connection ended: {}",
-            why.unwrap_or_else(|| "the gateway task stopped".into())
-        );
+    async fn on_gateway_lost(&mut self, why: &str) {
+        let why = format!("the Discord gateway connection ended: {why}");
         self.clicks
             .console
             .error(&format!("discord: {why}; open requests are denied"));

@@ -958,8 +958,7 @@ async fn rest(
         )
     };
     let mut inner = shared.lock();
-    let (status, response, extra_headers) =
-        answer(&mut inner, &shared, &method, &path, &body_json);
+    let (status, response, extra_headers) = answer(&mut inner, &shared, &method, &path, &body_json);
     inner.requests.push(Recorded {
         method: method.to_string(),
         path,
@@ -990,13 +989,7 @@ type Answer = (StatusCode, Value, Vec<(&'static str, String)>);
 
 /// The route table of the fake: long, but one flat match reads best.
 #[allow(clippy::too_many_lines)]
-fn answer(
-    inner: &mut Inner,
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    body: &Value,
-) -> Answer {
+fn answer(inner: &mut Inner, shared: &Shared, method: &Method, path: &str, body: &Value) -> Answer {
     let (addr, application_id) = (shared.addr, shared.application_id);
     // Injected faults first.
     if let Some(pos) = inner
