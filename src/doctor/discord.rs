@@ -11,7 +11,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::Report;
+use crate::transport::discord::hub;
 use crate::transport::discord::rest::{Rest, RestError};
+use crate::transport::local;
 
 /// Discord permission bits gatekeep needs in the approval channel.
 const NEEDED: &[(u64, &str)] = &[
@@ -100,6 +102,21 @@ pub(super) async fn check(
             b.remaining, b.total
         )),
         None => println!("     Discord did not say how many session starts are left"),
+    }
+    // Whether runs on this host will share one session.
+    if let Ok(application_id) = discord.application_id().await {
+        let socket = hub::socket_path(&local::state_dir(), application_id);
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            report.ok(&format!(
+                "a gatekeep hub of this bot listens on {}: runs here use it",
+                socket.display()
+            ));
+        } else {
+            println!(
+                "     no gatekeep hub of this bot on this host: each run starts a session \
+                 (`gatekeep hub` for many runs per host)"
+            );
+        }
     }
 
     let me = match discord.get("bot lookup", "/users/@me").await {

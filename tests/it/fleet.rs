@@ -223,6 +223,27 @@ async fn when_the_hub_dies_a_run_opens_its_own_session_and_still_takes_clicks() 
     let host = Host::new();
     let discord = FakeDiscord::start().await;
     let hub = host.hub(&discord).await;
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let channel = CHANNEL.to_string();
+    let mut doctor = Gatekeep::command(
+        &[
+            "doctor",
+            "--channel",
+            &channel,
+            "--discord-api-url",
+            &discord.base(),
+        ],
+        &env,
+    );
+    doctor.exit_code().await;
+    assert!(
+        doctor
+            .stdout()
+            .contains("a gatekeep hub of this bot listens"),
+        "{}",
+        doctor.stdout()
+    );
     let (mut run, oc, id, msg) = waiting_on_a_hub(&host, &discord).await;
     hub.signal(Signal::SIGKILL);
     run.expect("own gateway session").await;
