@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::wire::{PermissionRequest, SessionInfo};
+use super::wire::{self, LastMessage, PermissionRequest, SessionInfo, SessionStatus};
 
 /// The Basic-auth user `opencode serve` expects.
 const USER: &str = "opencode";
@@ -388,6 +388,35 @@ impl Api {
             .send(OP, self.request(Method::GET, "permission")?)
             .await?;
         json_body(OP, resp).await
+    }
+
+    /// `GET /session/status`, for one session (absent when idle). Read
+    /// leniently: what does not read is `None`, never an error.
+    pub async fn session_status(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<SessionStatus>, ApiError> {
+        const OP: &str = "read session statuses";
+        let resp = self
+            .send(OP, self.request(Method::GET, "session/status")?)
+            .await?;
+        let all: Value = json_body(OP, resp).await?;
+        Ok(wire::status_of(&all, session_id))
+    }
+
+    /// How the last message of a session left it (`GET
+    /// /session/{id}/message?limit=1`), leniently.
+    pub async fn last_message(&self, session_id: &str) -> Result<LastMessage, ApiError> {
+        const OP: &str = "read the last message";
+        let path = format!("session/{}/message", seg(session_id)?);
+        let resp = self
+            .send(
+                OP,
+                self.request(Method::GET, &path)?.query(&[("limit", "1")]),
+            )
+            .await?;
+        let messages: Value = json_body(OP, resp).await?;
+        Ok(wire::last_message(&messages))
     }
 
     /// `POST /permission/{id}/reply`. A 404 (unknown or already answered) is

@@ -34,6 +34,8 @@ pub enum EventsError {
     Transport(String),
     #[error("the OpenCode event stream is not valid server-sent events: {0}")]
     Syntax(String),
+    #[error("no event (not even a heartbeat) from OpenCode for {}", humantime::format_duration(*.0))]
+    Silent(Duration),
     /// One frame could not be read; the stream goes on.
     #[error(transparent)]
     Frame(#[from] WireError),

@@ -547,18 +547,83 @@ fn parse_kind(kind: &str, props: Value) -> Result<Event, WireError> {
 }
 
 fn parse_status(p: StatusProps) -> Event {
-    let status = match p.status.kind.as_str() {
-        "busy" => SessionStatus::Busy,
-        "idle" => SessionStatus::Idle,
-        "retry" => SessionStatus::Retry {
-            attempt: p.status.attempt,
-            message: p.status.message,
-        },
-        other => SessionStatus::Unknown(other.to_owned()),
-    };
     Event::SessionStatus {
         session_id: p.session_id,
-        status,
+        status: p.status.into_status(),
+    }
+}
+
+impl RawStatus {
+    fn into_status(self) -> SessionStatus {
+        match self.kind.as_str() {
+            "busy" => SessionStatus::Busy,
+            "idle" => SessionStatus::Idle,
+            "retry" => SessionStatus::Retry {
+                attempt: self.attempt,
+                message: self.message,
+            },
+            other => SessionStatus::Unknown(other.to_owned()),
+        }
+    }
+}
+
+/// One session's entry of `GET /session/status` (a map of session id to
+/// status; OpenCode drops idle sessions from it). `None` when the session
+/// is absent or its entry unreadable.
+#[must_use]
+pub fn status_of(statuses: &Value, session_id: &str) -> Option<SessionStatus> {
+    let entry = statuses.get(session_id)?.clone();
+    serde_json::from_value::<RawStatus>(entry)
+        .ok()
+        .map(RawStatus::into_status)
+}
+
+/// How a session's last message left it, as far as a finished run is
+/// concerned: read from `GET /session/{id}/message?limit=1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastMessage {
+    /// An assistant message that is complete: the turn is over.
+    Completed,
+    /// An assistant message that ended in an error (`name`, `message`).
+    Failed {
+        name: String,
+        message: Option<String>,
+    },
+    /// Anything else: the prompt not answered yet, a reply still being
+    /// written, or a shape gatekeep does not know.
+    Open,
+}
+
+/// The last of `messages` (an array of `{info, parts}`), leniently.
+#[must_use]
+pub fn last_message(messages: &Value) -> LastMessage {
+    let Some(info) = messages
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("info"))
+    else {
+        return LastMessage::Open;
+    };
+    if info.get("role").and_then(Value::as_str) != Some("assistant") {
+        return LastMessage::Open;
+    }
+    if let Some(error) = info.get("error").filter(|e| e.is_object()) {
+        return LastMessage::Failed {
+            name: error
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("UnknownError")
+                .to_owned(),
+            message: error
+                .pointer("/data/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+    }
+    if info.pointer("/time/completed").is_some_and(Value::is_u64) {
+        LastMessage::Completed
+    } else {
+        LastMessage::Open
     }
 }
 
@@ -1310,6 +1375,65 @@ mod prop_tests {
             "always": ["ls *"],
             "tool": { "messageID": "msg_1", "callID": "c1" },
         })
+    }
+
+    #[test]
+    fn session_statuses_are_read_leniently_and_idle_ones_are_absent() {
+        let all = json!({
+            "ses_busy": { "type": "busy" },
+            "ses_retry": { "type": "retry", "attempt": 2, "message": "overloaded", "next": 1 },
+            "ses_odd": { "kind": "busy" },
+            "ses_new": { "type": "thinking" },
+        });
+        assert_eq!(status_of(&all, "ses_busy"), Some(SessionStatus::Busy));
+        assert!(matches!(
+            status_of(&all, "ses_retry"),
+            Some(SessionStatus::Retry {
+                attempt: Some(2),
+                ..
+            })
+        ));
+        assert_eq!(status_of(&all, "ses_odd"), None);
+        assert_eq!(
+            status_of(&all, "ses_new"),
+            Some(SessionStatus::Unknown("thinking".into()))
+        );
+        assert_eq!(status_of(&all, "ses_idle"), None);
+        assert_eq!(status_of(&json!([1, 2]), "ses_busy"), None);
+    }
+
+    #[test]
+    fn the_last_message_says_whether_the_turn_is_over() {
+        let one = |info: Value| json!([{ "info": info, "parts": [] }]);
+        assert_eq!(
+            last_message(&one(
+                json!({ "role": "assistant", "time": { "created": 1, "completed": 2 } })
+            )),
+            LastMessage::Completed
+        );
+        assert_eq!(
+            last_message(&one(
+                json!({ "role": "assistant", "time": { "created": 1 } })
+            )),
+            LastMessage::Open
+        );
+        assert_eq!(
+            last_message(&one(json!({ "role": "user", "time": { "created": 1 } }))),
+            LastMessage::Open
+        );
+        assert_eq!(
+            last_message(&one(
+                json!({ "role": "assistant", "time": { "created": 1, "completed": 2 },
+                "error": { "name": "APIError", "data": { "message": "down" } } })
+            )),
+            LastMessage::Failed {
+                name: "APIError".into(),
+                message: Some("down".into())
+            }
+        );
+        for odd in [json!([]), json!({}), json!([{ "info": 3 }]), json!(null)] {
+            assert_eq!(last_message(&odd), LastMessage::Open, "{odd}");
+        }
     }
 
     proptest! {

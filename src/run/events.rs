@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::sessions::Sessions;
-use super::{Clock, End, DEATH_GRACE, RECONNECT_ATTEMPTS, SUBSCRIBE_TIMEOUT};
+use super::{Clock, End, DEATH_GRACE, RECONNECT_ATTEMPTS, STREAM_SILENCE, SUBSCRIBE_TIMEOUT};
 use crate::approval::messages::{Input, Notice};
 use crate::approval::{Ask, Echo, EndReason};
 use crate::console::Console;
@@ -21,7 +21,8 @@ use crate::opencode::bridge;
 use crate::opencode::events::{self, EventStream, EventsError};
 use crate::opencode::server::Server;
 use crate::opencode::wire::{
-    Event, MalformedPermission, Part, PermissionRequest, QuestionInfo, SessionStatus, ToolStatus,
+    Event, LastMessage, MalformedPermission, Part, PermissionRequest, QuestionInfo, SessionStatus,
+    ToolStatus,
 };
 use crate::records::summary::Usage;
 use crate::signals::Signals;
@@ -44,6 +45,8 @@ pub(super) struct EventLoop {
     /// Relay the agent's questions to the approval channel (else dismiss
     /// them: `--no-questions`).
     pub(super) relay_questions: bool,
+    /// Frames skipped because they could not be read.
+    pub(super) unreadable: u64,
 }
 
 impl EventLoop {
@@ -63,6 +66,7 @@ impl EventLoop {
             user_messages: HashSet::new(),
             usage: Usage::default(),
             relay_questions: true,
+            unreadable: 0,
         }
     }
 
@@ -75,9 +79,18 @@ impl EventLoop {
         clock: &Clock,
         alarms: &mut mpsc::UnboundedReceiver<Notice>,
     ) -> End {
+        let mut heard = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
-                event = stream.next() => event,
+                event = stream.next() => {
+                    heard = tokio::time::Instant::now();
+                    event
+                }
+                // A stream that went quiet is reopened like a broken one.
+                () = tokio::time::sleep_until(heard + STREAM_SILENCE) => {
+                    heard = tokio::time::Instant::now();
+                    Some(Err(EventsError::Silent(STREAM_SILENCE)))
+                }
                 Some(notice) = alarms.recv() => match intrusion_end(&notice) {
                     Some(end) => return end,
                     None => continue,
@@ -90,10 +103,14 @@ impl EventLoop {
             };
             let end = match next {
                 Some(Ok(event)) => self.on_event(event).await,
+                // One frame that does not read: the stream is fine. Skip it,
+                // and catch up in case it was about a decision.
+                Some(Err(err)) if !err.is_fatal() => self.on_unreadable(&err).await,
                 Some(Err(err)) => match self.reconnect(server, err).await {
                     Ok(fresh) => {
                         stream = fresh;
-                        None
+                        heard = tokio::time::Instant::now();
+                        self.reconcile().await
                     }
                     Err(end) => Some(end),
                 },
@@ -145,6 +162,42 @@ impl EventLoop {
             format!("could not reconnect to OpenCode's event stream: {last}"),
         )
         .await)
+    }
+
+    /// A frame that could not be read (shown with `-v`, counted): what
+    /// OpenCode waits on and the root's state are read again instead, so
+    /// nothing a decision depends on is lost with it, and the stream is
+    /// never reopened for it.
+    async fn on_unreadable(&mut self, err: &EventsError) -> Option<End> {
+        self.unreadable += 1;
+        self.console
+            .detail(&format!("skipped an event gatekeep cannot read ({err})"));
+        if let Err(end) = self.resync().await {
+            return Some(end);
+        }
+        self.reconcile().await
+    }
+
+    /// After a gap: did the run end while gatekeep was not listening? The
+    /// root's status (OpenCode drops idle sessions from the list) and, if
+    /// it is not working, its last message say: complete → finished, an
+    /// error → failed. Anything unreadable or unclear keeps the run going
+    /// (the watchdog or `--timeout` still bound it).
+    async fn reconcile(&self) -> Option<End> {
+        let root = self.sessions.root();
+        match self.api.session_status(root).await {
+            Ok(None | Some(SessionStatus::Idle)) => {}
+            Ok(Some(_)) | Err(_) => return None,
+        }
+        match self.api.last_message(root).await.ok()? {
+            LastMessage::Completed => {
+                self.console
+                    .status("the run finished while the event stream was down");
+                Some(End::new(EndReason::Finished, None))
+            }
+            LastMessage::Failed { name, message } => self.on_error(Some(root), name, message),
+            LastMessage::Open => None,
+        }
     }
 
     /// After a gap: learn child sessions created meanwhile, then hand the
@@ -245,6 +298,7 @@ impl EventLoop {
             )),
             Event::Unreadable { kind, reason } => {
                 // Display only: the run goes on without it (shown with -v).
+                self.unreadable += 1;
                 self.console.detail(&format!(
                     "skipped a {kind} event of an unexpected shape: {reason}"
                 ));

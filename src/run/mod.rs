@@ -64,6 +64,10 @@ const TRANSPORT_DRAIN: Duration = Duration::from_secs(25);
 const DEATH_GRACE: Duration = Duration::from_millis(750);
 /// Reconnection attempts after the event stream broke while OpenCode lives.
 const RECONNECT_ATTEMPTS: u32 = 5;
+/// OpenCode sends `server.heartbeat` every 10 s: this long without any
+/// event means the stream is dead even if the connection is not
+/// (docs/design.md, "OpenCode facts relied on").
+const STREAM_SILENCE: Duration = Duration::from_secs(30);
 /// How long the audit log may take to write its last lines after the run.
 const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 
@@ -202,6 +206,12 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let end = run
         .until_end(stream, &mut server, &mut signals, &clock, &mut alarms)
         .await;
+    if run.unreadable > 0 {
+        console.detail(&format!(
+            "{} OpenCode event(s) skipped: gatekeep could not read them",
+            run.unreadable
+        ));
+    }
 
     let approvals = Approvals {
         inputs,

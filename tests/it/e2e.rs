@@ -258,6 +258,42 @@ async fn server_asks_for_bash_and_a_deny_reason_reaches_the_model() {
     assert_no_npm_install(&oc);
 }
 
+/// What gatekeep reads after a stream gap to learn whether the run ended
+/// meanwhile (`GET /session/status` without the idle root, its last
+/// message complete), and the heartbeat its watchdog counts on.
+#[tokio::test]
+async fn server_reports_a_finished_turn_the_way_gatekeep_reconciles_it() {
+    use gatekeep::opencode::wire::{last_message, status_of, LastMessage, SessionStatus};
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let (_serve, client, mut events) = connect(&oc).await;
+    let root = client.create_session(&json!({})).await;
+    client.prompt(&root, "just say hello").await;
+    events.idle(&root).await;
+    let statuses = client.get("/session/status").await;
+    assert!(
+        matches!(
+            status_of(&statuses, &root),
+            None | Some(SessionStatus::Idle)
+        ),
+        "{statuses}"
+    );
+    let messages = client
+        .get(&format!("/session/{root}/message?limit=1"))
+        .await;
+    assert_eq!(messages.as_array().map(Vec::len), Some(1), "{messages}");
+    assert_eq!(
+        last_message(&messages),
+        LastMessage::Completed,
+        "{messages}"
+    );
+    // Every 10 s, even with nothing else to say.
+    events.wait("server.heartbeat", |_| true).await;
+}
+
 /// OpenCode did not try to `npm install @opencode-ai/plugin` into its
 /// config directory (the seed in `real_opencode` keeps it from the
 /// registry): no npm cache appeared, `node_modules` is still empty.

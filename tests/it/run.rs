@@ -308,6 +308,88 @@ async fn a_broken_event_stream_reconnects_and_finds_requests_asked_during_the_ga
 }
 
 #[tokio::test]
+async fn a_run_that_finished_while_the_stream_was_down_ends_after_the_reconnect() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.start_working(&root);
+    fake.break_stream();
+    // The root goes idle in the gap: its status event reaches nobody.
+    fake.finish_session(&root);
+    let started = std::time::Instant::now();
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        gk.screen()
+            .contains("finished while the event stream was down"),
+        "{}",
+        gk.screen()
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_failed_while_the_stream_was_down_fails_after_the_reconnect() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.start_working(&root);
+    fake.break_stream();
+    fake.session_error(&root, "APIError", "the provider is down");
+    fake.finish_session_status_only(&root);
+    assert_eq!(gk.exit_code().await, 1, "{}", gk.screen());
+    assert!(
+        gk.screen().contains("the provider is down"),
+        "{}",
+        gk.screen()
+    );
+}
+
+/// OpenCode sends a heartbeat every 10 s; a stream silent for 30 s is
+/// dead even if its connection is not. (A 30-second test.)
+#[tokio::test]
+async fn a_stream_gone_silent_is_reopened_and_a_run_that_ended_meanwhile_ends() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.start_working(&root);
+    fake.mute_streams();
+    fake.finish_session(&root);
+    assert_eq!(
+        gk.exit_code_within(Duration::from_secs(45)).await,
+        0,
+        "{}",
+        gk.screen()
+    );
+    assert!(gk.screen().contains("no event"), "{}", gk.screen());
+    assert_eq!(fake.streams_opened(), 2);
+}
+
+#[tokio::test]
+async fn a_busy_root_after_the_reconnect_keeps_the_run_going() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.start_working(&root);
+    fake.break_stream();
+    // Back and still working: nothing ends.
+    fake.wait_until("the stream reopened", Duration::from_secs(10), |f| {
+        (f.streams_opened() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = fake.ask_permission(&root, "bash", "echo still here");
+    gk.expect("command: echo still here").await;
+    gk.type_line("a");
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "once")
+    );
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
 async fn session_flag_continues_the_given_session() {
     let fake = FakeOpenCode::start();
     let existing = fake.create_root_session();
@@ -738,6 +820,18 @@ async fn a_display_event_of_an_unexpected_shape_never_breaks_the_stream() {
     );
     fake.emit(serde_json::json!({ "type": "message.updated", "properties": { "info": 42 } }));
     fake.emit(serde_json::json!({ "type": "message.part.updated", "properties": { "part": [] } }));
+    // A future shape of an event a decision depends on, and no JSON at all:
+    // skipped too (what OpenCode waits on is read again instead).
+    fake.emit(serde_json::json!({ "type": "session.status", "properties": { "session": root, "state": "idle" } }));
+    fake.emit_raw(b"data: {not json\n\n");
+    let id = fake.ask_permission(&root, "bash", "echo after the noise");
+    gk.expect("command: echo after the noise").await;
+    gk.type_line("a");
+    let replies = fake.wait_for_replies(1).await;
+    assert_eq!(
+        (replies[0].request_id.as_str(), replies[0].reply()),
+        (id.as_str(), "once")
+    );
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
     assert_eq!(

@@ -162,6 +162,11 @@ struct State_ {
     /// Every event emitted, in order.
     emitted: Vec<Value>,
     seq: u64,
+    /// `GET /session/status`: every session that is not idle (OpenCode
+    /// drops idle ones), as the emitted `session.status` events left it.
+    statuses: serde_json::Map<String, Value>,
+    /// The last message of each session (`GET /session/{id}/message`).
+    last_messages: HashMap<String, Value>,
 }
 
 struct Shared {
@@ -200,6 +205,16 @@ impl Shared {
         let frame = format!("data: {event}\n\n").into_bytes();
         st.subscribers
             .retain(|tx| tx.send(StreamMsg::Bytes(frame.clone())).is_ok());
+        if event["type"] == "session.status" {
+            if let Some(id) = event["properties"]["sessionID"].as_str() {
+                let status = event["properties"]["status"].clone();
+                if status["type"] == "idle" {
+                    st.statuses.remove(id);
+                } else {
+                    st.statuses.insert(id.to_owned(), status);
+                }
+            }
+        }
         st.emitted.push(event);
     }
 
@@ -568,6 +583,7 @@ impl FakeOpenCode {
 
     /// The run of `session` ends well: `session.status` idle, `session.idle`.
     pub fn finish_session(&self, session: &str) {
+        self.answered(session, None);
         self.emit(json!({ "type": "session.status",
             "properties": { "sessionID": session, "status": { "type": "idle" } } }));
         self.emit(json!({ "type": "session.idle", "properties": { "sessionID": session } }));
@@ -575,8 +591,47 @@ impl FakeOpenCode {
 
     /// `session.error` with `name` (`APIError`, `ProviderAuthError`, …).
     pub fn session_error(&self, session: &str, name: &str, message: &str) {
+        self.answered(
+            session,
+            Some(json!({ "name": name, "data": { "message": message } })),
+        );
         self.emit(json!({ "type": "session.error", "properties": {
             "sessionID": session, "error": { "name": name, "data": { "message": message } } } }));
+    }
+
+    /// The session's last message becomes a complete assistant reply (with
+    /// `error`, a failed one), as `GET /session/{id}/message` shows it.
+    fn answered(&self, session: &str, error: Option<Value>) {
+        let mut info = json!({ "id": format!("msg_last_{session}"), "sessionID": session,
+            "role": "assistant", "time": { "created": 1_795_286_161_000_u64, "completed": 1_795_286_162_000_u64 } });
+        if let Some(error) = error {
+            info["error"] = error;
+        }
+        self.shared
+            .lock()
+            .last_messages
+            .insert(session.to_owned(), json!({ "info": info, "parts": [] }));
+    }
+
+    /// Only the idle status, without touching the last message (after
+    /// [`FakeOpenCode::session_error`]).
+    pub fn finish_session_status_only(&self, session: &str) {
+        self.emit(json!({ "type": "session.status",
+            "properties": { "sessionID": session, "status": { "type": "idle" } } }));
+    }
+
+    /// The session becomes busy (`session.status`).
+    pub fn start_working(&self, session: &str) {
+        self.emit(json!({ "type": "session.status",
+            "properties": { "sessionID": session, "status": { "type": "busy" } } }));
+    }
+
+    /// Every open stream stays open but receives nothing more (a hung
+    /// server or proxy); new streams are served normally.
+    pub fn mute_streams(&self) {
+        let mut st = self.shared.lock();
+        let muted: Vec<_> = st.subscribers.drain(..).collect();
+        st.held.extend(muted);
     }
 
     /// End every event stream cleanly (the response body completes).
@@ -959,7 +1014,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/session/{id}/fork", post(fork_session))
         .route("/session/{id}/command", post(command))
         .route("/session/{id}/prompt_async", post(prompt_async))
-        .route("/session/{id}/message", post(message))
+        .route("/session/{id}/message", post(message).get(last_message))
+        .route("/session/status", get(session_statuses))
         .route("/config", get(|| async { Json(json!({})) }))
         .route("/session/{id}/abort", post(abort))
         .route("/permission", get(list_permissions))
@@ -1353,6 +1409,16 @@ fn echo_user_prompt(st: &mut State_, session: &str, body: &Value) {
             "type": "text", "text": text.join("\n"), "messageID": message,
             "sessionID": session, "id": part }, "time": 1_795_286_161_157_u64 } }),
     );
+}
+
+async fn session_statuses(State(shared): Ctx) -> Response {
+    Json(Value::Object(shared.lock().statuses.clone())).into_response()
+}
+
+/// `GET /session/{id}/message?limit=1`: the last message, if any.
+async fn last_message(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
+    let last = shared.lock().last_messages.get(&id).cloned();
+    Json(Value::from(last.into_iter().collect::<Vec<_>>())).into_response()
 }
 
 async fn list_permissions(State(shared): Ctx) -> Response {
