@@ -390,6 +390,30 @@ impl Api {
         json_body(OP, resp).await
     }
 
+    /// `GET /global/health`: the release the server reports, if it does.
+    pub async fn version(&self) -> Result<Option<String>, ApiError> {
+        const OP: &str = "read the server's version";
+        let resp = self
+            .send(OP, self.request(Method::GET, "global/health")?)
+            .await?;
+        let health: Value = json_body(OP, resp).await?;
+        Ok(health
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_owned))
+    }
+
+    /// The HTTP status of `GET /permission` (the route gatekeep lists
+    /// pending requests with): how a release that dropped it is told
+    /// apart. `None` when the call failed in transport.
+    pub async fn permission_route_status(&self) -> Option<u16> {
+        match self.list_permissions().await {
+            Ok(_) => Some(200),
+            Err(ApiError::Status { status, .. }) => Some(status),
+            Err(_) => None,
+        }
+    }
+
     /// `GET /session/status`, for one session (absent when idle). Read
     /// leniently: what does not read is `None`, never an error.
     pub async fn session_status(

@@ -17,8 +17,10 @@
 //! - [`api`]: the HTTP calls; `Reply` has no `always` on purpose.
 //! - [`events`]: the SSE subscription, ordered before the prompt.
 //! - [`server`]: the child in its own process group, dying with gatekeep.
+//! - [`compat`]: the OpenCode releases gatekeep drives, checked at start.
 pub mod api;
 pub mod bridge;
+pub mod compat;
 pub mod config;
 pub mod events;
 pub mod gate;

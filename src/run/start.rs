@@ -18,6 +18,7 @@ use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
 use crate::opencode::api::{Api, Command, ModelRef, Prompt, PromptPart, Rule};
+use crate::opencode::compat::{self, Support};
 use crate::opencode::events::{self, EventStream};
 use crate::opencode::gate;
 use crate::opencode::guard::Guard;
@@ -178,6 +179,28 @@ pub(super) async fn enforce_gates(
                 )
             })?;
     }
+}
+
+/// The release OpenCode reports is inside the supported range, and it
+/// still serves the routes gatekeep drives (docs/design.md, "OpenCode
+/// versions"). Both asked at once; nothing has reached the agent yet.
+pub(super) async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
+    let (version, routes) = tokio::join!(api.version(), api.permission_route_status());
+    match compat::judge(version.ok().flatten().as_deref(), routes) {
+        Ok(Support::Tested(v)) => console.detail(&format!("OpenCode {v}")),
+        Ok(Support::Newer(v)) => console.status(&format!(
+            "OpenCode {v} is newer than any release gatekeep was tested with ({}); going on",
+            compat::NEWEST_TESTED
+        )),
+        Ok(Support::Unknown) => console.detail("OpenCode did not say which release it is"),
+        Err(e) => {
+            return Err((
+                Code::OpenCodeFailed,
+                End::new(EndReason::Failed, e.to_string()),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// The guard plugin ran when the instance started (the session exists by

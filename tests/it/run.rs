@@ -390,6 +390,52 @@ async fn a_busy_root_after_the_reconnect_keeps_the_run_going() {
 }
 
 #[tokio::test]
+async fn an_opencode_older_than_the_supported_range_is_refused_before_the_agent_runs() {
+    let fake = FakeOpenCode::start();
+    fake.report_version(Some("1.0.150"));
+    let mut gk = launch(&fake, &[], &["run", "go"], &[]);
+    assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
+    let screen = gk.screen();
+    assert!(
+        screen.contains("OpenCode 1.0.150 is too old") && screen.contains("1.1.65 or newer"),
+        "{screen}"
+    );
+    assert!(fake.prompts().is_empty(), "the agent was prompted");
+    assert_server_gone(&fake).await;
+}
+
+#[tokio::test]
+async fn an_opencode_that_dropped_the_routes_gatekeep_drives_is_refused_clearly() {
+    let fake = FakeOpenCode::start();
+    fake.report_version(Some("2.0.0"));
+    fake.drop_permission_route();
+    let mut gk = launch(&fake, &[], &["run", "go"], &[]);
+    assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
+    assert!(
+        gk.screen()
+            .contains("no longer serves the API gatekeep drives"),
+        "{}",
+        gk.screen()
+    );
+    assert!(fake.prompts().is_empty(), "the agent was prompted");
+}
+
+#[tokio::test]
+async fn a_newer_opencode_that_serves_the_routes_runs_with_a_note() {
+    let fake = FakeOpenCode::start();
+    fake.report_version(Some("1.99.0"));
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(
+        gk.screen()
+            .contains("newer than any release gatekeep was tested with"),
+        "{}",
+        gk.screen()
+    );
+}
+
+#[tokio::test]
 async fn session_flag_continues_the_given_session() {
     let fake = FakeOpenCode::start();
     let existing = fake.create_root_session();

@@ -167,6 +167,11 @@ struct State_ {
     statuses: serde_json::Map<String, Value>,
     /// The last message of each session (`GET /session/{id}/message`).
     last_messages: HashMap<String, Value>,
+    /// What `GET /global/health` reports (`None`: the route is missing).
+    version: Option<String>,
+    /// `GET /permission` answers 404, as a release that dropped the
+    /// routes gatekeep uses would.
+    permission_route_gone: bool,
 }
 
 struct Shared {
@@ -275,7 +280,10 @@ impl FakeOpenCode {
         .expect("chmod script");
 
         let shared = Arc::new(Shared {
-            state: Mutex::new(State_::default()),
+            state: Mutex::new(State_ {
+                version: Some("1.18.33".to_owned()),
+                ..State_::default()
+            }),
             changed: watch::channel(0).0,
             record_dir,
             workspace: workspace.to_str().expect("utf-8 tempdir").to_owned(),
@@ -624,6 +632,16 @@ impl FakeOpenCode {
     pub fn start_working(&self, session: &str) {
         self.emit(json!({ "type": "session.status",
             "properties": { "sessionID": session, "status": { "type": "busy" } } }));
+    }
+
+    /// What the server reports as its release (`None`: no health route).
+    pub fn report_version(&self, version: Option<&str>) {
+        self.shared.lock().version = version.map(str::to_owned);
+    }
+
+    /// Serve only the newer `/api/...` protocol: `GET /permission` is 404.
+    pub fn drop_permission_route(&self) {
+        self.shared.lock().permission_route_gone = true;
     }
 
     /// Every open stream stays open but receives nothing more (a hung
@@ -1016,6 +1034,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/session/{id}/prompt_async", post(prompt_async))
         .route("/session/{id}/message", post(message).get(last_message))
         .route("/session/status", get(session_statuses))
+        .route("/global/health", get(health))
         .route("/config", get(|| async { Json(json!({})) }))
         .route("/session/{id}/abort", post(abort))
         .route("/permission", get(list_permissions))
@@ -1422,7 +1441,18 @@ async fn last_message(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Respo
 }
 
 async fn list_permissions(State(shared): Ctx) -> Response {
-    Json(Value::from(shared.lock().pending.clone())).into_response()
+    let st = shared.lock();
+    if st.permission_route_gone {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    Json(Value::from(st.pending.clone())).into_response()
+}
+
+async fn health(State(shared): Ctx) -> Response {
+    match shared.lock().version.clone() {
+        Some(version) => Json(json!({ "healthy": true, "version": version })).into_response(),
+        None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    }
 }
 
 async fn reply(
