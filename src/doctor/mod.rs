@@ -23,11 +23,10 @@ use secrecy::SecretString;
 
 use crate::cli::DoctorArgs;
 use crate::exit::Code;
+use crate::opencode::compat;
 
 /// Bound on `opencode --version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
-/// The OpenCode version gatekeep's protocol facts were measured against.
-const TESTED_OPENCODE: &str = "1.18.33";
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,17 +246,32 @@ async fn check_opencode(program: &Path, report: &mut Report) {
                 .next()
                 .unwrap_or("")
                 .to_owned();
-            if version.contains(TESTED_OPENCODE) {
-                report.ok(&format!("OpenCode {version} ({shown})"));
-            } else {
-                report.warn(
+            let upgrade = "npm install -g opencode-ai@latest (or give another OpenCode after --)";
+            match compat::judge(Some(&version), None) {
+                Ok(compat::Support::Tested(_)) => {
+                    report.ok(&format!(
+                        "OpenCode {version} ({shown}), supported: {}",
+                        compat::range()
+                    ));
+                }
+                Ok(compat::Support::Newer(_)) => report.warn(
                     &format!(
-                        "OpenCode {version} ({shown}); gatekeep was tested with {TESTED_OPENCODE}"
+                        "OpenCode {version} ({shown}) is newer than any release gatekeep was \
+                         tested with ({}); runs go on while it serves the routes gatekeep drives",
+                        compat::NEWEST_TESTED
                     ),
                     &format!(
-                        "if approvals misbehave, try `npm i -g opencode-ai@{TESTED_OPENCODE}`"
+                        "if approvals misbehave, try `npm i -g opencode-ai@{}`",
+                        compat::NEWEST_TESTED
                     ),
-                );
+                ),
+                Ok(compat::Support::Unknown) => report.warn(
+                    &format!(
+                        "OpenCode `{version}` ({shown}): not a release number gatekeep can check"
+                    ),
+                    &format!("gatekeep supports {}", compat::range()),
+                ),
+                Err(err) => report.fail(&err.to_string(), upgrade),
             }
         }
     }

@@ -156,10 +156,6 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             Ok(checked) => checked,
             Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
         };
-    if let Err((code, end)) = start::check_compat(&api, &console).await {
-        server.stop(STOP_GRACE).await;
-        return clock.outcome(end, Ledger::default(), None, Some(code));
-    }
 
     let begun = tokio::select! {
         begun = start::begin(&api, &config.spec, &config.gates, &config.workspace, &message, config.timeout) => begun,

@@ -111,8 +111,8 @@ fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
     .map_err(|e| End::opencode("could not talk to OpenCode", &e))
 }
 
-/// Make sure every `--gate` kind really asks, for every agent (see
-/// [`gate`]). Agents of the workspace that still allow a gated kind get an
+/// Make sure the server is one gatekeep drives (see `check_compat`) and
+/// that every `--gate` kind really asks, for every agent (see [`gate`]). Agents of the workspace that still allow a gated kind get an
 /// override too, which needs one restart of the server; if even that does
 /// not make them ask, the run does not start. Nothing has reached the agent
 /// yet on any path out of here.
@@ -131,6 +131,10 @@ pub(super) async fn enforce_gates(
                 return Err((Code::OpenCodeFailed, end));
             }
         };
+        if let Err(refused) = check_compat(&api, console).await {
+            server.stop(STOP_GRACE).await;
+            return Err(refused);
+        }
         if config.gates.is_empty() {
             return Ok((server, api));
         }
@@ -184,7 +188,7 @@ pub(super) async fn enforce_gates(
 /// The release OpenCode reports is inside the supported range, and it
 /// still serves the routes gatekeep drives (docs/design.md, "OpenCode
 /// versions"). Both asked at once; nothing has reached the agent yet.
-pub(super) async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
+async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
     let (version, routes) = tokio::join!(api.version(), api.permission_route_status());
     match compat::judge(version.ok().flatten().as_deref(), routes) {
         Ok(Support::Tested(v)) => console.detail(&format!("OpenCode {v}")),

@@ -825,8 +825,10 @@ async fn gatekeep_no_questions_dismisses_a_question_and_the_run_ends() {
 
 /// The request number shown for the request whose command is `command`.
 fn number_of_request(screen: &str, command: &str) -> u32 {
+    // Releases before 1.17 send no `metadata.command`: the patterns show.
     let at = screen
         .find(&format!("command: {command}"))
+        .or_else(|| screen.find(&format!("patterns: {command}")))
         .unwrap_or_else(|| panic!("{command} not shown: {screen}"));
     let head = &screen[..at];
     let start = head
