@@ -403,6 +403,19 @@ impl Api {
             .map(str::to_owned))
     }
 
+    /// How many saved (persistent) approvals OpenCode keeps for the project
+    /// (`GET /api/permission/saved`, OpenCode 1.18's newer API). `None`
+    /// when the server has no such route or answers in another shape.
+    pub async fn saved_approvals(&self) -> Option<usize> {
+        const OP: &str = "list saved approvals";
+        let resp = self
+            .send(OP, self.request(Method::GET, "api/permission/saved").ok()?)
+            .await
+            .ok()?;
+        let saved: Value = json_body(OP, resp).await.ok()?;
+        saved.get("data").and_then(Value::as_array).map(Vec::len)
+    }
+
     /// The HTTP status of `GET /permission` (the route gatekeep lists
     /// pending requests with): how a release that dropped it is told
     /// apart. `None` when the call failed in transport.

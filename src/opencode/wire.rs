@@ -863,6 +863,26 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
+    /// OpenCode 1.18's newer `/api/event` frames (`data` instead of
+    /// `properties`, a `durable` sequence): were gatekeep ever pointed at
+    /// that stream, they would be skipped, never taken for requests.
+    #[test]
+    fn frames_of_the_newer_api_are_never_mistaken_for_requests() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/opencode-1.18.33/api/events.jsonl");
+        let text = std::fs::read_to_string(path).expect("the capture is readable");
+        let frames: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(frames.len() >= 3);
+        for frame in frames {
+            match Event::parse(frame) {
+                Ok(Event::PermissionAsked(_) | Event::PermissionMalformed(_)) => {
+                    panic!("taken for a request: {frame}")
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+
     fn reference_dir() -> PathBuf {
         // Copies of /work/shared/reference/opencode-1.18.33, recorded from
         // the real server.

@@ -189,7 +189,21 @@ pub(super) async fn enforce_gates(
 /// still serves the routes gatekeep drives (docs/design.md, "OpenCode
 /// versions"). Both asked at once; nothing has reached the agent yet.
 async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
-    let (version, routes) = tokio::join!(api.version(), api.permission_route_status());
+    let (version, routes, saved) = tokio::join!(
+        api.version(),
+        api.permission_route_status(),
+        api.saved_approvals()
+    );
+    if let Some(n @ 1..) = saved {
+        // Measured on 1.18.33: only the newer /api protocol reads them, and
+        // the agent's requests do not go through it. Said loudly anyway:
+        // a later release may apply them without asking anyone.
+        console.error(&format!(
+            "OpenCode keeps {n} saved approval(s) for this project (GET /api/permission/saved); \
+             this release does not apply them to the requests gatekeep answers, but review and \
+             remove them (DELETE /api/permission/saved/{{id}})"
+        ));
+    }
     match compat::judge(version.ok().flatten().as_deref(), routes) {
         Ok(Support::Tested(v)) => console.detail(&format!("OpenCode {v}")),
         Ok(Support::Newer(v)) => console.status(&format!(

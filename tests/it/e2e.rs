@@ -11,6 +11,7 @@
 //! Every test holds a [`slot`] (at most two OpenCode servers at once on the
 //! 2-core CI machine) and bounds every wait.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -85,9 +86,16 @@ impl Client {
 
     /// Open `/event` and return its events once `server.connected` arrived.
     async fn events(&self) -> Events {
+        let mut events = self.events_at("/event").await;
+        events.wait("server.connected", |_| true).await;
+        events
+    }
+
+    /// Open the server-sent events at `path`, as they come.
+    async fn events_at(&self, path: &str) -> Events {
         let resp = self
             .http
-            .get(self.url("/event"))
+            .get(self.url(path))
             .query(&[("directory", &self.dir)])
             .basic_auth("opencode", Some(&self.password))
             .send()
@@ -113,12 +121,10 @@ impl Client {
                 }
             }
         });
-        let mut events = Events {
+        Events {
             rx,
             seen: Vec::new(),
-        };
-        events.wait("server.connected", |_| true).await;
-        events
+        }
     }
 
     async fn create_session(&self, body: &Value) -> String {
@@ -292,6 +298,115 @@ async fn server_reports_a_finished_turn_the_way_gatekeep_reconciles_it() {
     );
     // Every 10 s, even with nothing else to say.
     events.wait("server.heartbeat", |_| true).await;
+}
+
+/// OpenCode 1.18's newer protocol, side by side with the routes gatekeep
+/// drives (docs/design.md, "OpenCode versions"): `/api/event` carries the
+/// session's durable events (`data`, `durable.seq`), but the agent's
+/// permission and question requests go only through the old bus
+/// (`permission.asked` on `/event`), and the new per-session list does not
+/// show them; answering through the old route settles them. Captured into
+/// `tests/fixtures/opencode-1.18.33/api/events.jsonl` with
+/// `GATEKEEP_CAPTURE=1`.
+#[tokio::test]
+async fn server_new_api_does_not_carry_the_requests_gatekeep_answers() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let (_serve, client, mut events) = connect(&oc).await;
+    let mut api = client.events_at("/api/event").await;
+    api.wait("server.connected", |_| true).await;
+    let root = client.create_session(&json!({})).await;
+    client.prompt(&root, "BASH<touch via_api.txt>").await;
+    let asked = events
+        .wait("permission.asked", |p| p["sessionID"] == root)
+        .await;
+    let listed = client.get(&format!("/api/session/{root}/permission")).await;
+    assert_eq!(
+        listed,
+        json!({ "data": [] }),
+        "the new list shows the request"
+    );
+    let id = asked["id"].as_str().expect("id");
+    client.reply(id, &json!({ "reply": "once" })).await;
+    events.idle(&root).await;
+    assert!(oc.dir().join("via_api.txt").exists());
+    client.prompt(&root, "QUESTION<Ship it?>").await;
+    let question = events
+        .wait("question.asked", |p| p["sessionID"] == root)
+        .await;
+    let qid = question["id"].as_str().expect("question id");
+    let (status, _) = client
+        .post(&format!("/question/{qid}/reject"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    events.idle(&root).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(event) = api.rx.try_recv() {
+        api.seen.push(event);
+    }
+    let created = api
+        .seen
+        .iter()
+        .find(|e| e["type"] == "session.created")
+        .expect("session.created on /api/event");
+    assert_eq!(created["data"]["info"]["id"], root.as_str());
+    assert!(created["durable"]["seq"].is_u64(), "{created}");
+    let kinds: Vec<&str> = api.seen.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k.starts_with("permission") || k.starts_with("question")),
+        "{kinds:?}"
+    );
+    if std::env::var("GATEKEEP_CAPTURE").is_ok_and(|v| v == "1") {
+        let lines: Vec<String> = api.seen.iter().map(Value::to_string).collect();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/opencode-1.18.33/api/events.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write the capture");
+    }
+}
+
+/// An `always` given in an earlier, interactive OpenCode session of the
+/// same user and project does not let a later server skip the question:
+/// OpenCode 1.18 keeps it in memory only (`GET /api/permission/saved`
+/// stays empty), so a new server asks again and gatekeep sees it.
+#[tokio::test]
+async fn server_an_always_from_an_earlier_server_is_not_kept() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    {
+        let (_serve, client, mut events) = connect(&oc).await;
+        let root = client.create_session(&json!({})).await;
+        client.prompt(&root, "BASH<touch first.txt>").await;
+        let asked = events
+            .wait("permission.asked", |p| p["sessionID"] == root)
+            .await;
+        let id = asked["id"].as_str().expect("id");
+        client.reply(id, &json!({ "reply": "always" })).await;
+        events.idle(&root).await;
+        assert_eq!(
+            client.get("/api/permission/saved").await,
+            json!({ "data": [] })
+        );
+    }
+    let (_serve, client, mut events) = connect(&oc).await;
+    assert_eq!(
+        client.get("/api/permission/saved").await,
+        json!({ "data": [] })
+    );
+    let root = client.create_session(&json!({})).await;
+    client.prompt(&root, "BASH<touch second.txt>").await;
+    let asked = events
+        .wait("permission.asked", |p| p["sessionID"] == root)
+        .await;
+    assert_eq!(asked["patterns"], json!(["touch second.txt"]));
+    assert!(!oc.dir().join("second.txt").exists(), "ran without asking");
 }
 
 /// OpenCode did not try to `npm install @opencode-ai/plugin` into its

@@ -421,6 +421,19 @@ async fn an_opencode_that_dropped_the_routes_gatekeep_drives_is_refused_clearly(
 }
 
 #[tokio::test]
+async fn saved_approvals_of_the_project_are_reported_at_start() {
+    let fake = FakeOpenCode::start();
+    fake.save_approval(
+        serde_json::json!({ "id": "psv_1", "permission": "bash", "pattern": "git push *" }),
+    );
+    let (mut gk, root) = started(&fake, &[]).await;
+    gk.expect("keeps 1 saved approval(s) for this project")
+        .await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+#[tokio::test]
 async fn a_newer_opencode_that_serves_the_routes_runs_with_a_note() {
     let fake = FakeOpenCode::start();
     fake.report_version(Some("1.99.0"));

@@ -172,6 +172,8 @@ struct State_ {
     /// `GET /permission` answers 404, as a release that dropped the
     /// routes gatekeep uses would.
     permission_route_gone: bool,
+    /// `GET /api/permission/saved`.
+    saved: Vec<Value>,
 }
 
 struct Shared {
@@ -639,6 +641,11 @@ impl FakeOpenCode {
         self.shared.lock().version = version.map(str::to_owned);
     }
 
+    /// A saved (persistent) approval, as OpenCode 1.18's newer API keeps.
+    pub fn save_approval(&self, saved: Value) {
+        self.shared.lock().saved.push(saved);
+    }
+
     /// Serve only the newer `/api/...` protocol: `GET /permission` is 404.
     pub fn drop_permission_route(&self) {
         self.shared.lock().permission_route_gone = true;
@@ -1035,6 +1042,12 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/session/{id}/message", post(message).get(last_message))
         .route("/session/status", get(session_statuses))
         .route("/global/health", get(health))
+        .route(
+            "/api/permission/saved",
+            get(|State(shared): Ctx| async move {
+                Json(json!({ "data": shared.lock().saved.clone() }))
+            }),
+        )
         .route("/config", get(|| async { Json(json!({})) }))
         .route("/session/{id}/abort", post(abort))
         .route("/permission", get(list_permissions))
