@@ -16,7 +16,8 @@ pub enum Code {
     Usage = 2,
     /// No approval channel could be set up; nothing was sent to the agent.
     ChannelUnavailable = 3,
-    /// OpenCode failed to start or died during the run.
+    /// OpenCode failed to start, died during the run, or is a release
+    /// gatekeep does not support (refused before anything reached the agent).
     OpenCodeFailed = 4,
     /// A request was approved or answered by something other than gatekeep;
     /// the run was stopped at once.
@@ -60,7 +61,7 @@ Exit codes:
   1    agent run failed (session error, event stream ended early)
   2    usage error, or a config that would bypass --gate (nothing reached the agent)
   3    approval channel unavailable (nothing sent to the agent)
-  4    OpenCode failed to start or died
+  4    OpenCode failed to start or died, or is an unsupported release
   5    a request was answered by something other than gatekeep (run stopped at once)
   124  run timed out (--timeout)
   129  SIGHUP
