@@ -6,7 +6,7 @@
 //! prints a table and writes `target/bench/gatekeep-bench.json` (or the path
 //! in `GATEKEEP_BENCH_JSON`). `GATEKEEP_BENCH_QUICK=1` runs a tenth of the
 //! samples (a smoke run); `GATEKEEP_BENCH_ONLY=startup|approvals|attach|
-//! pending|fleet|real` runs one part. Nothing here asserts a timing: the targets are
+//! pending|fleet|real|whole` runs one part. Nothing here asserts a timing: the targets are
 //! printed beside the figures.
 //!
 //! What is measured (every time stamp is taken by the fake that saw the
@@ -24,6 +24,12 @@
 //!    the OpenCode executable alone needs to print its listening line.
 //! 6. Fail-close: SIGTERM → every pending request rejected, the server's
 //!    processes gone and gatekeep exited.
+//! 8. The whole run, as a user feels it: `opencode run` alone against
+//!    `gatekeep run -- opencode run` with the same text-only prompt, the
+//!    pinned OpenCode and the scripted model, alternating, each in a fresh
+//!    HOME; wall time (spawn → exit) and CPU time of the whole process tree
+//!    (`cutime + cstime` of this process after each wait), medians and their
+//!    ratio. And the size of the release binary.
 //! 7. A fleet on one host and one bot (fake Discord enforcing one IDENTIFY
 //!    per 5 s): N runs started at once, time until every run's request is
 //!    posted and IDENTIFYs spent, each run with its own session and with a
@@ -135,6 +141,9 @@ fn main() {
         }
         if part("real") {
             with_real_opencode(&sizes, &mut report).await;
+        }
+        if part("whole") {
+            whole_run(&sizes, &mut report).await;
         }
     });
     report.print_and_write();
@@ -826,6 +835,125 @@ async fn with_real_opencode(sizes: &Sizes, report: &mut Report) {
         exited.json(),
         None,
     );
+}
+
+/// (8) The whole run with the real OpenCode, supervised and not.
+async fn whole_run(sizes: &Sizes, report: &mut Report) {
+    let size = std::fs::metadata(env!("CARGO_BIN_EXE_gatekeep")).map_or(0, |m| m.len());
+    report.add(
+        "8",
+        "release binary (what `cargo install` builds)",
+        format!("{:.1} MB", size as f64 / 1_048_576.0),
+        "≤ 20 MB",
+        json!({ "bytes": size }),
+        Some(size <= 20 * 1_048_576),
+    );
+    let llm = FakeLlm::start();
+    if RealOpencode::workspace(&llm).is_none() {
+        report.add("8", "whole run", "skipped".into(), "", json!("not installed"), None);
+        return;
+    }
+    let pairs = sizes.real_runs.max(2) + 2;
+    eprintln!("bench: the whole run, alone and supervised ({pairs} pairs, alternating)");
+    let (mut alone_wall, mut alone_cpu, mut gk_wall, mut gk_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        // Alternate which goes first, so drift favours neither.
+        for supervised in if i % 2 == 0 { [false, true] } else { [true, false] } {
+            let oc = RealOpencode::workspace(&llm).expect("installed");
+            let (wall, cpu) = if supervised {
+                supervised_run(&oc).await
+            } else {
+                alone_run(&oc)
+            };
+            if supervised {
+                gk_wall.push(wall);
+                gk_cpu.push(cpu);
+            } else {
+                alone_wall.push(wall);
+                alone_cpu.push(cpu);
+            }
+        }
+    }
+    let (aw, ac, gw, gc) = (
+        Stats::of(alone_wall),
+        Stats::of(alone_cpu),
+        Stats::of(gk_wall),
+        Stats::of(gk_cpu),
+    );
+    let wall_ratio = ms_f(gw.p50) / ms_f(aw.p50);
+    let cpu_ratio = ms_f(gc.p50) / ms_f(ac.p50);
+    report.add(
+        "8",
+        "whole run, text-only prompt: wall, supervised / alone (median)",
+        format!("{} / {} ms = {wall_ratio:.3}", ms(gw.p50), ms(aw.p50)),
+        "≤ 1.02",
+        json!({ "supervised": gw.json(), "alone": aw.json(), "ratio": wall_ratio }),
+        Some(wall_ratio <= 1.02),
+    );
+    report.add(
+        "8",
+        "whole run, text-only prompt: CPU, supervised / alone (median)",
+        format!("{} / {} ms = {cpu_ratio:.3}", ms(gc.p50), ms(ac.p50)),
+        "≤ 1.02",
+        json!({ "supervised": gc.json(), "alone": ac.json(), "ratio": cpu_ratio }),
+        Some(cpu_ratio <= 1.02),
+    );
+}
+
+const TEXT_ONLY: &str = "just say hello";
+
+/// `opencode run` alone: (wall, CPU of its process tree).
+fn alone_run(oc: &RealOpencode) -> (Duration, Duration) {
+    let model = RealOpencode::model();
+    let cpu0 = children_cpu();
+    let t0 = Instant::now();
+    let status = Command::new(oc.bin())
+        .args(["run", "-m", model.as_str(), TEXT_ONLY])
+        .current_dir(oc.dir())
+        .envs(oc.env_pairs())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run opencode");
+    let wall = t0.elapsed();
+    assert!(status.success(), "opencode run failed: {status}");
+    (wall, children_cpu().saturating_sub(cpu0))
+}
+
+/// The same run under gatekeep (Discord channel mode, the fake Discord).
+async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
+    let discord = FakeDiscord::start().await;
+    let base = discord.base();
+    let channel = CHANNEL.to_string();
+    let dir = oc.dir().to_str().expect("utf-8").to_owned();
+    let args = ["--channel", &channel, "--discord-api-url", &base, "--dir", &dir, "--no-hub"];
+    let model = RealOpencode::model();
+    let tail = ["run", "-m", model.as_str(), TEXT_ONLY];
+    let mut envs = oc.env_pairs();
+    envs.push(("DISCORD_TOKEN", TOKEN));
+    let cpu0 = children_cpu();
+    let t0 = Instant::now();
+    let mut gk = Gatekeep::detached(&args, oc.bin(), &tail, &envs);
+    let code = gk.exit_code_within(Duration::from_secs(120)).await;
+    let wall = t0.elapsed();
+    assert_eq!(code, 0, "gatekeep failed:\n{}", gk.screen());
+    drop(gk);
+    (wall, children_cpu().saturating_sub(cpu0))
+}
+
+/// CPU time of this process's waited-for children (`cutime + cstime`).
+fn children_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = stat.rsplit_once(") ").map_or(0, |(_, rest)| {
+        rest.split(' ')
+            .skip(13)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum()
+    });
+    Duration::from_secs_f64(ticks as f64 / clk_tck() as f64)
 }
 
 struct Close {

@@ -46,8 +46,10 @@ use teardown::{teardown, Approvals};
 
 /// How long `opencode serve` may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on every OpenCode API call.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on every OpenCode API call. Generous: the first calls for a
+/// workspace set OpenCode's instance up, which on a busy host (several runs
+/// starting at once) was measured to take over 10 s.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on opening the event stream and receiving `server.connected`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time kept back from the run's end for the teardown: a request's deadline

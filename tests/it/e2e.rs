@@ -1362,7 +1362,9 @@ exit 0
 /// None of them may fail for it.
 #[tokio::test]
 async fn gatekeep_eight_runs_at_once_on_a_fresh_home_all_start() {
-    let _slot = slot();
+    // Eight servers at once: every slot, so no other real OpenCode test
+    // competes for the two cores meanwhile.
+    let _slots = (slot(), slot());
     let llm = FakeLlm::start();
     let Some(oc) = RealOpencode::workspace(&llm) else {
         return;
