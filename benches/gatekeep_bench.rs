@@ -850,7 +850,14 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
     );
     let llm = FakeLlm::start();
     if RealOpencode::workspace(&llm).is_none() {
-        report.add("8", "whole run", "skipped".into(), "", json!("not installed"), None);
+        report.add(
+            "8",
+            "whole run",
+            "skipped".into(),
+            "",
+            json!("not installed"),
+            None,
+        );
         return;
     }
     let pairs = sizes.real_runs.max(2) + 2;
@@ -859,7 +866,11 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..pairs {
         // Alternate which goes first, so drift favours neither.
-        for supervised in if i % 2 == 0 { [false, true] } else { [true, false] } {
+        for supervised in if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
             let oc = RealOpencode::workspace(&llm).expect("installed");
             let (wall, cpu) = if supervised {
                 supervised_run(&oc).await
@@ -908,17 +919,23 @@ fn alone_run(oc: &RealOpencode) -> (Duration, Duration) {
     let model = RealOpencode::model();
     let cpu0 = children_cpu();
     let t0 = Instant::now();
-    let status = Command::new(oc.bin())
+    let out = Command::new(oc.bin())
         .args(["run", "-m", model.as_str(), TEXT_ONLY])
         .current_dir(oc.dir())
         .envs(oc.env_pairs())
+        // OpenCode takes the project from `PWD` when it is set.
+        .env("PWD", oc.dir())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .output()
         .expect("run opencode");
     let wall = t0.elapsed();
-    assert!(status.success(), "opencode run failed: {status}");
+    if !out.status.success() {
+        panic!(
+            "opencode run failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     (wall, children_cpu().saturating_sub(cpu0))
 }
 
@@ -928,7 +945,15 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
     let base = discord.base();
     let channel = CHANNEL.to_string();
     let dir = oc.dir().to_str().expect("utf-8").to_owned();
-    let args = ["--channel", &channel, "--discord-api-url", &base, "--dir", &dir, "--no-hub"];
+    let args = [
+        "--channel",
+        &channel,
+        "--discord-api-url",
+        &base,
+        "--dir",
+        &dir,
+        "--no-hub",
+    ];
     let model = RealOpencode::model();
     let tail = ["run", "-m", model.as_str(), TEXT_ONLY];
     let mut envs = oc.env_pairs();
