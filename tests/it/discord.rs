@@ -1024,6 +1024,28 @@ async fn gateway_lost_for_good_denies_open_and_new_requests() {
     h.end().await;
 }
 
+/// A click Discord never issued (say, from a process posing as the host's
+/// `gatekeep hub`) looks like an approver's, but Discord refuses to
+/// acknowledge it: it decides nothing, and the request still waits for a
+/// real click.
+#[tokio::test]
+async fn a_click_discord_does_not_know_decides_nothing() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("git push --force").await;
+    let msg = h.message_of(n).await;
+    let (forged, _) = h
+        .fake
+        .forge_click(msg.id, &button(&msg, "Approve"), &admin(), h.thread);
+    h.fake.wait_ack(forged, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.replies.for_id(&id).is_empty(), "a forged click decided");
+    let (ack, _) = h.click(n, "Deny", &admin()).await;
+    assert_eq!(ack["type"], 5, "{ack}");
+    let state = h.final_state(n).await;
+    assert!(state.contains("Denied by <@4242>"), "{state}");
+    assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
+}
+
 #[tokio::test]
 async fn failing_gateway_lookup_fails_connect_without_any_fallback() {
     let fake = FakeDiscord::start().await;

@@ -106,10 +106,16 @@ async fn attach_on(
     application_id: u64,
     nonce: &Nonce,
 ) -> Result<Attachment, String> {
-    // The directory is private; a socket that is not ours is not a hub.
+    // The directory is private; a socket that is not ours is not a hub,
+    // and neither is one served from inside a gatekeep run (an agent
+    // posing as the hub to hand the next runs made-up clicks; those would
+    // also fail at Discord, see `interactions::proven`).
     match stream.peer_cred() {
-        Ok(cred) if cred.uid() == nix::unistd::getuid().as_raw() => {}
-        _ => return Err("the hub socket belongs to another user".into()),
+        Ok(cred)
+            if cred.uid() == nix::unistd::getuid().as_raw()
+                && local::peer_is_a_person(cred.pid()) => {}
+        Ok(_) => return Err("the hub socket is not served by this user's own gatekeep hub".into()),
+        Err(e) => return Err(format!("cannot check the hub socket's owner: {e}")),
     }
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();

@@ -277,7 +277,9 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         return;
     };
     if is_group {
-        report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
+        if !proven(&ctx.console, ack(render::deferred_ephemeral()).await) {
+            return;
+        }
         let text = decide_group(&ctx, &click, verdict).await;
         followup(&ctx, &click, &text).await;
         return;
@@ -289,9 +291,12 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
         );
         return;
     }
-    // A failed acknowledgement does not void the human's decision: the
-    // approval message shows the outcome either way.
-    report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
+    // A failed acknowledgement does not void the human's decision (the
+    // approval message shows the outcome either way), unless Discord says
+    // it never issued this click.
+    if !proven(&ctx.console, ack(render::deferred_ephemeral()).await) {
+        return;
+    }
     let outcome = ctx
         .decider
         .decide(click.number, verdict, click.actor.clone())
@@ -347,7 +352,9 @@ where
             Verdict::Answer { answers }
         }
     };
-    report_ack(&ctx.console, ack(render::deferred_ephemeral()).await);
+    if !proven(&ctx.console, ack(render::deferred_ephemeral()).await) {
+        return;
+    }
     let outcome = ctx
         .decider
         .decide(click.number, verdict, click.actor.clone())
@@ -427,6 +434,27 @@ async fn decide_group(ctx: &ClickContext, click: &Click, verdict: Verdict) -> St
         lines.push(format!("#{number}: {}", outcome_text(&outcome)));
     }
     lines.join("\n")
+}
+
+/// Whether a click may decide: its acknowledgement went through, or failed
+/// for a reason other than Discord not knowing the interaction. A click
+/// Discord refuses to acknowledge as unknown (401/404: "Unknown
+/// interaction") was never a human's, or came too late to count: made up
+/// by whatever delivered it (a hub is a local process; see
+/// docs/design.md, "Many runs, one bot"). It decides nothing.
+fn proven(console: &Console, result: Result<serde_json::Value, RestError>) -> bool {
+    if let Err(RestError::Status {
+        status: 401 | 404, ..
+    }) = &result
+    {
+        console.error(
+            "discord: a click Discord does not know (its acknowledgement was refused) was ignored; \
+             nothing was decided",
+        );
+        return false;
+    }
+    report_ack(console, result);
+    true
 }
 
 fn report_ack(console: &Console, result: Result<serde_json::Value, RestError>) {

@@ -132,6 +132,11 @@ struct Inner {
     heartbeats: u32,
     /// Interaction id → when it was dispatched.
     dispatched: HashMap<u64, Instant>,
+    /// Interactions Discord never issued (made up by a test): their
+    /// callbacks answer 404 "Unknown interaction".
+    forged: std::collections::HashSet<u64>,
+    /// The next interaction created is a forged one.
+    forge_next: bool,
     /// Threads created, in order.
     threads: Vec<u64>,
     /// `@everyone`'s permissions; `None` means [`NEEDED_PERMISSIONS`].
@@ -589,6 +594,19 @@ impl FakeDiscord {
         )
     }
 
+    /// A click Discord never issued, delivered as if it had (as a process
+    /// posing as `gatekeep hub` could): its acknowledgement is refused.
+    pub fn forge_click(
+        &self,
+        message_id: u64,
+        custom_id: &str,
+        member: &Member,
+        channel_id: u64,
+    ) -> (u64, String) {
+        self.shared.lock().forge_next = true;
+        self.click(message_id, custom_id, member, channel_id)
+    }
+
     /// Chooses `values` in the string select `custom_id` of message
     /// `message_id`.
     pub fn select(
@@ -706,6 +724,9 @@ impl FakeDiscord {
         let mut inner = self.shared.lock();
         inner.next_id += 1;
         let id = inner.next_id;
+        if std::mem::take(&mut inner.forge_next) {
+            inner.forged.insert(id);
+        }
         (id, format!("itoken{id}"))
     }
 
@@ -1163,6 +1184,15 @@ fn answer(inner: &mut Inner, shared: &Shared, method: &Method, path: &str, body:
                 "name": body["name"],
                 "owner_id": BOT_USER_ID.to_string(),
             }))
+        }
+        ("POST", ["interactions", id, _token, "callback"])
+            if id.parse().is_ok_and(|id: u64| inner.forged.contains(&id)) =>
+        {
+            (
+                StatusCode::NOT_FOUND,
+                json!({ "message": "Unknown interaction", "code": 10062 }),
+                Vec::new(),
+            )
         }
         ("POST", ["interactions", _id, _token, "callback"]) => {
             (StatusCode::NO_CONTENT, Value::Null, Vec::new())
