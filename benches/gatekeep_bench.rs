@@ -929,13 +929,12 @@ fn alone_run(oc: &RealOpencode) -> (Duration, Duration) {
         .output()
         .expect("run opencode");
     let wall = t0.elapsed();
-    if !out.status.success() {
-        panic!(
-            "opencode run failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert!(
+        out.status.success(),
+        "opencode run failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     (wall, children_cpu().saturating_sub(cpu0))
 }
 

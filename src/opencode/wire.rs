@@ -874,12 +874,14 @@ mod tests {
         let frames: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(frames.len() >= 3);
         for frame in frames {
-            match Event::parse(frame) {
-                Ok(Event::PermissionAsked(_) | Event::PermissionMalformed(_)) => {
-                    panic!("taken for a request: {frame}")
-                }
-                Ok(_) | Err(_) => {}
-            }
+            let parsed = Event::parse(frame);
+            assert!(
+                !matches!(
+                    parsed,
+                    Ok(Event::PermissionAsked(_) | Event::PermissionMalformed(_))
+                ),
+                "taken for a request: {frame}"
+            );
         }
     }
 

@@ -227,17 +227,7 @@ async fn handle_click(ctx: Arc<ClickContext>, click: Click) {
             Refusal::NotApprover => "Not authorized: you are not an approver for this run.",
         };
         report_ack(&ctx.console, ack(render::ephemeral(text)).await);
-        // Recorded for the audit log; changes nothing.
-        let number = match click.action {
-            Action::ApproveSelected
-            | Action::DenySelected
-            | Action::ApproveAll
-            | Action::DenyAll => None,
-            _ => Some(click.number),
-        };
-        ctx.decider
-            .refused(number, click.actor.clone(), text.to_owned())
-            .await;
+        refused(&ctx, &click, text).await;
         return;
     }
     if click.action.is_for_question() {
@@ -434,6 +424,20 @@ async fn decide_group(ctx: &ClickContext, click: &Click, verdict: Verdict) -> St
         lines.push(format!("#{number}: {}", outcome_text(&outcome)));
     }
     lines.join("\n")
+}
+
+/// A click from someone who may not decide: recorded for the audit log;
+/// changes nothing.
+async fn refused(ctx: &ClickContext, click: &Click, text: &str) {
+    let number = match click.action {
+        Action::ApproveSelected | Action::DenySelected | Action::ApproveAll | Action::DenyAll => {
+            None
+        }
+        _ => Some(click.number),
+    };
+    ctx.decider
+        .refused(number, click.actor.clone(), text.to_owned())
+        .await;
 }
 
 /// Whether a click may decide: its acknowledgement went through, or failed

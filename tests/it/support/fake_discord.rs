@@ -104,7 +104,9 @@ struct RateLimit {
     used: u32,
 }
 
+/// Everything the fake knows; its switches are independent test knobs.
 #[derive(Default)]
+#[allow(clippy::struct_excessive_bools)]
 struct Inner {
     requests: Vec<Recorded>,
     messages: HashMap<u64, StoredMessage>,
