@@ -885,6 +885,42 @@ mod tests {
         }
     }
 
+    /// A whole approve-less run captured from OpenCode 1.3.2 (its
+    /// `message.updated` has no top-level `sessionID`, which once tore the
+    /// stream down): every frame reads, none as an error, and what a
+    /// decision depends on reads as such.
+    #[test]
+    fn an_old_release_reads_frame_by_frame() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/opencode-1.3.2/events.jsonl");
+        let text = std::fs::read_to_string(path).expect("the capture is readable");
+        let mut kinds = Vec::new();
+        for frame in text.lines().filter(|l| !l.trim().is_empty()) {
+            let event = Event::parse(frame).unwrap_or_else(|e| panic!("{e}: {frame}"));
+            assert!(!matches!(event, Event::Unreadable { .. }), "{frame}");
+            kinds.push(event.kind().to_owned());
+        }
+        for needed in [
+            "permission.asked",
+            "permission.replied",
+            "session.status",
+            "session.idle",
+        ] {
+            assert!(
+                kinds.iter().any(|k| k == needed),
+                "{needed} missing: {kinds:?}"
+            );
+        }
+        let asked = text
+            .lines()
+            .find_map(|l| match Event::parse(l) {
+                Ok(Event::PermissionAsked(request)) => Some(request),
+                _ => None,
+            })
+            .expect("a request");
+        assert_eq!(asked.patterns, vec!["touch old.txt".to_owned()]);
+    }
+
     fn reference_dir() -> PathBuf {
         // Copies of /work/shared/reference/opencode-1.18.33, recorded from
         // the real server.
