@@ -944,7 +944,10 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
     let base = discord.base();
     let channel = CHANNEL.to_string();
     let dir = oc.dir().to_str().expect("utf-8").to_owned();
-    let args = [
+    // `GATEKEEP_BENCH_SHOW=1`: with `-v`, and the screen printed (where
+    // the time goes; the figures are then not comparable).
+    let show = std::env::var("GATEKEEP_BENCH_SHOW").is_ok_and(|v| v == "1");
+    let mut args = vec![
         "--channel",
         &channel,
         "--discord-api-url",
@@ -953,6 +956,9 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
         &dir,
         "--no-hub",
     ];
+    if show {
+        args.push("-v");
+    }
     let model = RealOpencode::model();
     let tail = ["run", "-m", model.as_str(), TEXT_ONLY];
     let mut envs = oc.env_pairs();
@@ -963,6 +969,9 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
     let code = gk.exit_code_within(Duration::from_secs(120)).await;
     let wall = t0.elapsed();
     assert_eq!(code, 0, "gatekeep failed:\n{}", gk.screen());
+    if show {
+        eprintln!("{}", gk.screen());
+    }
     drop(gk);
     (wall, children_cpu().saturating_sub(cpu0))
 }
