@@ -1460,9 +1460,12 @@ async fn gatekeep_the_agent_cannot_answer_its_own_requests() {
     );
     let late = read("late-approve.txt");
     assert!(late.contains("cannot see or answer requests"), "{late}");
+    // Another test's run may end between the listing and the attempt:
+    // then there is nothing to approve in it either.
     assert!(
         late.lines()
-            .all(|l| l.contains("cannot see or answer requests")),
+            .all(|l| l.contains("cannot see or answer requests")
+                || l.contains("no live gatekeep run with id")),
         "a late attempt was not refused: {late}"
     );
     assert!(read("intruded.txt").is_empty(), "{}", read("intruded.txt"));
