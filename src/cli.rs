@@ -104,6 +104,20 @@ pub enum AuditCommand {
     },
 }
 
+/// Where Discord is (run, doctor and hub).
+#[derive(Debug, Args)]
+pub struct DiscordApiArgs {
+    /// Discord API base URL (for testing against a local fake).
+    #[arg(
+        long,
+        env = "GATEKEEP_DISCORD_API_URL",
+        value_name = "URL",
+        default_value = "https://discord.com",
+        hide_default_value = true
+    )]
+    pub discord_api_url: String,
+}
+
 /// How a Discord gateway session is started (by a run or the hub).
 #[derive(Debug, Args)]
 pub struct SessionArgs {
@@ -127,15 +141,8 @@ pub struct SessionArgs {
 /// `gatekeep hub`.
 #[derive(Debug, Args)]
 pub struct HubArgs {
-    /// Discord API base URL (for testing against a local fake).
-    #[arg(
-        long,
-        env = "GATEKEEP_DISCORD_API_URL",
-        value_name = "URL",
-        default_value = "https://discord.com",
-        hide_default_value = true
-    )]
-    pub discord_api_url: String,
+    #[command(flatten)]
+    pub api: DiscordApiArgs,
 
     #[command(flatten)]
     pub session: SessionArgs,
@@ -164,15 +171,8 @@ pub struct DoctorArgs {
     )]
     pub gates: Vec<String>,
 
-    /// Discord API base URL (for testing against a local fake).
-    #[arg(
-        long,
-        env = "GATEKEEP_DISCORD_API_URL",
-        value_name = "URL",
-        default_value = "https://discord.com",
-        hide_default_value = true
-    )]
-    pub discord_api_url: String,
+    #[command(flatten)]
+    pub api: DiscordApiArgs,
 
     #[command(flatten)]
     pub who: WhoArgs,
@@ -288,15 +288,8 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_NO_BELL")]
     pub no_bell: bool,
 
-    /// Discord API base URL (for testing against a local fake).
-    #[arg(
-        long,
-        env = "GATEKEEP_DISCORD_API_URL",
-        value_name = "URL",
-        default_value = "https://discord.com",
-        hide_default_value = true
-    )]
-    pub discord_api_url: String,
+    #[command(flatten)]
+    pub api: DiscordApiArgs,
 
     /// Print only the agent's text and errors.
     #[arg(short, long, env = "GATEKEEP_QUIET", conflicts_with = "verbose")]

@@ -198,7 +198,7 @@ impl RunConfig {
                 let token = env.discord_token.clone().ok_or(ConfigError::MissingToken)?;
                 ApprovalChannel::Discord(DiscordConfig {
                     token,
-                    api_base: args.discord_api_url.trim_end_matches('/').to_owned(),
+                    api_base: args.api.discord_api_url.trim_end_matches('/').to_owned(),
                     channel_id,
                     approvers,
                     approver_roles,

@@ -48,7 +48,7 @@ pub fn run(args: &HubArgs, discord_token: Option<SecretString>) -> Code {
         console.status("hub: connecting to Discord");
         let served = async {
             let starter = Starter::prepare(
-                &args.discord_api_url,
+                &args.api.discord_api_url,
                 &token,
                 args.session.identify_reserve,
                 args.session.connect_timeout,

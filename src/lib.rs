@@ -10,6 +10,8 @@
 //!        ─opencode::bridge (Ask, Echo)─► approval::messages::Input
 //!        ─► approval::task (owns approval::registry) ─Notice─► transport::{discord, terminal, local},
 //!                                                               records::audit, console
+//!   Discord gateway (the run's own session, or `gatekeep hub` over a local
+//!        socket) ─click─► transport::discord ─ack accepted by Discord─►
 //!   transports ─Decider::decide(number, verdict)─► approval::task
 //!        ─Reply─► opencode::bridge::OpenCodeReplier ─► OpenCode API
 //!   run owns: the `opencode serve` child, every task, and the one shutdown
@@ -26,8 +28,9 @@
 //! - [`cli`]: the raw command line (clap); [`tail`] parses the
 //!   `opencode run …` words after `--`; [`config`] is the validated result.
 //! - [`opencode`]: wire types, the SSE event stream, API calls, the child
-//!   process, `--gate`, the one reader of OpenCode's configuration, and the
-//!   bridge to approval types. Nothing outside it knows OpenCode's JSON.
+//!   process, `--gate`, the one reader of OpenCode's configuration, the
+//!   releases gatekeep drives (`compat`), and the bridge to approval types.
+//!   Nothing outside it knows OpenCode's JSON.
 //! - [`approval`]: what is asked ([`approval::Ask`]) and shown
 //!   ([`approval::Shown`]), the registry (a pure state machine: every request
 //!   settled exactly once), the deny and trust rules, the messages of the
@@ -42,7 +45,10 @@
 //! - [`redact`]: secret redaction and neutralising of untrusted agent text,
 //!   shared by every channel; [`console`]: all of gatekeep's own output (a
 //!   live status line at a terminal, timestamped lines elsewhere).
-//! - [`doctor`]: `gatekeep doctor`, the checks before an unattended run.
+//! - [`doctor`]: `gatekeep doctor`, the checks before an unattended run;
+//!   [`hub`]: `gatekeep hub`, one Discord session for every run on a host
+//!   (its protocol and the runs' side are in `transport::discord::hub`,
+//!   when a session may start in `transport::discord::session`).
 //! - [`platform`]: what gatekeep needs from Linux or macOS (hardening, the
 //!   child's tether, process ancestry), behind one interface.
 

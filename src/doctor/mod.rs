@@ -132,7 +132,7 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
 
     match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(channel) => {
-            discord::check(channel, &args.discord_api_url, discord_token, report).await;
+            discord::check(channel, &args.api.discord_api_url, discord_token, report).await;
             check_ping(args, report);
         }
         None => println!(

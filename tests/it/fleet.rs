@@ -25,7 +25,10 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// One host: its state directory.
 struct Host {
-    state: TempDir,
+    /// Removed with the host.
+    _state: TempDir,
+    /// `XDG_RUNTIME_DIR` for every gatekeep on this host.
+    runtime_dir: String,
 }
 
 impl Host {
@@ -36,16 +39,17 @@ impl Host {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .expect("chmod state dir");
-        Self { state }
+        let runtime_dir = state.path().to_str().expect("utf-8").to_owned();
+        Self {
+            _state: state,
+            runtime_dir,
+        }
     }
 
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("DISCORD_TOKEN", TOKEN.to_owned()),
-            (
-                "XDG_RUNTIME_DIR",
-                self.state.path().to_str().expect("utf-8").to_owned(),
-            ),
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DISCORD_TOKEN", TOKEN),
+            ("XDG_RUNTIME_DIR", &self.runtime_dir),
         ]
     }
 
@@ -62,16 +66,12 @@ impl Host {
             &base,
         ];
         args.extend_from_slice(extra);
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Gatekeep::detached(&args, oc.program(), &["run", "go"], &env)
+        Gatekeep::detached(&args, oc.program(), &["run", "go"], &self.env())
     }
 
     /// `gatekeep hub` on this host, once it said it is ready.
     async fn hub(&self, discord: &FakeDiscord) -> Gatekeep {
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let hub = Gatekeep::command(&["hub", "--discord-api-url", &discord.base()], &env);
+        let hub = Gatekeep::command(&["hub", "--discord-api-url", &discord.base()], &self.env());
         hub.expect("ready").await;
         hub
     }
@@ -223,8 +223,6 @@ async fn when_the_hub_dies_a_run_opens_its_own_session_and_still_takes_clicks() 
     let host = Host::new();
     let discord = FakeDiscord::start().await;
     let hub = host.hub(&discord).await;
-    let env = host.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let channel = CHANNEL.to_string();
     let mut doctor = Gatekeep::command(
         &[
@@ -234,7 +232,7 @@ async fn when_the_hub_dies_a_run_opens_its_own_session_and_still_takes_clicks() 
             "--discord-api-url",
             &discord.base(),
         ],
-        &env,
+        &host.env(),
     );
     doctor.exit_code().await;
     assert!(
