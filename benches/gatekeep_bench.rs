@@ -24,12 +24,14 @@
 //!    the OpenCode executable alone needs to print its listening line.
 //! 6. Fail-close: SIGTERM → every pending request rejected, the server's
 //!    processes gone and gatekeep exited.
-//! 8. The whole run, as a user feels it: `opencode run` alone against
-//!    `gatekeep run -- opencode run` with the same text-only prompt, the
-//!    pinned OpenCode and the scripted model, alternating, each in a fresh
-//!    HOME; wall time (spawn → exit) and CPU time of the whole process tree
-//!    (`cutime + cstime` of this process after each wait), medians and their
-//!    ratio. And the size of the release binary.
+//! 8. The whole run, as a user feels it: `opencode run` alone, `opencode
+//!    serve` driven directly over HTTP (the floor of any supervisor that
+//!    answers permissions) and `gatekeep run -- opencode run`, with the same
+//!    text-only prompt, the pinned OpenCode and the scripted model, rotating,
+//!    each in a fresh HOME; wall time (spawn → exit) and CPU time of the
+//!    whole process tree (`cutime + cstime` of this process after each
+//!    wait), medians and their ratios; gatekeep's own CPU as it reports it
+//!    with `-v`. And the size of the release binary.
 //! 7. A fleet on one host and one bot (fake Discord enforcing one IDENTIFY
 //!    per 5 s): N runs started at once, time until every run's request is
 //!    posted and IDENTIFYs spent, each run with its own session and with a
@@ -860,56 +862,90 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
         );
         return;
     }
-    let pairs = sizes.real_runs.max(2) + 2;
-    eprintln!("bench: the whole run, alone and supervised ({pairs} pairs, alternating)");
-    let (mut alone_wall, mut alone_cpu, mut gk_wall, mut gk_cpu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..pairs {
-        // Alternate which goes first, so drift favours neither.
-        for supervised in if i % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        } {
+    let rounds = sizes.real_runs.max(2) + 2;
+    eprintln!("bench: the whole run: alone, served and supervised ({rounds} rounds, rotating)");
+    let mut runs: BTreeMap<Way, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
+    let mut own_cpu = Vec::new();
+    for i in 0..rounds {
+        // Rotate which goes first, so drift favours none.
+        for k in 0..3 {
+            let way = Way::ALL[(i + k) % 3];
             let oc = RealOpencode::workspace(&llm).expect("installed");
-            let (wall, cpu) = if supervised {
-                supervised_run(&oc).await
-            } else {
-                alone_run(&oc)
+            let (wall, cpu) = match way {
+                Way::Alone => alone_run(&oc),
+                Way::Served => served_run(&oc).await,
+                Way::Supervised => {
+                    let (wall, cpu, own) = supervised_run(&oc).await;
+                    own_cpu.push(own);
+                    (wall, cpu)
+                }
             };
-            if supervised {
-                gk_wall.push(wall);
-                gk_cpu.push(cpu);
-            } else {
-                alone_wall.push(wall);
-                alone_cpu.push(cpu);
-            }
+            let entry = runs.entry(way).or_default();
+            entry.0.push(wall);
+            entry.1.push(cpu);
         }
     }
-    let (aw, ac, gw, gc) = (
-        Stats::of(alone_wall),
-        Stats::of(alone_cpu),
-        Stats::of(gk_wall),
-        Stats::of(gk_cpu),
-    );
-    let wall_ratio = ms_f(gw.p50) / ms_f(aw.p50);
-    let cpu_ratio = ms_f(gc.p50) / ms_f(ac.p50);
+    let mut medians = BTreeMap::new();
+    for (way, (wall, cpu)) in runs {
+        medians.insert(way, (Stats::of(wall), Stats::of(cpu)));
+    }
+    let (aw, ac) = &medians[&Way::Alone];
+    let (sw, sc) = &medians[&Way::Served];
+    let (gw, gc) = &medians[&Way::Supervised];
+    let ratio = |a: &Stats, b: &Stats| ms_f(a.p50) / ms_f(b.p50);
+    for (what, sup, base, target, met) in [
+        (
+            "wall, supervised / alone",
+            gw,
+            aw,
+            "≤ 1.02",
+            Some(ratio(gw, aw) <= 1.02),
+        ),
+        (
+            "CPU, supervised / alone",
+            gc,
+            ac,
+            "≤ 1.02",
+            Some(ratio(gc, ac) <= 1.02),
+        ),
+        ("wall, supervised / served", gw, sw, "", None),
+        ("CPU, supervised / served", gc, sc, "", None),
+        ("wall, served / alone", sw, aw, "", None),
+        ("CPU, served / alone", sc, ac, "", None),
+    ] {
+        report.add(
+            "8",
+            &format!("whole run, text-only prompt: {what} (median)"),
+            format!("{} / {} ms = {:.3}", ms(sup.p50), ms(base.p50), ratio(sup, base)),
+            target,
+            json!({ "numerator": sup.json(), "denominator": base.json(), "ratio": ratio(sup, base) }),
+            met,
+        );
+    }
+    let own = Stats::of(own_cpu);
+    let share = ms_f(own.p50) / ms_f(gc.p50);
     report.add(
         "8",
-        "whole run, text-only prompt: wall, supervised / alone (median)",
-        format!("{} / {} ms = {wall_ratio:.3}", ms(gw.p50), ms(aw.p50)),
-        "≤ 1.02",
-        json!({ "supervised": gw.json(), "alone": aw.json(), "ratio": wall_ratio }),
-        Some(wall_ratio <= 1.02),
+        "whole run: gatekeep's own CPU (median) and its share of the supervised run's",
+        format!("{} ms = {:.1} %", ms(own.p50), share * 100.0),
+        "",
+        json!({ "own_cpu": own.json(), "share": share }),
+        None,
     );
-    report.add(
-        "8",
-        "whole run, text-only prompt: CPU, supervised / alone (median)",
-        format!("{} / {} ms = {cpu_ratio:.3}", ms(gc.p50), ms(ac.p50)),
-        "≤ 1.02",
-        json!({ "supervised": gc.json(), "alone": ac.json(), "ratio": cpu_ratio }),
-        Some(cpu_ratio <= 1.02),
-    );
+}
+
+/// The three ways to run the same prompt: `opencode run` alone; `opencode
+/// serve` driven directly over HTTP (what any supervisor that answers
+/// permissions has to run, gatekeep's floor); and `gatekeep run`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Way {
+    Alone,
+    Served,
+    Supervised,
+}
+
+impl Way {
+    const ALL: [Way; 3] = [Way::Alone, Way::Served, Way::Supervised];
 }
 
 const TEXT_ONLY: &str = "just say hello";
@@ -938,16 +974,47 @@ fn alone_run(oc: &RealOpencode) -> (Duration, Duration) {
     (wall, children_cpu().saturating_sub(cpu0))
 }
 
-/// The same run under gatekeep (Discord channel mode, the fake Discord).
-async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
+/// `opencode serve` started and driven directly: a session, the prompt
+/// (its answer comes when the turn is over), SIGTERM to its process group.
+async fn served_run(oc: &RealOpencode) -> (Duration, Duration) {
+    const PASSWORD: &str = "bench-password";
+    let cpu0 = children_cpu();
+    let t0 = Instant::now();
+    let serve = oc.serve(PASSWORD);
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        http.post(format!("{}{path}", serve.base))
+            .basic_auth("opencode", Some(PASSWORD))
+            .json(&body)
+            .send()
+    };
+    let session: Value = post("/session".into(), json!({}))
+        .await
+        .expect("create a session")
+        .json()
+        .await
+        .expect("session json");
+    let id = session["id"].as_str().expect("session id").to_owned();
+    let answer = post(
+        format!("/session/{id}/message"),
+        json!({ "parts": [{ "type": "text", "text": TEXT_ONLY }] }),
+    )
+    .await
+    .expect("prompt");
+    assert!(answer.status().is_success(), "prompt: {}", answer.status());
+    drop(serve);
+    (t0.elapsed(), children_cpu().saturating_sub(cpu0))
+}
+
+/// The same run under gatekeep (Discord channel mode, the fake Discord):
+/// (wall, CPU of the tree, gatekeep's own CPU as it reports it with `-v`).
+async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration, Duration) {
     let discord = FakeDiscord::start().await;
     let base = discord.base();
     let channel = CHANNEL.to_string();
     let dir = oc.dir().to_str().expect("utf-8").to_owned();
-    // `GATEKEEP_BENCH_SHOW=1`: with `-v`, and the screen printed (where
-    // the time goes; the figures are then not comparable).
-    let show = std::env::var("GATEKEEP_BENCH_SHOW").is_ok_and(|v| v == "1");
-    let mut args = vec![
+    let args = [
+        "-v",
         "--channel",
         &channel,
         "--discord-api-url",
@@ -956,9 +1023,6 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
         &dir,
         "--no-hub",
     ];
-    if show {
-        args.push("-v");
-    }
     let model = RealOpencode::model();
     let tail = ["run", "-m", model.as_str(), TEXT_ONLY];
     let mut envs = oc.env_pairs();
@@ -968,12 +1032,23 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration) {
     let mut gk = Gatekeep::detached(&args, oc.bin(), &tail, &envs);
     let code = gk.exit_code_within(Duration::from_secs(120)).await;
     let wall = t0.elapsed();
-    assert_eq!(code, 0, "gatekeep failed:\n{}", gk.screen());
-    if show {
-        eprintln!("{}", gk.screen());
+    let screen = gk.screen();
+    assert_eq!(code, 0, "gatekeep failed:\n{screen}");
+    // `GATEKEEP_BENCH_SHOW=1`: the screen printed (where the time goes).
+    if std::env::var("GATEKEEP_BENCH_SHOW").is_ok_and(|v| v == "1") {
+        eprintln!("{screen}");
     }
+    let own = screen
+        .split_once("CPU used: gatekeep ")
+        .and_then(|(_, rest)| rest.split_once(" ms"))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .expect("gatekeep -v reports its CPU");
     drop(gk);
-    (wall, children_cpu().saturating_sub(cpu0))
+    (
+        wall,
+        children_cpu().saturating_sub(cpu0),
+        Duration::from_millis(own),
+    )
 }
 
 /// CPU time of this process's waited-for children (`cutime + cstime`).

@@ -4,9 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use std::collections::HashMap;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::HELP_TABLE;
+use crate::policy::Origin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +85,75 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+impl Cli {
+    /// Parse `words` (the program name first), and note which settings the
+    /// command line or the environment gave: the rest may come from
+    /// `gatekeep.toml` (see [`crate::policy`]).
+    pub fn parse_words<I, T>(words: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(words)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        match (&mut cli.command, matches.subcommand()) {
+            (Command::Run(args), Some((_, m))) => args.given = Given::of(m),
+            (Command::Doctor(args), Some((_, m))) => args.given = Given::of(m),
+            _ => {}
+        }
+        Ok(cli)
+    }
+}
+
+/// Where each setting that `gatekeep.toml` may also hold was given: on the
+/// command line, in a `GATEKEEP_*` variable, or not at all (its default).
+/// Keyed by clap's argument id (the field name).
+#[derive(Debug, Clone, Default)]
+pub struct Given(HashMap<&'static str, Origin>);
+
+impl Given {
+    /// The arguments a policy file can also set.
+    const IDS: [&'static str; 8] = [
+        "channel",
+        "approvers",
+        "approver_roles",
+        "mention",
+        "timeout",
+        "approval_timeout",
+        "gates",
+        "deny",
+    ];
+
+    fn of(matches: &ArgMatches) -> Self {
+        let mut given = HashMap::new();
+        for id in Self::IDS {
+            let origin = match matches
+                .try_contains_id(id)
+                .ok()
+                .and_then(|_| matches.value_source(id))
+            {
+                Some(ValueSource::CommandLine) => Origin::Flag,
+                Some(ValueSource::EnvVariable) => Origin::Env,
+                _ => Origin::Default,
+            };
+            given.insert(id, origin);
+        }
+        Self(given)
+    }
+
+    /// Where `id` came from (`Default` when nobody gave it).
+    #[must_use]
+    pub fn origin(&self, id: &str) -> Origin {
+        self.0.get(id).copied().unwrap_or(Origin::Default)
+    }
+
+    /// Whether the command line or the environment gave `id`.
+    #[must_use]
+    pub fn has(&self, id: &str) -> bool {
+        self.origin(id) != Origin::Default
+    }
 }
 
 /// Which live run `pending`, `approve` and `deny` talk to.
@@ -177,9 +250,16 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub who: WhoArgs,
 
+    /// The policy file (default: gatekeep.toml at the workspace root, if any).
+    #[arg(long, env = "GATEKEEP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The OpenCode executable to check (default: `opencode` on PATH).
     #[arg(last = true, value_name = "OPENCODE")]
     pub opencode: Vec<String>,
+
+    #[arg(skip)]
+    pub given: Given,
 }
 
 /// Who may decide, and whom each request pings (run and doctor).
@@ -226,6 +306,12 @@ pub struct WhoArgs {
 #[allow(clippy::doc_markdown, clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The policy file: channel, approvers, timeouts, gates, deny and
+    /// two-person rules kept in the repository (default: gatekeep.toml at
+    /// the workspace root, if any). Flags and GATEKEEP_* variables override it.
+    #[arg(long, env = "GATEKEEP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Discord channel id for approvals (needs DISCORD_TOKEN).
     #[arg(long, env = "GATEKEEP_CHANNEL", value_name = "ID")]
     pub channel: Option<String>,
@@ -309,9 +395,17 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 
+    /// Write a Markdown report of the run to FILE when it ends (default:
+    /// appended to $GITHUB_STEP_SUMMARY when that is set).
+    #[arg(long, env = "GATEKEEP_SUMMARY_MD", value_name = "FILE")]
+    pub summary_md: Option<PathBuf>,
+
     /// The run to supervise: `<OPENCODE> run [FLAGS] <MESSAGE>...`
     #[arg(last = true, required = true, value_name = "OPENCODE RUN ...")]
     pub opencode: Vec<String>,
+
+    #[arg(skip)]
+    pub given: Given,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::approval::rules::{DenyRule, DenyRuleError};
+use crate::approval::rules::{DenyRule, DenyRuleError, RequireRule};
 use crate::cli::{RunArgs, WhoArgs};
+use crate::policy::{self, Policy, PolicyError};
 use crate::tail::{self, RunSpec, TailError};
 
 /// Where approval requests go.
@@ -117,6 +118,16 @@ pub struct RunConfig {
     pub summary_json: Option<PathBuf>,
     /// `--audit-log`: the hash-chained decision log.
     pub audit_log: Option<PathBuf>,
+    /// The policy file in use, if any.
+    pub policy_file: Option<PathBuf>,
+    /// It has changes git has not committed: not the reviewed rules.
+    pub policy_uncommitted: bool,
+    /// `[[require]]` rules: requests that need several approvers.
+    pub require: Vec<RequireRule>,
+    /// Files whose edit would change the rules of this run or the next
+    /// (the policy file, the workspace's OpenCode config): always asked of
+    /// humans (docs/design.md, "Policy as code").
+    pub protected: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +136,13 @@ pub enum ConfigError {
     Tail(#[from] TailError),
     #[error(transparent)]
     Deny(#[from] DenyRuleError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("invalid {option}: {message}")]
+    UnknownKind {
+        option: &'static str,
+        message: String,
+    },
     #[error(
         "invalid {option} `{value}`: expected a Discord id (a number such as 123456789012345678)"
     )]
@@ -175,19 +193,42 @@ pub struct Surroundings {
 }
 
 impl RunConfig {
-    pub fn from_args(args: RunArgs, env: &Surroundings) -> Result<Self, ConfigError> {
+    pub fn from_args(mut args: RunArgs, env: &Surroundings) -> Result<Self, ConfigError> {
         let spec = tail::parse(&args.opencode)?;
         let workspace = workspace(args.dir.as_deref(), spec.dir.as_deref(), &env.cwd)?;
-        let gates = args
-            .gates
-            .iter()
-            .map(|g| valid_gate(g))
-            .collect::<Result<Vec<_>, _>>()?;
-        let deny = args
-            .deny
-            .iter()
-            .map(|d| DenyRule::parse(d))
-            .collect::<Result<Vec<_>, _>>()?;
+        let policy_file = policy::locate(
+            args.config.as_deref().map(|p| env.cwd.join(p)).as_deref(),
+            &workspace,
+        );
+        let policy = policy_file.as_deref().map(Policy::load).transpose()?;
+        let mut deny = Vec::new();
+        if let Some(policy) = &policy {
+            deny.extend(policy.deny.iter().cloned());
+            apply(&mut args, policy);
+        }
+        let mut gates = Vec::new();
+        for gate in &args.gates {
+            let gate = valid_gate(gate)?;
+            policy::known_kind(&gate).map_err(|message| ConfigError::UnknownKind {
+                option: "--gate",
+                message,
+            })?;
+            if !gates.contains(&gate) {
+                gates.push(gate);
+            }
+        }
+        for text in &args.deny {
+            let rule = DenyRule::parse(text)?;
+            policy::known_kind_or_any(rule.kind()).map_err(|message| ConfigError::UnknownKind {
+                option: "--deny",
+                message,
+            })?;
+            deny.push(rule);
+        }
+        let protected = protected_files(&workspace, policy_file.as_deref());
+        let policy_uncommitted = policy_file
+            .as_deref()
+            .is_some_and(|p| policy::uncommitted(p, &workspace));
         let approvers = ids("--approver", &args.who.approvers)?;
         let approver_roles = ids("--approver-role", &args.who.approver_roles)?;
         let ping = Ping::of(&args.who)?;
@@ -245,8 +286,65 @@ impl RunConfig {
             verbosity,
             summary_json: args.summary_json,
             audit_log: args.audit_log,
+            require: policy.map(|p| p.require).unwrap_or_default(),
+            policy_uncommitted,
+            policy_file,
+            protected,
         })
     }
+}
+
+/// The policy file fills in what neither a flag nor a variable gave. Its
+/// `gate` and `deny` lists add to those of the command line: a flag can
+/// make a run stricter than the reviewed policy, never looser.
+fn apply(args: &mut RunArgs, policy: &Policy) {
+    let file = &policy.file;
+    let given = args.given.clone();
+    let unset = |id: &str| !given.has(id);
+    if unset("channel") {
+        if let Some(channel) = &file.channel {
+            args.channel = Some(channel.clone());
+        }
+    }
+    for (id, slot, value) in [
+        ("approvers", &mut args.who.approvers, &file.approvers),
+        (
+            "approver_roles",
+            &mut args.who.approver_roles,
+            &file.approver_roles,
+        ),
+        ("mention", &mut args.who.mention, &file.mention),
+    ] {
+        if let (true, Some(value)) = (unset(id), value) {
+            slot.clone_from(value);
+        }
+    }
+    if let (true, Some(t)) = (unset("timeout"), policy.timeout) {
+        args.timeout = t;
+    }
+    if let (true, Some(t)) = (unset("approval_timeout"), policy.approval_timeout) {
+        args.approval_timeout = t;
+    }
+    args.gates
+        .extend(file.gate.iter().flatten().map(|g| g.get_ref().clone()));
+}
+
+/// The files an agent could edit to loosen this run's rules or the next
+/// run's: the policy file and the workspace's OpenCode config.
+fn protected_files(workspace: &Path, policy_file: Option<&Path>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = [
+        "opencode.json",
+        "opencode.jsonc",
+        ".opencode/opencode.json",
+        ".opencode/opencode.jsonc",
+    ]
+    .iter()
+    .map(|name| workspace.join(name))
+    .collect();
+    if let Some(path) = policy_file {
+        files.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
+    }
+    files
 }
 
 fn workspace(flag: Option<&Path>, tail: Option<&Path>, cwd: &Path) -> Result<PathBuf, ConfigError> {
@@ -311,14 +409,12 @@ fn ids(option: &'static str, values: &[String]) -> Result<Vec<u64>, ConfigError>
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
     use crate::cli::{Cli, Command};
 
     fn args(line: &str) -> RunArgs {
         let words = ["gatekeep", "run"].into_iter().chain(line.split(' '));
-        match Cli::try_parse_from(words).expect("parses").command {
+        match Cli::parse_words(words).expect("parses").command {
             Command::Run(a) => a,
             _ => panic!("not a run"),
         }

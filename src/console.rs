@@ -340,6 +340,9 @@ impl Console {
                         Some(Notice::Undelivered { number, detail }) => {
                             console.error(&format!("could not answer request #{number}: {detail}"));
                         }
+                        Some(Notice::Progress(progress)) => {
+                            console.status(&format!("request #{}: {progress}", progress.number));
+                        }
                         Some(Notice::Refused { .. } | Notice::Decided { .. } | Notice::Closing(_)) => {}
                         Some(Notice::RunEnded(_)) | None => break,
                     },

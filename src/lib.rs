@@ -26,7 +26,8 @@
 //! teardown and, through `Notice::RunEnded`, to every follower.
 //!
 //! - [`cli`]: the raw command line (clap); [`tail`] parses the
-//!   `opencode run …` words after `--`; [`config`] is the validated result.
+//!   `opencode run …` words after `--`; [`policy`] reads `gatekeep.toml`,
+//!   the layer beneath flags and variables; [`config`] is the validated result.
 //! - [`opencode`]: wire types, the SSE event stream, API calls, the child
 //!   process, `--gate`, the one reader of OpenCode's configuration, the
 //!   releases gatekeep drives (`compat`), and the bridge to approval types.
@@ -65,6 +66,7 @@ pub mod exit;
 pub mod hub;
 pub mod opencode;
 pub mod platform;
+pub mod policy;
 pub mod records;
 pub mod redact;
 pub mod run;

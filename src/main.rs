@@ -2,10 +2,11 @@
 //! documented code. Everything else lives in the library.
 
 use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use gatekeep::cli::{AuditCommand, Cli, Command, RunArgs};
 use gatekeep::config::{ApprovalChannel, RunConfig, Surroundings, Verbosity};
 use gatekeep::exit::Code;
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
     // must not read gatekeep's environment or memory (docs/design.md).
     let _ = gatekeep::platform::harden();
     let discord_token = gatekeep::platform::take_env_secret("DISCORD_TOKEN");
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_words(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -182,6 +183,12 @@ fn verify_audit(file: &std::path::Path) -> ExitCode {
 fn run(args: RunArgs, discord_token: Option<SecretString>) -> Code {
     let started = SystemTime::now();
     let summary_path = args.summary_json.clone();
+    // `--summary-md` is written; a GitHub step summary is appended to.
+    let markdown = args.summary_md.clone().map(|p| (p, false)).or_else(|| {
+        std::env::var_os("GITHUB_STEP_SUMMARY")
+            .filter(|v| !v.is_empty())
+            .map(|p| (PathBuf::from(p), true))
+    });
     let mut context = summary::Context::default();
     let ended = supervise(args, discord_token, &mut context);
     let code = match &ended {
@@ -189,7 +196,7 @@ fn run(args: RunArgs, discord_token: Option<SecretString>) -> Code {
         Ended::NotStarted { code, .. } => *code,
         Ended::Crashed { .. } => Code::RunFailed,
     };
-    if let Some(path) = summary_path {
+    if summary_path.is_some() || markdown.is_some() {
         let ending = match &ended {
             Ended::Run(o) => summary::Ending::Run {
                 code: o.code,
@@ -206,7 +213,13 @@ fn run(args: RunArgs, discord_token: Option<SecretString>) -> Code {
             Ended::Crashed { detail } => summary::Ending::Crashed { detail },
         };
         let report = summary::RunSummary::new(&ending, &context, started, SystemTime::now());
-        if let Err(err) = report.write(&path) {
+        let written = summary_path.map(|path| report.write(&path));
+        let appended = markdown.map(|(path, append)| report.write_markdown(&path, append));
+        for err in [written, appended]
+            .into_iter()
+            .flatten()
+            .filter_map(Result::err)
+        {
             eprintln!("gatekeep: error: {err}");
         }
     }
@@ -251,6 +264,8 @@ fn supervise(
         }
     };
     context.workspace = Some(config.workspace.clone());
+    context.policy_file.clone_from(&config.policy_file);
+    context.policy_uncommitted = config.policy_uncommitted;
     context.model = config.spec.model.as_ref().map(ToString::to_string);
     context.channel = Some(match config.approval {
         ApprovalChannel::Terminal => "terminal",

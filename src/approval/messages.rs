@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::registry::Intrusion;
 use super::task::Ledger;
-use super::{Actor, Ask, Echo, EndReason, Settlement, Shown, Verdict};
+use super::{Actor, Ask, Echo, EndReason, Progress, Settlement, Shown, Verdict};
 
 /// Messages into the approval task.
 #[derive(Debug)]
@@ -81,6 +81,8 @@ pub enum Notice {
     /// A request was approved or answered by something other than gatekeep:
     /// the run stops at once, and every follower says so loudly.
     Intruded(Intrusion),
+    /// A request that needs several approvers got one more (not the last).
+    Progress(Progress),
     /// The run is closing: every open request is being denied, and no new
     /// decision will be forwarded. `RunEnded` follows once the teardown is
     /// done.
@@ -120,6 +122,10 @@ pub enum DecideOutcome {
     /// An approval for a question, or an answer for a permission request:
     /// refused; the request is still pending.
     WrongKind,
+    /// Counted; more approvers are needed before OpenCode hears anything.
+    Counted(Progress),
+    /// This person approved it already: another person must.
+    SameApprover(Progress),
     /// The reply could not be delivered to OpenCode; the request is still
     /// open (or was denied because its deadline had passed).
     Failed(String),

@@ -186,8 +186,62 @@ pub struct Shown {
     /// Short number shown to humans and carried in button ids; assigned by
     /// the registry, unique within a run.
     pub number: u32,
+    /// What approving it takes (the registry decides, from the policy).
+    pub needs: Needs,
     pub deadline: Deadline,
     pub ask: Ask,
+}
+
+/// What approving one request takes. Most need one human; a request that
+/// matches a `[[require]]` rule needs that many distinct ones, and an edit
+/// of gatekeep's own policy is always asked (docs/design.md, "Policy as
+/// code").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Distinct approvers (at least 1).
+    pub approvals: u8,
+    /// An edit of the policy file or the workspace's OpenCode config: a
+    /// change to the rules of this run or the next.
+    pub policy_change: bool,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Self {
+            approvals: 1,
+            policy_change: false,
+        }
+    }
+}
+
+impl Needs {
+    /// A trust rule may approve it: one approver, and not a policy change.
+    #[must_use]
+    pub fn trustable(&self) -> bool {
+        self.approvals <= 1 && !self.policy_change
+    }
+}
+
+/// The approvals a request that needs several has so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub number: u32,
+    pub needed: u8,
+    /// Distinct approvers so far, in order.
+    pub by: Vec<Actor>,
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.by.iter().map(|a| a.name.as_str()).collect();
+        write!(
+            f,
+            "{} of {} approvals — approved by {}",
+            self.by.len(),
+            self.needed,
+            names.join(", ")
+        )
+    }
 }
 
 /// When a request is denied for want of an answer.
@@ -313,6 +367,18 @@ pub struct Actor {
     pub name: String,
 }
 
+impl Actor {
+    /// Who this is, for counting distinct approvers: a Discord user, or
+    /// the local user (the terminal and `gatekeep approve` count once).
+    #[must_use]
+    pub fn person(&self) -> (bool, &str) {
+        match self.channel {
+            Channel::Discord => (true, &self.id),
+            Channel::Terminal | Channel::Local => (false, ""),
+        }
+    }
+}
+
 /// A human's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -432,6 +498,8 @@ impl EndReason {
 pub enum Settlement {
     Approved {
         by: Actor,
+        /// The approvers before `by`, when the request needed several.
+        also: Vec<Actor>,
     },
     /// Approved, and a run-scoped trust rule was made from it.
     ApprovedAndTrusted {
@@ -550,7 +618,12 @@ impl Settlement {
 impl fmt::Display for Settlement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Settlement::Approved { by } => write!(f, "approved by {} ({})", by.name, by.channel),
+            Settlement::Approved { by, also } => {
+                for earlier in also {
+                    write!(f, "approved by {} ({}), ", earlier.name, earlier.channel)?;
+                }
+                write!(f, "approved by {} ({})", by.name, by.channel)
+            }
             Settlement::ApprovedAndTrusted { by } => write!(
                 f,
                 "approved by {} ({}), and trusted again for the rest of this run",
@@ -618,6 +691,7 @@ pub(crate) mod test_requests {
     /// OpenCode id `per_<number>`, shown at the epoch with no time left.
     pub(crate) fn bash(number: u32, command: &str) -> Shown {
         Shown {
+            needs: crate::approval::Needs::default(),
             number,
             deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::ZERO),
             ask: Ask::permission_request(

@@ -14,14 +14,17 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::rules::{DenyRule, TrustRule};
-use super::{Actor, Ask, Deadline, Echo, EndReason, Settlement, Shown, Verdict};
+use super::rules::{DenyRule, PolicyFiles, RequireRule, TrustRule};
+use super::{Actor, Ask, Deadline, Echo, EndReason, Needs, Progress, Settlement, Shown, Verdict};
 
 /// One request's place in the registry.
 #[derive(Debug)]
 struct Entry {
     shown: Shown,
     state: State,
+    /// Distinct approvers so far of a request that needs several; the one
+    /// whose approval completes it is in `Claimed` until OpenCode accepts.
+    approvals: Vec<Actor>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,12 @@ pub enum Refusal {
     InProgress,
     PastDeadline,
     RunEnded,
+    /// The approval was counted; the request needs more approvers before
+    /// anything is sent to OpenCode.
+    Counted(Progress),
+    /// This person already approved it; a request that needs several
+    /// approvers needs several people.
+    SameApprover(Progress),
     /// An approval for a question, or an answer for a permission request:
     /// refused, and the entry stays pending.
     WrongKind,
@@ -137,6 +146,9 @@ pub struct Registry {
     /// `--deny` rules; they win over trust rules.
     deny_rules: Vec<DenyRule>,
     trust_rules: Vec<TrustRule>,
+    /// `[[require]]` rules: requests that need several approvers.
+    require: Vec<RequireRule>,
+    policy_files: PolicyFiles,
 }
 
 impl Registry {
@@ -154,11 +166,46 @@ impl Registry {
         }
     }
 
+    /// With the policy file's `[[require]]` rules, and the files whose edit
+    /// is a change to the policy.
+    #[must_use]
+    pub fn with_policy(mut self, require: Vec<RequireRule>, policy_files: PolicyFiles) -> Self {
+        self.require = require;
+        self.policy_files = policy_files;
+        self
+    }
+
+    /// What approving `ask` takes: the most any matching `[[require]]` rule
+    /// asks; an edit of the policy is never approved by one person when the
+    /// policy asks for two anywhere.
+    fn needs(&self, ask: &Ask) -> Needs {
+        if ask.is_question() {
+            return Needs::default();
+        }
+        let mut approvals = self
+            .require
+            .iter()
+            .filter(|r| r.matches(ask))
+            .map(RequireRule::approvals)
+            .max()
+            .unwrap_or(1);
+        let policy_change = self.policy_files.touched_by(ask);
+        if policy_change {
+            let most = self.require.iter().map(RequireRule::approvals).max();
+            approvals = approvals.max(most.map_or(1, |n| n.max(2)));
+        }
+        Needs {
+            approvals,
+            policy_change,
+        }
+    }
+
     /// Register a request before anyone is shown it, so that a fast click
     /// already finds it. The request's number is assigned here.
     pub fn ask(&mut self, ask: Ask, deadline: Deadline) -> Asked {
         self.last_number += 1;
         let number = self.last_number;
+        let needs = self.needs(&ask);
 
         // Decided without asking anyone: the run is closing, a --deny rule
         // matches (it always wins), or a trust rule does.
@@ -168,6 +215,9 @@ impl Registry {
             Some(Settlement::DeniedByRule {
                 rule: rule.text.clone(),
             })
+        } else if !needs.trustable() {
+            // A trust rule is one person's word: never enough here.
+            None
         } else {
             self.trust_rules
                 .iter()
@@ -179,6 +229,7 @@ impl Registry {
         };
         let shown = Shown {
             number,
+            needs,
             deadline,
             ask,
         };
@@ -189,6 +240,7 @@ impl Registry {
                 Entry {
                     shown,
                     state: State::Open,
+                    approvals: Vec::new(),
                 },
             );
             let settled = self
@@ -209,6 +261,7 @@ impl Registry {
             Entry {
                 shown: shown.clone(),
                 state: State::Open,
+                approvals: Vec::new(),
             },
         );
         Asked::Open { shown, superseded }
@@ -254,6 +307,23 @@ impl Registry {
                     .unwrap_or_else(|| "denied by a human approver".to_owned()),
             },
         };
+        // Several approvers needed: count this one, and send nothing to
+        // OpenCode until the last of them approves. A trust rule is never
+        // made from such a request.
+        let needed = entry.shown.needs.approvals;
+        let verdict = match verdict {
+            Verdict::Approve | Verdict::ApproveAndTrust if !entry.shown.needs.trustable() => {
+                if entry.approvals.iter().any(|a| a.person() == by.person()) {
+                    return Err(Refusal::SameApprover(progress(number, entry)));
+                }
+                if entry.approvals.len() + 1 < usize::from(needed) {
+                    entry.approvals.push(by);
+                    return Err(Refusal::Counted(progress(number, entry)));
+                }
+                Verdict::Approve
+            }
+            other => other,
+        };
         entry.state = State::Claimed { verdict, by };
         Ok(Claim {
             number,
@@ -272,7 +342,10 @@ impl Registry {
             self.trust_rules
                 .push(TrustRule::made_from(number, &entry.shown.ask, by.clone()));
         }
-        let settlement = settlement_of(verdict.clone(), by.clone());
+        let mut settlement = settlement_of(verdict.clone(), by.clone());
+        if let Settlement::Approved { also, .. } = &mut settlement {
+            also.clone_from(&entry.approvals);
+        }
         self.settle(number, settlement, false)
     }
 
@@ -517,9 +590,20 @@ impl Registry {
     }
 }
 
+fn progress(number: u32, entry: &Entry) -> Progress {
+    Progress {
+        number,
+        needed: entry.shown.needs.approvals,
+        by: entry.approvals.clone(),
+    }
+}
+
 fn settlement_of(verdict: Verdict, by: Actor) -> Settlement {
     match verdict {
-        Verdict::Approve => Settlement::Approved { by },
+        Verdict::Approve => Settlement::Approved {
+            by,
+            also: Vec::new(),
+        },
         Verdict::ApproveAndTrust => Settlement::ApprovedAndTrusted { by },
         Verdict::Deny { reason } => Settlement::Denied { by, reason },
         Verdict::Answer { answers } => Settlement::Answered { by, answers },
@@ -611,7 +695,13 @@ mod tests {
             .expect("first click wins");
         assert_eq!(claim.reply, Reply::Once);
         let settled = reg.claim_succeeded(n).expect("settles");
-        assert_eq!(settled.settlement, Settlement::Approved { by: alice() });
+        assert_eq!(
+            settled.settlement,
+            Settlement::Approved {
+                by: alice(),
+                also: vec![]
+            }
+        );
         assert_eq!(settled.reply, None);
         // The echo of our own reply changes nothing.
         let echo = reg.replied("ses_1", "per_a", &Echo::Approved { always: false });
@@ -1072,5 +1162,286 @@ mod tests {
         let s = reg.channel_failed(n, "429".to_owned()).expect("denied");
         assert!(matches!(s.reply, Some(Reply::Reject { .. })));
         assert!(reg.channel_failed(n, "again".to_owned()).is_none());
+    }
+
+    /// The two-person rule: `[[require]] match = "bash:git push*"`,
+    /// `approvals = 2`; the policy file is `/repo/gatekeep.toml`.
+    mod two_person {
+        use std::path::PathBuf;
+
+        use super::*;
+        use crate::approval::rules::{PolicyFiles, RequireRule};
+
+        fn person(id: &str) -> Actor {
+            Actor {
+                channel: Channel::Discord,
+                id: id.to_owned(),
+                name: format!("user{id}"),
+            }
+        }
+
+        fn at_the_terminal() -> Actor {
+            Actor {
+                channel: Channel::Terminal,
+                id: "me".to_owned(),
+                name: "me".to_owned(),
+            }
+        }
+
+        fn from_another_terminal() -> Actor {
+            Actor {
+                channel: Channel::Local,
+                id: "me".to_owned(),
+                name: "me".to_owned(),
+            }
+        }
+
+        fn policy(require: bool) -> Registry {
+            let rules = if require {
+                vec![RequireRule::new(
+                    DenyRule::parse("bash:git push*").expect("rule"),
+                    2,
+                )]
+            } else {
+                vec![]
+            };
+            Registry::new().with_policy(
+                rules,
+                PolicyFiles::new(
+                    std::path::Path::new("/repo"),
+                    &[
+                        PathBuf::from("/repo/gatekeep.toml"),
+                        PathBuf::from("/repo/opencode.json"),
+                    ],
+                ),
+            )
+        }
+
+        fn ask(reg: &mut Registry, ask: Ask, deadline: Instant) -> Shown {
+            match reg.ask(ask, due(deadline)) {
+                Asked::Open { shown, .. } => shown,
+                Asked::Refused(s) => panic!("refused: {s:?}"),
+            }
+        }
+
+        fn edit_of(path: &str) -> Ask {
+            Ask::permission_request(
+                "per_edit",
+                "ses_1",
+                Permission {
+                    kind: "edit".to_owned(),
+                    patterns: vec![path.to_owned()],
+                    path: Some(format!("/repo/{path}")),
+                    ..Permission::default()
+                },
+            )
+        }
+
+        #[test]
+        fn a_matching_request_runs_only_after_a_second_person_approves() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push origin main"),
+                now + Duration::from_secs(60),
+            );
+            assert_eq!(shown.needs.approvals, 2);
+            let first = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            let Err(Refusal::Counted(progress)) = first else {
+                panic!("the first approval must not reach OpenCode: {first:?}")
+            };
+            assert_eq!(progress.to_string(), "1 of 2 approvals — approved by user1");
+            let again = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            assert!(matches!(again, Err(Refusal::SameApprover(_))), "{again:?}");
+            let claim = reg
+                .claim(shown.number, Verdict::Approve, person("2"), now)
+                .expect("the second person's approval is sent");
+            assert_eq!(claim.reply, Reply::Once);
+            let settled = reg.claim_succeeded(shown.number).expect("settles");
+            assert_eq!(
+                settled.settlement,
+                Settlement::Approved {
+                    by: person("2"),
+                    also: vec![person("1")]
+                }
+            );
+        }
+
+        #[test]
+        fn a_request_the_rule_does_not_match_needs_one() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git status"),
+                now + Duration::from_secs(60),
+            );
+            assert_eq!(shown.needs.approvals, 1);
+            assert!(reg
+                .claim(shown.number, Verdict::Approve, person("1"), now)
+                .is_ok());
+        }
+
+        #[test]
+        fn the_terminal_and_another_terminal_are_one_person() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            assert!(matches!(
+                reg.claim(shown.number, Verdict::Approve, at_the_terminal(), now),
+                Err(Refusal::Counted(_))
+            ));
+            assert!(matches!(
+                reg.claim(shown.number, Verdict::Approve, from_another_terminal(), now),
+                Err(Refusal::SameApprover(_))
+            ));
+            assert!(reg
+                .claim(shown.number, Verdict::Approve, person("9"), now)
+                .is_ok());
+        }
+
+        #[test]
+        fn a_deny_after_one_approval_denies_at_once() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            let claim = reg
+                .claim(
+                    shown.number,
+                    Verdict::Deny { reason: None },
+                    person("2"),
+                    now,
+                )
+                .expect("a deny wins");
+            assert!(matches!(claim.reply, Reply::Reject { .. }));
+            // Even the first approver may change their mind.
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_b", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            assert!(reg
+                .claim(
+                    shown.number,
+                    Verdict::Deny { reason: None },
+                    person("1"),
+                    now
+                )
+                .is_ok());
+        }
+
+        #[test]
+        fn the_deadline_after_one_approval_denies() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            let expired = reg.expire_due(now + Duration::from_secs(61));
+            assert_eq!(expired.len(), 1);
+            assert_eq!(expired[0].settlement, Settlement::Expired);
+            assert!(matches!(expired[0].reply, Some(Reply::Reject { .. })));
+        }
+
+        #[test]
+        fn the_run_ending_after_one_approval_denies() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
+            let closed = reg.close(EndReason::Terminated);
+            assert_eq!(closed.len(), 1);
+            assert!(matches!(closed[0].reply, Some(Reply::Reject { .. })));
+            assert!(matches!(
+                reg.claim(shown.number, Verdict::Approve, person("2"), now),
+                Err(Refusal::AlreadyDecided(_))
+            ));
+        }
+
+        #[test]
+        fn a_trust_rule_never_satisfies_a_require_rule() {
+            let now = Instant::now();
+            let mut reg = policy(true);
+            // Two people approve and "trust" the push.
+            let shown = ask(
+                &mut reg,
+                Ask::bash("per_a", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            let _ = reg.claim(shown.number, Verdict::ApproveAndTrust, person("1"), now);
+            let _ = reg
+                .claim(shown.number, Verdict::ApproveAndTrust, person("2"), now)
+                .expect("sent");
+            let settled = reg.claim_succeeded(shown.number).expect("settles");
+            assert!(
+                matches!(settled.settlement, Settlement::Approved { .. }),
+                "no trust rule was made: {settled:?}"
+            );
+            // The same push again is asked again, of two people.
+            let again = ask(
+                &mut reg,
+                Ask::bash("per_b", "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            );
+            assert_eq!(again.needs.approvals, 2);
+        }
+
+        #[test]
+        fn an_edit_of_the_policy_is_always_asked_and_needs_two_when_any_rule_does() {
+            let now = Instant::now();
+            for path in ["gatekeep.toml", "./opencode.json", "sub/../gatekeep.toml"] {
+                let mut reg = policy(true);
+                let shown = ask(&mut reg, edit_of(path), now + Duration::from_secs(60));
+                assert!(shown.needs.policy_change, "{path}");
+                assert_eq!(shown.needs.approvals, 2, "{path}");
+            }
+            // Without any `[[require]]`: one person, but never a trust rule.
+            let mut reg = policy(false);
+            let shown = ask(
+                &mut reg,
+                edit_of("gatekeep.toml"),
+                now + Duration::from_secs(60),
+            );
+            assert_eq!(shown.needs.approvals, 1);
+            let _ = reg
+                .claim(shown.number, Verdict::ApproveAndTrust, person("1"), now)
+                .expect("sent");
+            let settled = reg.claim_succeeded(shown.number).expect("settles");
+            assert!(matches!(settled.settlement, Settlement::Approved { .. }));
+            let mut again = edit_of("gatekeep.toml");
+            again.id = "per_edit2".to_owned();
+            assert!(matches!(
+                reg.ask(again, due(now + Duration::from_secs(60))),
+                Asked::Open { .. }
+            ));
+            // Another file of the workspace is an ordinary edit.
+            let mut reg = policy(true);
+            let shown = ask(
+                &mut reg,
+                edit_of("src/main.rs"),
+                now + Duration::from_secs(60),
+            );
+            assert!(!shown.needs.policy_change);
+            assert_eq!(shown.needs.approvals, 1);
+        }
     }
 }

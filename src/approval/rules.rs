@@ -2,6 +2,8 @@
 //! rules (given at start, they always win) and run-scoped trust rules (made
 //! by a human from one pending request, "approve this exact request again").
 
+use std::path::{Component, Path, PathBuf};
+
 use super::{Actor, Ask};
 
 /// A `--deny KIND:GLOB` rule: matching requests are denied without asking.
@@ -44,6 +46,12 @@ impl DenyRule {
         })
     }
 
+    /// The permission kind it is about (`*`: every kind).
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
     /// Matches the request's kind and its command, path or any pattern.
     pub(super) fn matches(&self, ask: &Ask) -> bool {
         (self.kind == ask.kind() || self.kind == "*")
@@ -53,6 +61,37 @@ impl DenyRule {
                 .chain(ask.path())
                 .chain(ask.patterns().iter().map(String::as_str))
                 .any(|s| self.glob.is_match(s))
+    }
+}
+
+/// A `[[require]]` rule of the policy file: requests matching its
+/// `KIND:GLOB` (the same shape as `--deny`) need this many distinct human
+/// approvers, and a trust rule never stands in for them.
+#[derive(Debug, Clone)]
+pub struct RequireRule {
+    pattern: DenyRule,
+    approvals: u8,
+}
+
+impl RequireRule {
+    #[must_use]
+    pub fn new(pattern: DenyRule, approvals: u8) -> Self {
+        Self { pattern, approvals }
+    }
+
+    #[must_use]
+    pub fn approvals(&self) -> u8 {
+        self.approvals
+    }
+
+    /// As written in the file.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.pattern.text
+    }
+
+    pub(super) fn matches(&self, ask: &Ask) -> bool {
+        self.pattern.matches(ask)
     }
 }
 
@@ -84,4 +123,56 @@ impl TrustRule {
             && !self.subject.is_empty()
             && ask.summary() == self.subject
     }
+}
+
+/// The files whose edit is a change to gatekeep's own policy: the policy
+/// file in use and the workspace's OpenCode config (which decides what is
+/// gated). An agent that edits them would loosen the rules of its own run
+/// or the next one (cron), so such an edit is always asked of humans.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFiles {
+    workspace: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+impl PolicyFiles {
+    /// `files` are absolute; relative paths in requests are taken from
+    /// `workspace`.
+    #[must_use]
+    pub fn new(workspace: &Path, files: &[PathBuf]) -> Self {
+        Self {
+            workspace: workspace.to_path_buf(),
+            files: files.iter().map(|f| lexical(f)).collect(),
+        }
+    }
+
+    /// An `edit` (OpenCode's kind for edit, write and patch) of one of them.
+    pub(super) fn touched_by(&self, ask: &Ask) -> bool {
+        if !matches!(ask.kind(), "edit" | "write") || self.files.is_empty() {
+            return false;
+        }
+        ask.path()
+            .into_iter()
+            .chain(ask.patterns().iter().map(String::as_str))
+            .any(|p| {
+                let p = lexical(&self.workspace.join(p));
+                self.files.contains(&p)
+            })
+    }
+}
+
+/// `a/./b/../c` as `a/c`, without touching the disk (the file may not
+/// exist yet, and a request's path is compared, never opened).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

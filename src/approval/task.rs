@@ -125,6 +125,19 @@ impl<R: Replier> ApprovalTask<R> {
         self
     }
 
+    /// Requests matching `require` need several approvers; edits of
+    /// `policy_files` are always asked (docs/design.md, "Policy as code").
+    /// After [`Self::with_deny_rules`].
+    #[must_use]
+    pub fn with_policy(
+        mut self,
+        require: Vec<super::rules::RequireRule>,
+        policy_files: super::rules::PolicyFiles,
+    ) -> Self {
+        self.registry = std::mem::take(&mut self.registry).with_policy(require, policy_files);
+        self
+    }
+
     /// Run until `Close` (or until every sender is gone, which is treated as
     /// an internal error and closes the same way). Returns the ledger.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Ledger {
@@ -285,6 +298,12 @@ impl<R: Replier> ApprovalTask<R> {
             Refusal::InProgress => DecideOutcome::InProgress,
             Refusal::RunEnded => DecideOutcome::RunEnded,
             Refusal::WrongKind => DecideOutcome::WrongKind,
+            Refusal::Counted(progress) => {
+                // Every channel shows the count; nothing reaches OpenCode.
+                self.notifier.send(&Notice::Progress(progress.clone()));
+                DecideOutcome::Counted(progress)
+            }
+            Refusal::SameApprover(progress) => DecideOutcome::SameApprover(progress),
             Refusal::PastDeadline => {
                 // The timer has not fired yet; settle now so the human sees
                 // the same answer the deadline gives.

@@ -376,6 +376,17 @@ pub async fn record(
                 ));
                 log.append(line).await
             }
+            // One approver of several: recorded even if the others never come.
+            Notice::Progress(progress) => {
+                let mut line = Line::new("approval_counted");
+                line.number = Some(progress.number);
+                let request = shown.get(&progress.number);
+                line.request_id = request.map(|r| r.ask.id.as_str());
+                line.kind = request.map(|r| r.ask.kind());
+                line.by = progress.by.last().map(Who::of);
+                line.reason = Some(shorten(&redactor.redact(&progress.to_string()), MAX_TEXT));
+                log.append(line).await
+            }
             // Not a decision: the teardown's sweep denies it all the same.
             Notice::Intruded(_) | Notice::Undelivered { .. } | Notice::Closing(_) => continue,
             Notice::RunEnded(report) => {
@@ -433,7 +444,14 @@ fn settled_line<'a>(
     line.summary = request.map(|r| shorten(&redactor.redact(r.ask.summary()), MAX_TEXT));
     line.decision = Some(settlement.name());
     match settlement {
-        Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
+        Settlement::Approved { by, also } => {
+            line.by = Some(Who::of(by));
+            // Several approvers (a `[[require]]` rule): every one is named.
+            if !also.is_empty() {
+                line.reason = Some(shorten(&redactor.redact(&settlement.to_string()), MAX_TEXT));
+            }
+        }
+        Settlement::ApprovedAndTrusted { by } => {
             line.by = Some(Who::of(by));
         }
         Settlement::ApprovedByRule { by, .. } | Settlement::Answered { by, .. } => {
@@ -560,7 +578,10 @@ mod tests {
         send(Notice::Settled {
             number: 1,
             request_id: "per_1".to_owned(),
-            settlement: Settlement::Approved { by: bob() },
+            settlement: Settlement::Approved {
+                by: bob(),
+                also: vec![],
+            },
         });
         send(Notice::Refused {
             number: Some(1),

@@ -68,6 +68,11 @@ pub struct Context {
     pub model: Option<String>,
     /// `discord` or `terminal`.
     pub channel: Option<&'static str>,
+    /// The policy file in use, if any.
+    pub policy_file: Option<PathBuf>,
+    /// It had changes not committed to git when the run started: the rules
+    /// were not the reviewed ones.
+    pub policy_uncommitted: bool,
 }
 
 /// How the run ended, as the summary reports it.
@@ -103,6 +108,8 @@ pub struct RunSummary {
     pub duration_seconds: f64,
     pub workspace: Option<String>,
     pub channel: Option<&'static str>,
+    pub policy_file: Option<String>,
+    pub policy_uncommitted: bool,
     pub session_id: Option<String>,
     pub model: Option<String>,
     pub tokens: Option<Tokens>,
@@ -127,6 +134,8 @@ pub struct RequestSummary {
     pub decision: &'static str,
     pub approved: bool,
     pub by: Option<Person>,
+    /// Every approver, in order, when the request needed several.
+    pub approvers: Vec<Person>,
     pub channel: Option<String>,
     /// Deny reason, or why gatekeep denied without a human.
     pub reason: Option<String>,
@@ -139,6 +148,15 @@ pub struct RequestSummary {
 pub struct Person {
     pub id: String,
     pub name: String,
+}
+
+impl Person {
+    fn of(actor: &crate::approval::Actor) -> Self {
+        Self {
+            id: actor.id.clone(),
+            name: actor.name.clone(),
+        }
+    }
 }
 
 /// Why the summary could not be written.
@@ -176,6 +194,11 @@ impl RunSummary {
             duration_seconds: seconds(duration),
             workspace: context.workspace.as_ref().map(|p| p.display().to_string()),
             channel: context.channel,
+            policy_file: context
+                .policy_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            policy_uncommitted: context.policy_uncommitted,
             session_id: None,
             model: context.model.clone(),
             tokens: None,
@@ -253,15 +276,123 @@ impl RunSummary {
     }
 }
 
+impl RunSummary {
+    /// The Markdown report (`--summary-md`, a GitHub step summary): the
+    /// outcome and a table of the requests. Every cell that came from the
+    /// agent or a person is neutralised: no table breaks, no links, no
+    /// mentions, no HTML.
+    #[must_use]
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let icon = if self.exit_code == 0 { "✅" } else { "❌" };
+        let _ = writeln!(
+            md,
+            "### {icon} gatekeep: run {}\n",
+            self.outcome.replace('_', " ")
+        );
+        let _ = writeln!(md, "| | |\n|---|---|");
+        let _ = writeln!(md, "| exit code | {} |", self.exit_code);
+        let _ = writeln!(md, "| duration | {:.1} s |", self.duration_seconds);
+        if let Some(model) = &self.model {
+            let _ = writeln!(md, "| model | {} |", cell(model));
+        }
+        let _ = writeln!(
+            md,
+            "| approved / denied | {} / {} |",
+            self.approved, self.denied
+        );
+        if let Some(detail) = &self.detail {
+            let _ = writeln!(md, "| detail | {} |", cell(detail));
+        }
+        if let Some(policy) = &self.policy_file {
+            let note = if self.policy_uncommitted {
+                " ⚠️ **had uncommitted changes: not the reviewed rules**"
+            } else {
+                ""
+            };
+            let _ = writeln!(md, "| policy | {}{note} |", cell(policy));
+        }
+        if self.requests.is_empty() {
+            md.push_str("\nNo permission requests.\n");
+            return md;
+        }
+        md.push_str(
+            "\n| # | kind | request | decision | who | channel | time to decision |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.requests {
+            let who = if r.approvers.is_empty() {
+                r.by.as_ref().map(|p| cell(&p.name)).unwrap_or_default()
+            } else {
+                r.approvers
+                    .iter()
+                    .map(|p| cell(&p.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {who} | {} | {:.1} s |",
+                r.number,
+                cell(&r.kind),
+                cell(&r.summary),
+                r.decision.replace('_', " "),
+                r.channel.as_deref().unwrap_or(""),
+                r.time_to_decision_seconds
+            );
+        }
+        md
+    }
+
+    /// Write the Markdown report to `path`, or append it (a GitHub step
+    /// summary collects every step's).
+    pub fn write_markdown(&self, path: &Path, append: bool) -> Result<(), SummaryError> {
+        let fail = |source| SummaryError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(fail)?;
+        file.write_all(self.markdown().as_bytes()).map_err(fail)
+    }
+}
+
+/// One table cell of untrusted text: one line, bounded, and nothing
+/// Markdown or HTML would act on.
+fn cell(text: &str) -> String {
+    let mut out = String::new();
+    for c in shorten(text, 120).chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200b}"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
     let request = &entry.request;
     let (by, channel, reason) = match &entry.settlement {
-        Settlement::Approved { by } | Settlement::ApprovedAndTrusted { by } => {
+        Settlement::Approved { by, also } if also.is_empty() => {
             (Some(by), Some(by.channel.to_string()), None)
         }
-        // Approved without asking, on the strength of `by`'s earlier trust;
-        // or a question answered by `by` (the answers are the reason).
-        Settlement::ApprovedByRule { by, .. } | Settlement::Answered { by, .. } => (
+        Settlement::ApprovedAndTrusted { by } => (Some(by), Some(by.channel.to_string()), None),
+        // Several approvers, every one named in the reason; approved
+        // without asking, on the strength of `by`'s earlier trust; or a
+        // question answered by `by` (the answers are the reason).
+        Settlement::Approved { by, .. }
+        | Settlement::ApprovedByRule { by, .. }
+        | Settlement::Answered { by, .. } => (
             Some(by),
             Some(by.channel.to_string()),
             Some(entry.settlement.to_string()),
@@ -283,10 +414,13 @@ fn request_summary(entry: &LedgerEntry, redactor: &Redactor) -> RequestSummary {
         summary: shorten(&redactor.redact(request.ask.summary()), MAX_SUMMARY_CHARS),
         decision: entry.settlement.name(),
         approved: entry.settlement.is_approved(),
-        by: by.map(|a| Person {
-            id: a.id.clone(),
-            name: a.name.clone(),
-        }),
+        by: by.map(Person::of),
+        approvers: match &entry.settlement {
+            Settlement::Approved { by, also } if !also.is_empty() => {
+                also.iter().chain([by]).map(Person::of).collect()
+            }
+            _ => Vec::new(),
+        },
         channel,
         reason: reason.map(|r| redactor.redact(&r).into_owned()),
         asked_at: rfc3339(entry.asked_at),
@@ -389,7 +523,10 @@ mod tests {
                 entry(
                     1,
                     "echo hunter2-password-value",
-                    Settlement::Approved { by: alice() },
+                    Settlement::Approved {
+                        by: alice(),
+                        also: vec![],
+                    },
                 ),
                 entry(2, "rm -rf /", Settlement::Expired),
             ],

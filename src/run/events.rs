@@ -70,6 +70,16 @@ impl EventLoop {
         }
     }
 
+    /// With `-v`: how many frames the run skipped (see `on_unreadable`).
+    pub(super) fn report_skipped(&self) {
+        if self.unreadable > 0 {
+            self.console.detail(&format!(
+                "{} OpenCode event(s) skipped: gatekeep could not read them",
+                self.unreadable
+            ));
+        }
+    }
+
     /// Read events until something ends the run.
     pub(super) async fn until_end(
         &mut self,

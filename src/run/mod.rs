@@ -28,6 +28,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 
 use crate::approval::messages::{Notice, Notifier, RunReport};
+use crate::approval::rules::PolicyFiles;
 use crate::approval::task::{ApprovalTask, Deadlines, Ledger};
 use crate::approval::EndReason;
 use crate::config::{ApprovalChannel, RunConfig};
@@ -200,6 +201,10 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let approvals = tokio::spawn(
         ApprovalTask::new(OpenCodeReplier::new(api.clone()), notifier, deadlines)
             .with_deny_rules(config.deny.clone())
+            .with_policy(
+                config.require.clone(),
+                PolicyFiles::new(&config.workspace, &config.protected),
+            )
             .run(inputs_rx),
     );
 
@@ -208,12 +213,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     let end = run
         .until_end(stream, &mut server, &mut signals, &clock, &mut alarms)
         .await;
-    if run.unreadable > 0 {
-        console.detail(&format!(
-            "{} OpenCode event(s) skipped: gatekeep could not read them",
-            run.unreadable
-        ));
-    }
+    run.report_skipped();
 
     let approvals = Approvals {
         inputs,
@@ -240,8 +240,24 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         denied: outcome.ledger.denied(),
     }));
     followers.finish(&console).await;
+    console.detail(&cpu_used());
     console.finish();
     outcome
+}
+
+/// What the run cost in CPU, gatekeep's share apart from OpenCode's (every
+/// child is waited for by now): the overhead a user pays for supervision,
+/// measured where it is paid (docs/benchmarks.md).
+fn cpu_used() -> String {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike as _;
+    let ms =
+        |who| getrusage(who).map_or(0, |u| (u.user_time() + u.system_time()).num_milliseconds());
+    format!(
+        "CPU used: gatekeep {} ms, OpenCode and its tools {} ms",
+        ms(UsageWho::RUSAGE_SELF),
+        ms(UsageWho::RUSAGE_CHILDREN)
+    )
 }
 
 /// The run's time: when it started and when it must end.

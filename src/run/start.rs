@@ -38,6 +38,13 @@ pub(super) async fn start_up(
     signals: &mut Signals,
     clock: &Clock,
 ) -> Result<(Server, ConnectedChannel), (Code, End)> {
+    if let (true, Some(policy)) = (config.policy_uncommitted, &config.policy_file) {
+        console.error(&format!(
+            "WARNING: the policy file {} has changes not committed to git: this run's rules \
+             are not the reviewed ones",
+            policy.display()
+        ));
+    }
     console.status(&format!(
         "starting OpenCode in {}",
         config.workspace.display()
@@ -301,6 +308,10 @@ fn run_info(config: &RunConfig) -> discord::RunInfo {
         model: spec.model.as_ref().map(ToString::to_string),
         opencode_version: None,
         ci,
+        policy: config.policy_file.as_ref().map(|p| {
+            let name = p.strip_prefix(&config.workspace).unwrap_or(p);
+            (name.display().to_string(), config.policy_uncommitted)
+        }),
     }
 }
 

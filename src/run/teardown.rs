@@ -115,21 +115,22 @@ async fn close_approvals(approvals: Approvals, reason: EndReason, console: &Cons
     result
 }
 
-/// Reject every pending permission and question on the server.
+/// Reject every pending permission and question on the server. Both lists
+/// are read at once: right after a turn OpenCode is often busy (a title, a
+/// summary), and every round trip then waits its turn.
 async fn sweep(api: &Api, reason: EndReason) {
-    if let Ok(Ok(pending)) = tokio::time::timeout(STEP_TIMEOUT, api.list_permissions()).await {
-        for request in pending {
-            let reply = api::Reply::Reject {
-                message: Some(reason.deny_message().to_owned()),
-            };
-            let _ =
-                tokio::time::timeout(STEP_TIMEOUT, api.reply_permission(&request.id, &reply)).await;
-        }
+    let (permissions, questions) = tokio::join!(
+        tokio::time::timeout(STEP_TIMEOUT, api.list_permissions()),
+        tokio::time::timeout(STEP_TIMEOUT, api.list_questions()),
+    );
+    let reply = api::Reply::Reject {
+        message: Some(reason.deny_message().to_owned()),
+    };
+    for request in permissions.ok().and_then(Result::ok).unwrap_or_default() {
+        let _ = tokio::time::timeout(STEP_TIMEOUT, api.reply_permission(&request.id, &reply)).await;
     }
-    if let Ok(Ok(questions)) = tokio::time::timeout(STEP_TIMEOUT, api.list_questions()).await {
-        for question in questions {
-            let _ = tokio::time::timeout(STEP_TIMEOUT, api.reject_question(&question.id)).await;
-        }
+    for question in questions.ok().and_then(Result::ok).unwrap_or_default() {
+        let _ = tokio::time::timeout(STEP_TIMEOUT, api.reject_question(&question.id)).await;
     }
 }
 

@@ -183,7 +183,7 @@ impl Endpoint {
                     Some(Notice::Settled { number, .. }) => {
                         pending.remove(&number);
                     }
-                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_) | Notice::Closing(_)) => {}
+                    Some(Notice::Decided { .. } | Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_) | Notice::Closing(_) | Notice::Progress(_)) => {}
                     Some(Notice::RunEnded(_)) | None => break,
                 },
                 accepted = self.listener.accept() => {
@@ -300,6 +300,16 @@ async fn answer(
                 },
                 DecideOutcome::WrongKind => ClientResponse::Refused {
                     why: format!("#{number} is a question: answer it, it cannot be approved"),
+                },
+                DecideOutcome::Counted(p) => ClientResponse::Accepted {
+                    settlement: format!(
+                        "{p}; OpenCode hears nothing until another approver agrees"
+                    ),
+                },
+                DecideOutcome::SameApprover(p) => ClientResponse::Refused {
+                    why: format!(
+                        "you approved it already ({p}): another person must approve it too"
+                    ),
                 },
                 DecideOutcome::Failed(e) => ClientResponse::Refused {
                     why: format!("could not deliver it to OpenCode ({e}); it is still open"),

@@ -241,6 +241,13 @@ pub async fn serve(
                     let kind = terminal_safe_bounded(request.ask.kind(), 64);
                     console.say(&format!("\n[#{}] {kind} `{subject}`: {settlement}", request.number));
                 }
+                Some(Notice::Progress(progress)) => {
+                    console.say(&format!(
+                        "\n[#{}] {}; another approver is needed",
+                        progress.number,
+                        terminal_safe_bounded(&progress.to_string(), 400)
+                    ));
+                }
                 Some(Notice::Refused { .. } | Notice::Undelivered { .. } | Notice::Intruded(_) | Notice::Closing(_)) => {}
                 Some(Notice::RunEnded(_)) | None => return,
             },
@@ -353,8 +360,8 @@ fn interpret(
 
 fn report(number: u32, outcome: &DecideOutcome, console: &Console) {
     match outcome {
-        // The settlement itself is printed when its notice arrives.
-        DecideOutcome::Accepted(_) => {}
+        // The settlement (or the count) is printed when its notice arrives.
+        DecideOutcome::Accepted(_) | DecideOutcome::Counted(_) => {}
         DecideOutcome::AlreadyDecided(s) => {
             console.say(&format!("gatekeep: #{number} was already decided: {s}"));
         }
@@ -368,6 +375,9 @@ fn report(number: u32, outcome: &DecideOutcome, console: &Console) {
         DecideOutcome::WrongKind => {
             console.say(&format!("gatekeep: #{number} takes another kind of answer (a question is answered with its option numbers or text; a permission with a, t, d or r)"));
         }
+        DecideOutcome::SameApprover(p) => console.say(&format!(
+            "gatekeep: you approved #{number} already ({p}); another person must approve it too"
+        )),
         DecideOutcome::Failed(e) => {
             console.say(&format!("gatekeep: #{number} could not be delivered to OpenCode ({e}); it is still open, try again"));
         }
@@ -388,6 +398,7 @@ mod tests {
 
     fn question(multiple: bool) -> Shown {
         Shown {
+            needs: crate::approval::Needs::default(),
             number: 1,
             deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::from_secs(60)),
             ask: Ask {
@@ -460,6 +471,7 @@ mod tests {
     #[test]
     fn rendering_neutralises_escapes_and_redacts_secrets() {
         let request = Shown {
+            needs: crate::approval::Needs::default(),
             number: 1,
             deadline: Deadline::shown_as(SystemTime::UNIX_EPOCH, Duration::from_secs(90)),
             ask: Ask {

@@ -89,6 +89,7 @@ fn info() -> RunInfo {
         model: Some("fake/model".into()),
         opencode_version: Some("1.18.33".into()),
         ci: None,
+        policy: None,
     }
 }
 

@@ -389,6 +389,7 @@ mod tests {
 
     fn asking(questions: Vec<Question>) -> Shown {
         Shown {
+            needs: crate::approval::Needs::default(),
             number: 4,
             deadline: Deadline::shown_as(std::time::UNIX_EPOCH, std::time::Duration::from_secs(60)),
             ask: Ask {

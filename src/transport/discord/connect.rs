@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::clicks::{Approvers, Nonce};
+use super::gateway;
 use super::hub;
 use super::outbox::id_of;
 use super::render;
@@ -77,7 +78,7 @@ async fn connect_inner(
             guild_id,
         }),
         Err(e) => {
-            link.shutdown().await;
+            link.shutdown(gateway::SHUTDOWN_GRACE).await;
             Err(e)
         }
     }

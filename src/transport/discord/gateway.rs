@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::{rest, Error};
 
 /// How long a clean gateway shutdown may take before the task is aborted.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// A running gateway connection.
 pub struct Gateway {
@@ -53,11 +53,13 @@ impl Gateway {
         }
     }
 
-    /// Close the connection (or finish closing it); bounded.
-    pub async fn shutdown(mut self) {
+    /// Close the connection (or finish closing it), waiting at most
+    /// `within`; past that the connection is dropped and Discord lets the
+    /// session expire on its own.
+    pub async fn shutdown(mut self, within: Duration) {
         self.begin_shutdown();
         if let Some(closing) = self.closing.take() {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, closing).await;
+            let _ = tokio::time::timeout(within, closing).await;
         }
         self.task.abort();
     }
@@ -131,7 +133,7 @@ pub async fn start(
         let _ = ended_tx.send(Some(why));
     });
     let gateway_failed = |gw: Gateway, err: Error| async move {
-        gw.shutdown().await;
+        gw.shutdown(SHUTDOWN_GRACE).await;
         Err(err)
     };
     let mut gw = Gateway {

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::clicks::{self, Nonce};
+use super::gateway;
 use super::session::Starter;
 use super::Error;
 use crate::console::Console;
@@ -287,14 +288,14 @@ pub async fn serve(
                 console.error(&format!(
                     "hub: the Discord gateway connection ended ({why}); starting a new session"
                 ));
-                gateway.shutdown().await;
+                gateway.shutdown(gateway::SHUTDOWN_GRACE).await;
                 gateway = starter.start(console).await?;
                 console.status("hub ready again");
             }
         }
     }
     drop(listener);
-    gateway.shutdown().await;
+    gateway.shutdown(gateway::SHUTDOWN_GRACE).await;
     Ok(())
 }
 

@@ -498,6 +498,16 @@ fn outcome_text(outcome: &DecideOutcome) -> String {
         DecideOutcome::WrongKind => {
             "That answer does not fit this request (a question is answered, a permission approved or denied).".into()
         }
+        DecideOutcome::Counted(p) => format!(
+            "Your approval counts: {} of {} approvals. OpenCode hears nothing until another approver agrees.",
+            p.by.len(),
+            p.needed
+        ),
+        DecideOutcome::SameApprover(p) => format!(
+            "You approved this already ({} of {} approvals): another person must approve it too.",
+            p.by.len(),
+            p.needed
+        ),
         DecideOutcome::Failed(e) => format!(
             "Could not deliver the decision to OpenCode: {}",
             render::escape_markdown(e)

@@ -56,6 +56,14 @@ use crate::redact::Redactor;
 /// After the run ended, how long the outbox may take to deliver what is
 /// still queued (final states, summary, start-message edit).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the run's exit waits for its gateway's graceful close, which
+/// began when the run started closing and overlapped the teardown and the
+/// final edits. serenity notices a close only between its 500 ms websocket
+/// reads, so waiting for it would add up to half a second to every run
+/// (issue 16); past this bound the connection is dropped and Discord
+/// expires the session (it is never resumed, and a later run identifies
+/// anew).
+const CLOSE_AFTER_RUN: Duration = Duration::from_millis(50);
 
 /// How to reach Discord and who may answer.
 pub struct Settings {
@@ -92,6 +100,8 @@ pub struct RunInfo {
     pub opencode_version: Option<String>,
     /// E.g. the GitHub Actions job URL.
     pub ci: Option<String>,
+    /// The policy file in use, and whether it had uncommitted changes.
+    pub policy: Option<(String, bool)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +180,9 @@ impl Link {
         }
     }
 
-    async fn shutdown(self) {
+    async fn shutdown(self, within: Duration) {
         if let Link::Own(gateway) = self {
-            gateway.shutdown().await;
+            gateway.shutdown(within).await;
         }
     }
 }
@@ -321,7 +331,7 @@ impl Discord {
                 humantime::format_duration(DRAIN_TIMEOUT)
             ));
         }
-        source.shutdown().await;
+        source.shutdown(CLOSE_AFTER_RUN).await;
         Ok(())
     }
 }
@@ -398,12 +408,12 @@ impl Source {
         }
     }
 
-    async fn shutdown(mut self) {
+    async fn shutdown(mut self, within: Duration) {
         if let Some(task) = self.reopening.take() {
             task.abort();
         }
         self.dispatcher.abort();
-        self.link.shutdown().await;
+        self.link.shutdown(within).await;
     }
 }
 
@@ -508,6 +518,9 @@ impl ServeState {
                     settlement,
                     at: SystemTime::now(),
                 });
+            }
+            Notice::Progress(progress) => {
+                let _ = self.jobs.send(Job::Progress(progress));
             }
             Notice::Refused { .. }
             | Notice::Closing(_)

@@ -24,7 +24,7 @@ use super::render;
 use super::rest::{Body, Rest, Retry};
 use super::RunInfo;
 use crate::approval::messages::{Decider, RunReport};
-use crate::approval::{Settlement, Shown};
+use crate::approval::{Progress, Settlement, Shown};
 use crate::config::Ping;
 use crate::console::Console;
 use crate::redact::Redactor;
@@ -55,6 +55,8 @@ pub enum Job {
     /// These requests still wait (number, wall-clock deadline): remind the
     /// pinged people, in one reply.
     Remind(Vec<(u32, SystemTime)>),
+    /// One more approver of a request that needs several.
+    Progress(Progress),
 }
 
 /// A queued job after coalescing.
@@ -71,6 +73,7 @@ enum Queued {
     },
     Finish(Option<RunReport>),
     Remind(Vec<(u32, SystemTime)>),
+    Progress(Progress),
 }
 
 /// Where a posted request is shown.
@@ -172,6 +175,7 @@ impl Outbox {
                     return;
                 }
                 Queued::Remind(waiting) => run.remind(&waiting).await,
+                Queued::Progress(progress) => run.progress(&progress).await,
             }
         }
     }
@@ -375,6 +379,35 @@ impl Run {
         }
     }
 
+    /// A request that needs several approvers is never grouped (see
+    /// `open_posts_ahead`), so its message is its own.
+    async fn progress(&self, progress: &Progress) {
+        let Some(Placement::Single {
+            message_id,
+            request,
+        }) = self.shown.get(&progress.number)
+        else {
+            return;
+        };
+        let o = &self.outbox;
+        let payload = render::request_progress_edit(request, progress, &o.redactor, &o.nonce);
+        let path = format!("/channels/{}/messages/{message_id}", o.thread_id);
+        if let Err(e) = o
+            .send(
+                "edit a request message",
+                Method::PATCH,
+                &path,
+                Body::Json(&payload),
+            )
+            .await
+        {
+            o.console.error(&format!(
+                "discord: could not update the message of request #{}: {e}",
+                progress.number
+            ));
+        }
+    }
+
     async fn edit(
         &mut self,
         number: u32,
@@ -457,7 +490,7 @@ fn open_posts_ahead(queue: &VecDeque<Queued>) -> usize {
     queue
         .iter()
         .take_while(
-            |q| matches!(q, Queued::Post { settled: None, request } if !request.ask.is_question()),
+            |q| matches!(q, Queued::Post { settled: None, request } if !request.ask.is_question() && request.needs.approvals <= 1),
         )
         .count()
 }
@@ -490,6 +523,7 @@ fn enqueue(queue: &mut VecDeque<Queued>, job: Job) {
         }
         Job::Finish(report) => queue.push_back(Queued::Finish(report)),
         Job::Remind(waiting) => queue.push_back(Queued::Remind(waiting)),
+        Job::Progress(progress) => queue.push_back(Queued::Progress(progress)),
     }
 }
 

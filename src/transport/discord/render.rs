@@ -219,7 +219,11 @@ fn settlement_line(settlement: &Settlement, at: SystemTime, question: bool) -> S
     };
     let when = format!("<t:{}:f>", unix(at));
     match settlement {
-        Settlement::Approved { by } => format!("✅ Approved by {} at {when}", who(by)),
+        Settlement::Approved { by, also } => {
+            let mut all: Vec<String> = also.iter().map(who).collect();
+            all.push(who(by));
+            format!("✅ Approved by {} at {when}", all.join(" and "))
+        }
         Settlement::ApprovedAndTrusted { by } => format!(
             "✅ Approved by {} at {when}, and trusted for the rest of this run",
             who(by)
@@ -425,6 +429,25 @@ pub fn request_message(
     ];
     if let Subject::Permission(p) = &request.ask.subject {
         permission_fields(p, redactor, &mut fields);
+    }
+    if request.needs.policy_change {
+        fields.push(field(
+            "Policy",
+            "⚠️ This edits gatekeep's own policy (the policy file or OpenCode's config): \
+             it changes what this run and the next ones may do."
+                .into(),
+            false,
+        ));
+    }
+    if request.needs.approvals > 1 && settled.is_none() {
+        fields.push(field(
+            "Approvals",
+            format!(
+                "0 of {} — needs {} different approvers",
+                request.needs.approvals, request.needs.approvals
+            ),
+            true,
+        ));
     }
     let question = request.ask.is_question();
     let (colour, components) = match settled {
@@ -752,6 +775,44 @@ pub fn answer_modal(request: &Shown, redactor: &Redactor, nonce: &Nonce) -> Valu
     })
 }
 
+/// An open request that needs several approvers, after one more approved:
+/// the count and who, buttons kept.
+#[must_use]
+pub fn request_progress_edit(
+    request: &Shown,
+    progress: &crate::approval::Progress,
+    redactor: &Redactor,
+    nonce: &Nonce,
+) -> Value {
+    let mut payload = request_message(request, redactor, nonce, None).payload;
+    let who: Vec<String> = progress
+        .by
+        .iter()
+        .map(|by| match by.channel {
+            Channel::Discord if by.id.parse::<u64>().is_ok() => format!("<@{}>", by.id),
+            _ => format!("{} ({})", field_text(&by.name), by.channel),
+        })
+        .collect();
+    let text = format!(
+        "{} of {} approvals — approved by {}",
+        progress.by.len(),
+        progress.needed,
+        who.join(", ")
+    );
+    if let Some(fields) = payload["embeds"][0]["fields"].as_array_mut() {
+        for f in fields.iter_mut() {
+            if f["name"] == "Approvals" {
+                f["value"] = json!(text);
+            }
+        }
+    }
+    // The files were attached by the post; an edit keeps them.
+    if let Some(map) = payload.as_object_mut() {
+        map.remove("attachments");
+    }
+    payload
+}
+
 /// The edit that puts a posted request message into its final state.
 #[must_use]
 pub fn request_final_edit(
@@ -958,6 +1019,13 @@ fn run_fields(info: &RunInfo, redactor: &Redactor) -> Vec<Value> {
             true,
         ));
     }
+    if let Some((file, uncommitted)) = &info.policy {
+        let mut text = field_text(&clean(redactor, file, 256));
+        if *uncommitted {
+            text.push_str("\n⚠️ **uncommitted changes: these are not the reviewed rules**");
+        }
+        fields.push(field("Policy", text, false));
+    }
     if let Some(ci) = &info.ci {
         // A URL stays clickable: it is not escaped, only cleaned and bounded.
         fields.push(field(
@@ -1109,6 +1177,7 @@ mod tests {
 
     fn request() -> Shown {
         Shown {
+            needs: crate::approval::Needs::default(),
             number: 3,
             deadline: Deadline::shown_as(at(1_800_000_600), Duration::from_secs(600)),
             ask: Ask {
@@ -1199,7 +1268,10 @@ mod tests {
     fn settled_states() {
         let req = request();
         let states = [
-            Settlement::Approved { by: user() },
+            Settlement::Approved {
+                by: user(),
+                also: vec![],
+            },
             Settlement::Denied {
                 by: user(),
                 reason: Some("not in **prod** @here".into()),
@@ -1242,6 +1314,7 @@ mod tests {
             model: Some("p/m".into()),
             opencode_version: Some("1.18.33".into()),
             ci: Some("https://github.com/o/r/actions/runs/1".into()),
+            policy: None,
         }
     }
 
@@ -1278,7 +1351,16 @@ mod tests {
         let red = Redactor::default();
         let open = group_message(5, &requests, &states, &red, &nonce());
         assert_eq!(open.files.len(), 1);
-        states.insert(6, (Settlement::Approved { by: user() }, at(1_800_000_100)));
+        states.insert(
+            6,
+            (
+                Settlement::Approved {
+                    by: user(),
+                    also: vec![],
+                },
+                at(1_800_000_100),
+            ),
+        );
         let partly = group_edit(5, &requests, &states, &red, &nonce());
         for n in [5, 7, 8] {
             states.insert(n, (Settlement::Expired, at(1_800_000_200)));
@@ -1587,7 +1669,7 @@ mod prop_tests {
 
     fn settlement() -> impl Strategy<Value = Settlement> {
         prop_oneof![
-            actor().prop_map(|by| Settlement::Approved { by }),
+            actor().prop_map(|by| Settlement::Approved { by, also: vec![] }),
             // A human's reason: the modal allows 1000 characters.
             (
                 actor(),
@@ -1617,6 +1699,7 @@ mod prop_tests {
             patterns in prop::collection::vec(hostile(), 0..4),
         ) -> Shown {
             Shown {
+                needs: crate::approval::Needs::default(),
                 number,
                 deadline: Deadline::shown_as(UNIX_EPOCH + Duration::from_secs(1_800_000_000), Duration::from_secs(600)),
                 ask: Ask {
@@ -1845,6 +1928,7 @@ mod prop_tests {
         let command = "`@everyone\u{202e}\u{1b}[0m rm -rf / ".repeat(1 << 16);
         assert!(command.len() > 1 << 20);
         let request = Shown {
+            needs: crate::approval::Needs::default(),
             number: 1,
             deadline: Deadline::shown_as(UNIX_EPOCH, Duration::from_secs(600)),
             ask: Ask {
