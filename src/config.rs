@@ -493,4 +493,132 @@ mod tests {
             Err(ConfigError::BadWorkspace { .. })
         ));
     }
+
+    /// A workspace holding `gatekeep.toml` with `text`.
+    fn workspace_with_policy(text: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gatekeep.toml"), text).expect("write policy");
+        dir
+    }
+
+    fn run_in(dir: &Path, flags: &str) -> Result<RunConfig, ConfigError> {
+        let line = format!("--dir {} {flags}-- opencode run hi", dir.display());
+        RunConfig::from_args(args(&line), &env(false, Some("t")))
+    }
+
+    #[test]
+    fn the_workspace_policy_file_fills_in_what_no_flag_gave() {
+        let dir = workspace_with_policy(
+            "channel = \"42\"\napprovers = [\"7\"]\ntimeout = \"45m\"\ngate = [\"bash\"]\n\
+             deny = [\"bash:rm -rf *\"]\n[[require]]\nmatch = \"bash:git push*\"\napprovals = 2\n",
+        );
+        let c = run_in(dir.path(), "").expect("valid");
+        let ApprovalChannel::Discord(d) = &c.approval else {
+            panic!("the file's channel is used")
+        };
+        assert_eq!((d.channel_id, d.approvers.clone()), (42, vec![7]));
+        assert_eq!(c.timeout, Duration::from_secs(45 * 60));
+        assert_eq!(
+            c.approval_timeout,
+            Duration::from_secs(600),
+            "the default stays"
+        );
+        assert_eq!(c.gates, vec!["bash"]);
+        assert_eq!(c.deny.len(), 1);
+        assert_eq!(c.require.len(), 1);
+        assert!(c.policy_file.is_some());
+        assert!(c.protected.iter().any(|p| p.ends_with("gatekeep.toml")));
+    }
+
+    #[test]
+    fn flags_override_the_file_but_gate_and_deny_only_add_to_it() {
+        let dir = workspace_with_policy(
+            "channel = \"42\"\ntimeout = \"45m\"\ngate = [\"bash\"]\ndeny = [\"bash:rm *\"]\n",
+        );
+        let c = run_in(
+            dir.path(),
+            "--channel 43 --timeout 5m --gate edit --deny edit:secrets/* ",
+        )
+        .expect("valid");
+        let ApprovalChannel::Discord(d) = &c.approval else {
+            panic!("discord")
+        };
+        assert_eq!(d.channel_id, 43);
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert_eq!(c.gates, vec!["edit", "bash"]);
+        assert_eq!(c.deny.len(), 2, "the file's deny rule stays");
+    }
+
+    #[test]
+    fn config_names_another_file() {
+        let dir = workspace_with_policy("channel = \"42\"\n");
+        let other = dir.path().join("ci.toml");
+        std::fs::write(&other, "channel = \"44\"\n").expect("write");
+        let c = run_in(dir.path(), &format!("--config {} ", other.display())).expect("valid");
+        let ApprovalChannel::Discord(d) = &c.approval else {
+            panic!("discord")
+        };
+        assert_eq!(d.channel_id, 44);
+    }
+
+    #[test]
+    fn a_bad_policy_file_is_a_usage_error_naming_it() {
+        let dir = workspace_with_policy("gate = [\"bsah\"]\n");
+        let err = run_in(dir.path(), "").expect_err("refused");
+        assert!(!err.is_channel_unavailable());
+        let text = err.to_string();
+        assert!(text.contains("gatekeep.toml, line 1, key `gate`"), "{text}");
+        assert!(text.contains("did you mean `bash`?"), "{text}");
+    }
+
+    #[test]
+    fn a_misspelt_gate_or_deny_flag_is_refused_with_the_closest_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = run_in(dir.path(), "--channel 1 --gate bsah ").expect_err("refused");
+        assert!(err.to_string().contains("did you mean `bash`?"), "{err}");
+        let err = run_in(dir.path(), "--channel 1 --deny bahs:* ").expect_err("refused");
+        assert!(err.to_string().contains("did you mean `bash`?"), "{err}");
+        assert!(run_in(dir.path(), "--channel 1 --deny *:rm* ").is_ok());
+    }
+
+    proptest::proptest! {
+        /// For every key: the flag if given, else the file if it says,
+        /// else the default.
+        #[test]
+        fn flag_over_file_over_default(
+            file_timeout in proptest::option::of(1u64..100),
+            flag_timeout in proptest::option::of(1u64..100),
+            file_approval in proptest::option::of(1u64..100),
+            flag_approval in proptest::option::of(1u64..100),
+            file_channel in proptest::option::of(1u64..100),
+            flag_channel in proptest::option::of(1u64..100),
+        ) {
+            let mut text = String::new();
+            let mut flags = String::new();
+            if let Some(t) = file_timeout { text.push_str(&format!("timeout = \"{t}m\"\n")); }
+            if let Some(t) = flag_timeout { flags.push_str(&format!("--timeout {t}m ")); }
+            if let Some(t) = file_approval { text.push_str(&format!("approval_timeout = \"{t}s\"\n")); }
+            if let Some(t) = flag_approval { flags.push_str(&format!("--approval-timeout {t}s ")); }
+            if let Some(c) = file_channel { text.push_str(&format!("channel = \"{c}\"\n")); }
+            if let Some(c) = flag_channel { flags.push_str(&format!("--channel {c} ")); }
+            let dir = workspace_with_policy(&text);
+            let result = run_in(dir.path(), &flags);
+            let channel = flag_channel.or(file_channel);
+            let Some(channel) = channel else {
+                proptest::prop_assert!(result.is_err(), "no channel and no terminal");
+                return Ok(());
+            };
+            let c = result.expect("valid");
+            let ApprovalChannel::Discord(d) = &c.approval else { panic!("discord") };
+            proptest::prop_assert_eq!(d.channel_id, channel);
+            proptest::prop_assert_eq!(
+                c.timeout,
+                Duration::from_secs(60 * flag_timeout.or(file_timeout).unwrap_or(30))
+            );
+            proptest::prop_assert_eq!(
+                c.approval_timeout,
+                Duration::from_secs(flag_approval.or(file_approval).unwrap_or(600))
+            );
+        }
+    }
 }

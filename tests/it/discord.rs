@@ -1396,6 +1396,138 @@ mod binary {
         finish(&mut gk, &oc, &root, &discord).await;
     }
 
+    /// `[[require]]` in the workspace's `gatekeep.toml`: a push needs two
+    /// different approvers; anything else needs one.
+    const TWO_FOR_A_PUSH: &str = "approvers = [\"7\", \"8\"]\n\
+        [[require]]\nmatch = \"bash:git push*\"\napprovals = 2\n";
+
+    fn field_of(payload: &serde_json::Value, name: &str) -> String {
+        payload["embeds"][0]["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == name))
+            .and_then(|f| f["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_push_runs_only_after_a_second_approver_and_a_status_after_one() {
+        let oc = FakeOpenCode::start();
+        std::fs::write(oc.workspace().join("gatekeep.toml"), TWO_FOR_A_PUSH).expect("policy");
+        let discord = FakeDiscord::start().await;
+        let out = tempfile::tempdir().expect("tempdir");
+        let md = out.path().join("step-summary.md");
+        std::fs::write(&md, "# earlier step\n").expect("step summary");
+        let md_env = md.to_str().expect("utf-8");
+        let (mut gk, root, thread) =
+            started(&oc, &discord, &[], &[("GITHUB_STEP_SUMMARY", md_env)]).await;
+
+        let push = oc.ask_permission(&root, "bash", "git push origin main");
+        let msg = message_with(&discord, thread, "git push origin main").await;
+        assert!(
+            field_of(&msg.payload, "Approvals").contains("0 of 2"),
+            "{}",
+            msg.payload
+        );
+        let (_, token) = click(&discord, &msg, "Approve", &Member::new(7), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Your approval counts: 1 of 2"));
+        let counted = discord
+            .wait_until("the count on the message", WAIT, |f| {
+                let m = f.message(msg.id)?;
+                let approvals = field_of(&m.payload, "Approvals");
+                approvals.starts_with("1 of 2").then_some(m)
+            })
+            .await;
+        assert!(field_of(&counted.payload, "Approvals").contains("<@7>"));
+        assert!(
+            counted.payload["components"] != json!([]),
+            "the buttons stay for the second approver"
+        );
+        // The same person again changes nothing, and is told privately.
+        let (_, token) = click(&discord, &msg, "Approve", &Member::new(7), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("You approved this already"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(oc.replies().is_empty(), "one approver let the push run");
+
+        // A request no rule matches needs one.
+        let status = oc.ask_permission(&root, "bash", "git status");
+        let status_msg = message_with(&discord, thread, "git status").await;
+        click(&discord, &status_msg, "Approve", &Member::new(7), thread).await;
+        let replies = oc.wait_for_replies(1).await;
+        assert_eq!(replies[0].request_id, status);
+
+        let (_, token) = click(&discord, &msg, "Approve", &Member::new(8), thread).await;
+        assert!(discord
+            .wait_followup(&token, WAIT)
+            .await
+            .starts_with("Approved"));
+        let replies = oc.wait_for_replies(2).await;
+        assert_eq!(
+            (replies[1].request_id.as_str(), replies[1].reply()),
+            (push.as_str(), "once")
+        );
+        let decision = final_state(&discord, &msg).await;
+        assert!(decision.contains("<@7> and <@8>"), "{decision}");
+        finish(&mut gk, &oc, &root, &discord).await;
+
+        let report = std::fs::read_to_string(&md).expect("step summary");
+        assert!(report.starts_with("# earlier step\n"), "appended: {report}");
+        assert!(report.contains("gatekeep: run finished"), "{report}");
+        let push_row = report
+            .lines()
+            .find(|l| l.contains("git push origin main"))
+            .unwrap_or_else(|| panic!("no row for the push: {report}"));
+        assert!(push_row.contains("user7, user8"), "{push_row}");
+        assert!(push_row.contains("approved"), "{push_row}");
+    }
+
+    #[tokio::test]
+    async fn a_deny_after_one_approval_denies_at_once() {
+        let oc = FakeOpenCode::start();
+        std::fs::write(oc.workspace().join("gatekeep.toml"), TWO_FOR_A_PUSH).expect("policy");
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        oc.ask_permission(&root, "bash", "git push --force");
+        let msg = message_with(&discord, thread, "git push --force").await;
+        click(&discord, &msg, "Approve", &Member::new(7), thread).await;
+        click(&discord, &msg, "Deny", &Member::new(8), thread).await;
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "reject");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
+    #[tokio::test]
+    async fn an_edit_of_the_policy_file_is_marked_and_cannot_be_trusted() {
+        let oc = FakeOpenCode::start();
+        std::fs::write(oc.workspace().join("gatekeep.toml"), TWO_FOR_A_PUSH).expect("policy");
+        let discord = FakeDiscord::start().await;
+        let (mut gk, root, thread) = started(&oc, &discord, &[], &[]).await;
+        let path = oc.workspace().join("gatekeep.toml");
+        oc.ask_permission(&root, "edit", path.to_str().expect("utf-8"));
+        let msg = message_with(&discord, thread, "gatekeep.toml").await;
+        assert!(
+            field_of(&msg.payload, "Policy").contains("gatekeep's own policy"),
+            "{}",
+            msg.payload
+        );
+        assert!(field_of(&msg.payload, "Approvals").contains("0 of 2"));
+        assert!(
+            !msg.payload.to_string().contains("Approve & trust"),
+            "a policy change offers no trust rule"
+        );
+        click(&discord, &msg, "Approve", &Member::new(7), thread).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(oc.replies().is_empty(), "one approver changed the policy");
+        click(&discord, &msg, "Approve", &Member::new(8), thread).await;
+        assert_eq!(oc.wait_for_replies(1).await[0].reply(), "once");
+        finish(&mut gk, &oc, &root, &discord).await;
+    }
+
     #[tokio::test]
     async fn the_approver_is_pinged_and_reminded_but_never_by_an_edit() {
         let oc = FakeOpenCode::start();

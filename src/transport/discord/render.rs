@@ -302,17 +302,18 @@ fn settlement_colour(settlement: &Settlement) -> u32 {
 }
 
 /// The buttons of an open request. No "always": gatekeep never sends it;
-/// "trust" is gatekeep's own rule and ends with the run.
-fn buttons(nonce: &Nonce, number: u32) -> Value {
-    json!([{
-        "type": 1,
-        "components": [
-            { "type": 2, "style": 3, "label": "Approve", "custom_id": encode(nonce, number, Action::Approve) },
-            { "type": 2, "style": 4, "label": "Deny", "custom_id": encode(nonce, number, Action::Deny) },
-            { "type": 2, "style": 2, "label": "Deny with reason…", "custom_id": encode(nonce, number, Action::DenyWithReason) },
-            { "type": 2, "style": 1, "label": "Approve & trust for this run", "custom_id": encode(nonce, number, Action::ApproveAndTrust) },
-        ]
-    }])
+/// "trust" is gatekeep's own rule and ends with the run, offered only
+/// where a trust rule may approve (see `Needs::trustable`).
+fn buttons(nonce: &Nonce, number: u32, trustable: bool) -> Value {
+    let mut row = vec![
+        json!({ "type": 2, "style": 3, "label": "Approve", "custom_id": encode(nonce, number, Action::Approve) }),
+        json!({ "type": 2, "style": 4, "label": "Deny", "custom_id": encode(nonce, number, Action::Deny) }),
+        json!({ "type": 2, "style": 2, "label": "Deny with reason…", "custom_id": encode(nonce, number, Action::DenyWithReason) }),
+    ];
+    if trustable {
+        row.push(json!({ "type": 2, "style": 1, "label": "Approve & trust for this run", "custom_id": encode(nonce, number, Action::ApproveAndTrust) }));
+    }
+    json!([{ "type": 1, "components": row }])
 }
 
 /// The description (what would run, in code blocks) and the attachments
@@ -467,7 +468,7 @@ pub fn request_message(
             let components = if question {
                 question_components(request, redactor, nonce)
             } else {
-                buttons(nonce, request.number)
+                buttons(nonce, request.number, request.needs.trustable())
             };
             (PENDING, components)
         }
