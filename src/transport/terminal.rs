@@ -194,10 +194,28 @@ pub fn render(request: &Shown, redactor: &Redactor) -> String {
             let _ = writeln!(out, "    {line}");
         }
     }
+    if request.needs.policy_change {
+        let _ = writeln!(
+            out,
+            "  POLICY CHANGE: this edits gatekeep's own policy (the policy file or OpenCode's config)"
+        );
+    }
+    if request.needs.approvals > 1 {
+        let _ = writeln!(
+            out,
+            "  needs {} different approvers (this terminal counts as one)",
+            request.needs.approvals
+        );
+    }
+    let how = if request.needs.trustable() {
+        "answer [a]pprove, [t]rust (approve this exact request for the rest of the run), [d]eny, [r]eason (deny with a reason)"
+    } else {
+        "answer [a]pprove, [d]eny, [r]eason (deny with a reason)"
+    };
     footer(
         &mut out,
         request,
-        "answer [a]pprove, [t]rust (approve this exact request for the rest of the run), [d]eny, [r]eason (deny with a reason)",
+        how,
         &format!("prefix the number to pick, e.g. `{} a`", request.number),
     );
     out

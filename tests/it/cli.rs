@@ -189,3 +189,61 @@ fn help_documents_the_exit_codes() {
         .success()
         .stdout(predicate::str::contains("124").and(predicate::str::contains("GATEKEEP_CHANNEL")));
 }
+
+#[test]
+fn a_policy_file_with_a_typo_is_refused_with_exit_2_naming_file_line_and_key() {
+    for (text, line, key, hint) in [
+        ("channel = \"1\"\nchanel = \"2\"\n", "line 2", "chanel", "unknown field"),
+        ("gate = [\"bash\",\n  \"bsah\"]\n", "line 2", "gate", "did you mean `bash`?"),
+        ("deny = [\"bash:[x\"]\n", "line 1", "deny", "invalid"),
+        ("timeout = 45\n", "line 1", "timeout", "invalid type"),
+    ] {
+        let oc = Tripwire::new();
+        let ws = tempfile::tempdir().expect("workspace");
+        std::fs::write(ws.path().join("gatekeep.toml"), text).expect("policy");
+        gatekeep()
+            .args(["run", "--channel", "1", "--dir"])
+            .arg(ws.path())
+            .arg("--")
+            .arg(oc.program())
+            .args(["run", "do it"])
+            .env("DISCORD_TOKEN", "x")
+            .assert()
+            .code(2)
+            .stderr(
+                predicate::str::contains("gatekeep.toml")
+                    .and(predicate::str::contains(line))
+                    .and(predicate::str::contains(key))
+                    .and(predicate::str::contains(hint)),
+            );
+        assert!(!oc.was_started(), "{text}: OpenCode must not be started");
+    }
+}
+
+#[test]
+fn a_misspelt_gate_flag_is_refused_with_the_closest_kind() {
+    let oc = Tripwire::new();
+    gatekeep()
+        .args(["run", "--channel", "1", "--gate", "bsah", "--"])
+        .arg(oc.program())
+        .args(["run", "do it"])
+        .env("DISCORD_TOKEN", "x")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `bash`?"));
+    assert!(!oc.was_started());
+}
+
+#[test]
+fn config_names_a_policy_file_that_must_exist() {
+    let oc = Tripwire::new();
+    gatekeep()
+        .args(["run", "--channel", "1", "--config", "/nonexistent/gatekeep.toml", "--"])
+        .arg(oc.program())
+        .args(["run", "do it"])
+        .env("DISCORD_TOKEN", "x")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/nonexistent/gatekeep.toml"));
+    assert!(!oc.was_started());
+}

@@ -851,6 +851,39 @@ async fn gatekeep_edit_request_shows_its_diff() {
     assert_no_opencode_left(&oc).await;
 }
 
+/// The agent edits the policy file of its own run: the edit is marked,
+/// needs two people (a `[[require]]` rule exists), and one approval at the
+/// terminal changes nothing.
+#[tokio::test]
+async fn gatekeep_an_agent_cannot_loosen_its_own_policy_file() {
+    let _slot = slot();
+    let llm = FakeLlm::start();
+    let Some(oc) = RealOpencode::workspace(&llm) else {
+        return;
+    };
+    let policy = oc.dir().join("gatekeep.toml");
+    let rules = "[[require]]\nmatch = \"bash:git push*\"\napprovals = 2\n";
+    std::fs::write(&policy, rules).expect("write the policy");
+    let message = format!("EDIT<{}|approvals = 2|approvals = 1>", policy.display());
+    let mut gk = gatekeep(&oc, &[], &message);
+    expect(&gk, "POLICY CHANGE").await;
+    assert!(gk.screen().contains("needs 2 different approvers"), "{}", gk.screen());
+    assert!(!gk.screen().contains("[t]rust"), "{}", gk.screen());
+    gk.type_line("a");
+    expect(&gk, "1 of 2 approvals").await;
+    gk.type_line("a");
+    expect(&gk, "approved #1 already").await;
+    assert_eq!(std::fs::read_to_string(&policy).expect("policy"), rules);
+    gk.type_line("d");
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert_eq!(
+        std::fs::read_to_string(&policy).expect("policy"),
+        rules,
+        "the agent loosened its own policy"
+    );
+    assert_no_opencode_left(&oc).await;
+}
+
 #[tokio::test]
 async fn gatekeep_gate_bash_gates_where_the_config_allows() {
     let _slot = slot();
