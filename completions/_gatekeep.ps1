@@ -37,6 +37,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             break
         }
         'gatekeep;run' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'The policy file: channel, approvers, timeouts, gates, deny and two-person rules kept in the repository (default: gatekeep.toml at the workspace root, if any). Flags and GATEKEEP_* variables override it')
             [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Discord channel id for approvals (needs DISCORD_TOKEN)')
             [CompletionResult]::new('--approver', '--approver', [CompletionResultType]::ParameterName, 'Discord user id allowed to decide (repeatable)')
             [CompletionResult]::new('--approver-role', '--approver-role', [CompletionResultType]::ParameterName, 'Discord role id whose members may decide (repeatable)')
@@ -52,6 +53,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--discord-api-url', '--discord-api-url', [CompletionResultType]::ParameterName, 'Discord API base URL (for testing against a local fake)')
             [CompletionResult]::new('--summary-json', '--summary-json', [CompletionResultType]::ParameterName, 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)')
             [CompletionResult]::new('--audit-log', '--audit-log', [CompletionResultType]::ParameterName, 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`')
+            [CompletionResult]::new('--summary-md', '--summary-md', [CompletionResultType]::ParameterName, 'Write a Markdown report of the run to FILE when it ends (default: appended to $GITHUB_STEP_SUMMARY when that is set)')
             [CompletionResult]::new('--no-mention', '--no-mention', [CompletionResultType]::ParameterName, 'Ping nobody')
             [CompletionResult]::new('--no-questions', '--no-questions', [CompletionResultType]::ParameterName, 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel')
             [CompletionResult]::new('--isolate', '--isolate', [CompletionResultType]::ParameterName, 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable')
@@ -75,6 +77,7 @@ Register-ArgumentCompleter -Native -CommandName 'gatekeep' -ScriptBlock {
             [CompletionResult]::new('--approver', '--approver', [CompletionResultType]::ParameterName, 'Discord user id allowed to decide (repeatable)')
             [CompletionResult]::new('--approver-role', '--approver-role', [CompletionResultType]::ParameterName, 'Discord role id whose members may decide (repeatable)')
             [CompletionResult]::new('--mention', '--mention', [CompletionResultType]::ParameterName, 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'The policy file (default: gatekeep.toml at the workspace root, if any)')
             [CompletionResult]::new('--no-mention', '--no-mention', [CompletionResultType]::ParameterName, 'Ping nobody')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

@@ -230,7 +230,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__doctor)
-            opts="-h -V --channel --dir --gate --discord-api-url --approver --approver-role --mention --no-mention --help --version"
+            opts="-h -V --channel --dir --gate --discord-api-url --approver --approver-role --mention --no-mention --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -261,6 +261,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --mention)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -470,12 +474,16 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --identify-reserve --connect-timeout --no-hub --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --help --version"
+            opts="-q -v -h -V --config --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --remind --identify-reserve --connect-timeout --no-hub --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --summary-md --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --channel)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -533,6 +541,10 @@ _gatekeep() {
                     return 0
                     ;;
                 --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --summary-md)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -33,6 +33,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'gatekeep;run'= {
+            cand --config 'The policy file: channel, approvers, timeouts, gates, deny and two-person rules kept in the repository (default: gatekeep.toml at the workspace root, if any). Flags and GATEKEEP_* variables override it'
             cand --channel 'Discord channel id for approvals (needs DISCORD_TOKEN)'
             cand --approver 'Discord user id allowed to decide (repeatable)'
             cand --approver-role 'Discord role id whose members may decide (repeatable)'
@@ -48,6 +49,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --discord-api-url 'Discord API base URL (for testing against a local fake)'
             cand --summary-json 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)'
             cand --audit-log 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`'
+            cand --summary-md 'Write a Markdown report of the run to FILE when it ends (default: appended to $GITHUB_STEP_SUMMARY when that is set)'
             cand --no-mention 'Ping nobody'
             cand --no-questions 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel'
             cand --isolate 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep''s process nor other processes'' /proc, nor gatekeep''s state directory; the workspace and OpenCode''s own data stay writable'
@@ -70,6 +72,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --approver 'Discord user id allowed to decide (repeatable)'
             cand --approver-role 'Discord role id whose members may decide (repeatable)'
             cand --mention 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles'
+            cand --config 'The policy file (default: gatekeep.toml at the workspace root, if any)'
             cand --no-mention 'Ping nobody'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

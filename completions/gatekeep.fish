@@ -35,6 +35,7 @@ complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "deny" -d 'Deny pe
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "audit" -d 'Work with an audit log written by `gatekeep run --audit-log`'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c gatekeep -n "__fish_gatekeep_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l config -d 'The policy file: channel, approvers, timeouts, gates, deny and two-person rules kept in the repository (default: gatekeep.toml at the workspace root, if any). Flags and GATEKEEP_* variables override it' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l channel -d 'Discord channel id for approvals (needs DISCORD_TOKEN)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver -d 'Discord user id allowed to decide (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approver-role -d 'Discord role id whose members may decide (repeatable)' -r
@@ -50,6 +51,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l connect-timeou
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-json -d 'Write a JSON summary of the run to FILE when it ends, however it ends (written atomically; relative to the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d 'Append one hash-chained JSON line per decision, refused click and automatic denial to FILE; check it with `gatekeep audit verify FILE`' -r -F
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-md -d 'Write a Markdown report of the run to FILE when it ends (default: appended to $GITHUB_STEP_SUMMARY when that is set)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-questions -d 'Dismiss the agent\'s questions (its `question` tool) at once instead of relaying them to the approval channel'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep\'s process nor other processes\' /proc, nor gatekeep\'s state directory; the workspace and OpenCode\'s own data stay writable'
@@ -66,6 +68,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l discord-api
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l approver -d 'Discord user id allowed to decide (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l approver-role -d 'Discord role id whose members may decide (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l mention -d 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l config -d 'The policy file (default: gatekeep.toml at the workspace root, if any)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s V -l version -d 'Print version'

@@ -265,7 +265,7 @@ pub struct DoctorArgs {
 /// Who may decide, and whom each request pings (run and doctor).
 // Doc comments here are `--help` text, where backticks would show.
 #[allow(clippy::doc_markdown)]
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct WhoArgs {
     /// Discord user id allowed to decide (repeatable).
     #[arg(

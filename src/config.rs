@@ -298,35 +298,14 @@ impl RunConfig {
 /// `gate` and `deny` lists add to those of the command line: a flag can
 /// make a run stricter than the reviewed policy, never looser.
 fn apply(args: &mut RunArgs, policy: &Policy) {
-    let file = &policy.file;
-    let given = args.given.clone();
-    let unset = |id: &str| !given.has(id);
-    if unset("channel") {
-        if let Some(channel) = &file.channel {
-            args.channel = Some(channel.clone());
-        }
-    }
-    for (id, slot, value) in [
-        ("approvers", &mut args.who.approvers, &file.approvers),
-        (
-            "approver_roles",
-            &mut args.who.approver_roles,
-            &file.approver_roles,
-        ),
-        ("mention", &mut args.who.mention, &file.mention),
-    ] {
-        if let (true, Some(value)) = (unset(id), value) {
-            slot.clone_from(value);
-        }
-    }
-    if let (true, Some(t)) = (unset("timeout"), policy.timeout) {
+    let given = &args.given;
+    let _ = policy.fill(given, &mut args.channel, &mut args.who, &mut args.gates);
+    if let (false, Some(t)) = (given.has("timeout"), policy.timeout) {
         args.timeout = t;
     }
-    if let (true, Some(t)) = (unset("approval_timeout"), policy.approval_timeout) {
+    if let (false, Some(t)) = (given.has("approval_timeout"), policy.approval_timeout) {
         args.approval_timeout = t;
     }
-    args.gates
-        .extend(file.gate.iter().flatten().map(|g| g.get_ref().clone()));
 }
 
 /// The files an agent could edit to loosen this run's rules or the next
@@ -581,6 +560,8 @@ mod tests {
         assert!(run_in(dir.path(), "--channel 1 --deny *:rm* ").is_ok());
     }
 
+    use std::fmt::Write as _;
+
     proptest::proptest! {
         /// For every key: the flag if given, else the file if it says,
         /// else the default.
@@ -595,12 +576,12 @@ mod tests {
         ) {
             let mut text = String::new();
             let mut flags = String::new();
-            if let Some(t) = file_timeout { text.push_str(&format!("timeout = \"{t}m\"\n")); }
-            if let Some(t) = flag_timeout { flags.push_str(&format!("--timeout {t}m ")); }
-            if let Some(t) = file_approval { text.push_str(&format!("approval_timeout = \"{t}s\"\n")); }
-            if let Some(t) = flag_approval { flags.push_str(&format!("--approval-timeout {t}s ")); }
-            if let Some(c) = file_channel { text.push_str(&format!("channel = \"{c}\"\n")); }
-            if let Some(c) = flag_channel { flags.push_str(&format!("--channel {c} ")); }
+            if let Some(t) = file_timeout { let _ = writeln!(text, "timeout = \"{t}m\""); }
+            if let Some(t) = flag_timeout { let _ = write!(flags, "--timeout {t}m "); }
+            if let Some(t) = file_approval { let _ = writeln!(text, "approval_timeout = \"{t}s\""); }
+            if let Some(t) = flag_approval { let _ = write!(flags, "--approval-timeout {t}s "); }
+            if let Some(c) = file_channel { let _ = writeln!(text, "channel = \"{c}\""); }
+            if let Some(c) = flag_channel { let _ = write!(flags, "--channel {c} "); }
             let dir = workspace_with_policy(&text);
             let result = run_in(dir.path(), &flags);
             let channel = flag_channel.or(file_channel);

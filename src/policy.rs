@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::approval::rules::{DenyRule, RequireRule};
+use crate::cli::{Given, WhoArgs};
 
 /// The file's name at the workspace root.
 pub const FILE_NAME: &str = "gatekeep.toml";
@@ -102,6 +103,8 @@ pub enum Origin {
     File,
     Env,
     Flag,
+    /// A list from the file and the command line together.
+    Both,
 }
 
 impl fmt::Display for Origin {
@@ -111,8 +114,17 @@ impl fmt::Display for Origin {
             Origin::File => "file",
             Origin::Env => "env",
             Origin::Flag => "flag",
+            Origin::Both => "file + flag or env",
         })
     }
+}
+
+/// One setting as a run uses it, and where it came from (`doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    pub value: String,
+    pub origin: Origin,
 }
 
 /// The policy file of a run: `explicit` (`--config`, `GATEKEEP_CONFIG`),
@@ -221,6 +233,78 @@ impl Policy {
             approval_timeout,
             deny,
         })
+    }
+}
+
+impl Policy {
+    /// Fill in from the file what neither a flag nor a variable gave: the
+    /// channel, who may decide and whom to ping. The file's `gate` list
+    /// adds to the flags': a flag can make a run stricter than the reviewed
+    /// policy, never looser (`deny` and `[[require]]` likewise, see
+    /// `config`). Returns every such setting with its origin.
+    pub fn fill(
+        &self,
+        given: &Given,
+        channel: &mut Option<String>,
+        who: &mut WhoArgs,
+        gates: &mut Vec<String>,
+    ) -> Vec<Setting> {
+        let file = &self.file;
+        let mut settings = Vec::new();
+        let mut take =
+            |key: &'static str, id: &str, slot: &mut Vec<String>, value: &Option<Vec<String>>| {
+                let origin = match (given.has(id), value) {
+                    (false, Some(value)) => {
+                        slot.clone_from(value);
+                        Origin::File
+                    }
+                    _ => given.origin(id),
+                };
+                settings.push(Setting {
+                    key,
+                    value: slot.join(", "),
+                    origin,
+                });
+            };
+        let mut channels: Vec<String> = channel.iter().cloned().collect();
+        take(
+            "channel",
+            "channel",
+            &mut channels,
+            &file.channel.clone().map(|c| vec![c]),
+        );
+        *channel = channels.pop();
+        take(
+            "approvers",
+            "approvers",
+            &mut who.approvers,
+            &file.approvers,
+        );
+        take(
+            "approver_roles",
+            "approver_roles",
+            &mut who.approver_roles,
+            &file.approver_roles,
+        );
+        take("mention", "mention", &mut who.mention, &file.mention);
+        let from_file: Vec<String> = file
+            .gate
+            .iter()
+            .flatten()
+            .map(|g| g.get_ref().clone())
+            .collect();
+        let origin = match (given.has("gates"), from_file.is_empty()) {
+            (true, false) => Origin::Both,
+            (false, false) => Origin::File,
+            _ => given.origin("gates"),
+        };
+        gates.extend(from_file);
+        settings.push(Setting {
+            key: "gate",
+            value: gates.join(", "),
+            origin,
+        });
+        settings
     }
 }
 

@@ -46,6 +46,12 @@ impl DenyRule {
         })
     }
 
+    /// As the user wrote it.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The permission kind it is about (`*`: every kind).
     #[must_use]
     pub fn kind(&self) -> &str {

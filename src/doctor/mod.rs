@@ -24,6 +24,7 @@ use secrecy::SecretString;
 use crate::cli::DoctorArgs;
 use crate::exit::Code;
 use crate::opencode::compat;
+use crate::policy::{self, Policy};
 
 /// Bound on `opencode --version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -119,8 +120,19 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
 
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let workspace = cwd.join(args.dir.as_deref().unwrap_or(Path::new(".")));
+    // What a run here would use: the flags, then the policy file.
+    let (mut channel, mut who, mut gates) =
+        (args.channel.clone(), args.who.clone(), args.gates.clone());
     if workspace.is_dir() {
-        permissions::check(&workspace, &args.gates, report);
+        let config = args.config.as_deref().map(|p| cwd.join(p));
+        check_policy(
+            config.as_deref(),
+            &workspace,
+            args,
+            (&mut channel, &mut who, &mut gates),
+            report,
+        );
+        permissions::check(&workspace, &gates, report);
     } else {
         report.fail(
             &format!("workspace {} is not a directory", workspace.display()),
@@ -130,10 +142,10 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
 
     check_isolation(report).await;
 
-    match args.channel.as_deref().filter(|c| !c.trim().is_empty()) {
+    match channel.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(channel) => {
             discord::check(channel, &args.api.discord_api_url, discord_token, report).await;
-            check_ping(args, report);
+            check_ping(&who, report);
         }
         None => println!(
             "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
@@ -141,9 +153,96 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
     }
 }
 
+/// The policy file a run here would read, and the effective policy with
+/// where each value comes from (default, file, env, flag).
+fn check_policy(
+    explicit: Option<&Path>,
+    workspace: &Path,
+    args: &DoctorArgs,
+    (channel, who, gates): (
+        &mut Option<String>,
+        &mut crate::cli::WhoArgs,
+        &mut Vec<String>,
+    ),
+    report: &mut Report,
+) {
+    let Some(path) = policy::locate(explicit, workspace) else {
+        println!(
+            "     (no {}: the policy is the flags, GATEKEEP_* variables and defaults)",
+            policy::FILE_NAME
+        );
+        return;
+    };
+    let loaded = match Policy::load(&path) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            report.fail(
+                &err.to_string(),
+                "fix the policy file: a run refuses it (exit 2)",
+            );
+            return;
+        }
+    };
+    report.ok(&format!("policy file {}", path.display()));
+    if policy::uncommitted(&path, workspace) {
+        report.warn(
+            "the policy file has changes not committed to git: a run's rules would not be the reviewed ones",
+            "review and commit it (a run says so in its status line, Discord and the summary)",
+        );
+    }
+    let mut settings = loaded.fill(&args.given, channel, who, gates);
+    let duration = |d: Option<Duration>, default: &str| match d {
+        Some(d) => (
+            humantime::format_duration(d).to_string(),
+            policy::Origin::File,
+        ),
+        None => (default.to_owned(), policy::Origin::Default),
+    };
+    for (key, (value, origin)) in [
+        ("timeout", duration(loaded.timeout, "30m")),
+        ("approval_timeout", duration(loaded.approval_timeout, "10m")),
+    ] {
+        settings.push(policy::Setting { key, value, origin });
+    }
+    let rules = |texts: Vec<String>| {
+        if texts.is_empty() {
+            (String::new(), policy::Origin::Default)
+        } else {
+            (texts.join("; "), policy::Origin::File)
+        }
+    };
+    let (value, origin) = rules(loaded.deny.iter().map(|r| r.text().to_owned()).collect());
+    settings.push(policy::Setting {
+        key: "deny",
+        value,
+        origin,
+    });
+    let (value, origin) = rules(
+        loaded
+            .require
+            .iter()
+            .map(|r| format!("{} needs {}", r.text(), r.approvals()))
+            .collect(),
+    );
+    settings.push(policy::Setting {
+        key: "require",
+        value,
+        origin,
+    });
+    println!("     effective policy (where each value comes from):");
+    for s in settings {
+        let value = if s.value.is_empty() {
+            "(none)"
+        } else {
+            &s.value
+        };
+        println!("       {:<16} {value}  [{}]", s.key, s.origin);
+    }
+}
+
 /// Whom a run with these options would notify for each request.
-fn check_ping(args: &DoctorArgs, report: &mut Report) {
-    match crate::config::Ping::of(&args.who) {
+fn check_ping(who: &crate::cli::WhoArgs, report: &mut Report) {
+    match crate::config::Ping::of(who) {
         Ok(ping) if ping.is_empty() => report.warn(
             "a run would ping nobody: a request waits unseen until someone looks at the channel",
             "set --mention USER_ID or --mention role:ROLE_ID (or --approver / --approver-role)",

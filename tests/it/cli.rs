@@ -193,8 +193,18 @@ fn help_documents_the_exit_codes() {
 #[test]
 fn a_policy_file_with_a_typo_is_refused_with_exit_2_naming_file_line_and_key() {
     for (text, line, key, hint) in [
-        ("channel = \"1\"\nchanel = \"2\"\n", "line 2", "chanel", "unknown field"),
-        ("gate = [\"bash\",\n  \"bsah\"]\n", "line 2", "gate", "did you mean `bash`?"),
+        (
+            "channel = \"1\"\nchanel = \"2\"\n",
+            "line 2",
+            "chanel",
+            "unknown field",
+        ),
+        (
+            "gate = [\"bash\",\n  \"bsah\"]\n",
+            "line 2",
+            "gate",
+            "did you mean `bash`?",
+        ),
         ("deny = [\"bash:[x\"]\n", "line 1", "deny", "invalid"),
         ("timeout = 45\n", "line 1", "timeout", "invalid type"),
     ] {
@@ -238,7 +248,14 @@ fn a_misspelt_gate_flag_is_refused_with_the_closest_kind() {
 fn config_names_a_policy_file_that_must_exist() {
     let oc = Tripwire::new();
     gatekeep()
-        .args(["run", "--channel", "1", "--config", "/nonexistent/gatekeep.toml", "--"])
+        .args([
+            "run",
+            "--channel",
+            "1",
+            "--config",
+            "/nonexistent/gatekeep.toml",
+            "--",
+        ])
         .arg(oc.program())
         .args(["run", "do it"])
         .env("DISCORD_TOKEN", "x")

@@ -867,7 +867,11 @@ async fn gatekeep_an_agent_cannot_loosen_its_own_policy_file() {
     let message = format!("EDIT<{}|approvals = 2|approvals = 1>", policy.display());
     let mut gk = gatekeep(&oc, &[], &message);
     expect(&gk, "POLICY CHANGE").await;
-    assert!(gk.screen().contains("needs 2 different approvers"), "{}", gk.screen());
+    assert!(
+        gk.screen().contains("needs 2 different approvers"),
+        "{}",
+        gk.screen()
+    );
     assert!(!gk.screen().contains("[t]rust"), "{}", gk.screen());
     gk.type_line("a");
     expect(&gk, "1 of 2 approvals").await;

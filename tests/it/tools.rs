@@ -470,6 +470,46 @@ async fn doctor_reads_what_the_workspace_gates_and_checks_opencode() {
 }
 
 #[tokio::test]
+async fn doctor_prints_the_effective_policy_and_where_each_value_comes_from() {
+    let files = Files::new();
+    let ws = files.path("ws");
+    std::fs::create_dir(&ws).expect("mkdir");
+    let oc = fake_opencode_binary(files.dir.path(), "1.18.33", 0);
+    let (oc, ws_arg) = (oc.to_str().expect("utf-8"), ws.to_str().expect("utf-8"));
+    std::fs::write(
+        ws.join("gatekeep.toml"),
+        "approvers = [\"7\"]\ntimeout = \"45m\"\ngate = [\"bash\"]\n\
+         deny = [\"bash:rm -rf *\"]\n[[require]]\nmatch = \"bash:git push*\"\napprovals = 2\n",
+    )
+    .expect("write policy");
+    let (code, out) = doctor(
+        &["--dir", ws_arg, "--approver", "8", "--", oc],
+        &[("GATEKEEP_GATE", "edit")],
+        files.dir.path(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("policy file"), "{out}");
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line: {out}"))
+            .to_owned()
+    };
+    assert!(line("approvers").contains("8  [flag]"), "{out}");
+    assert!(line("timeout").contains("45m  [file]"), "{out}");
+    assert!(line("approval_timeout").contains("10m  [default]"), "{out}");
+    assert!(line("gate").contains("edit, bash  [file + flag or env]"), "{out}");
+    assert!(line("require").contains("bash:git push* needs 2  [file]"), "{out}");
+
+    // A typo in the file fails the check, naming line and key.
+    std::fs::write(ws.join("gatekeep.toml"), "gate = [\"bsah\"]\n").expect("write policy");
+    let (code, out) = doctor(&["--dir", ws_arg, "--", oc], &[], files.dir.path()).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("line 1, key `gate`"), "{out}");
+}
+
+#[tokio::test]
 async fn doctor_fails_with_a_fix_when_opencode_is_missing_or_broken() {
     let files = Files::new();
     let missing = files.arg("no-such-opencode");
