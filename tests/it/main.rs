@@ -5,6 +5,7 @@
 
 mod support;
 
+mod action;
 mod cli;
 mod discord;
 mod e2e;

@@ -499,8 +499,14 @@ async fn doctor_prints_the_effective_policy_and_where_each_value_comes_from() {
     assert!(line("approvers").contains("8  [flag]"), "{out}");
     assert!(line("timeout").contains("45m  [file]"), "{out}");
     assert!(line("approval_timeout").contains("10m  [default]"), "{out}");
-    assert!(line("gate").contains("edit, bash  [file + flag or env]"), "{out}");
-    assert!(line("require").contains("bash:git push* needs 2  [file]"), "{out}");
+    assert!(
+        line("gate").contains("edit, bash  [file + flag or env]"),
+        "{out}"
+    );
+    assert!(
+        line("require").contains("bash:git push* needs 2  [file]"),
+        "{out}"
+    );
 
     // A typo in the file fails the check, naming line and key.
     std::fs::write(ws.join("gatekeep.toml"), "gate = [\"bsah\"]\n").expect("write policy");
