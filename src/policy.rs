@@ -423,4 +423,39 @@ approvals = 2
             .expect_err("refused");
         assert!(err.contains("who"), "{err}");
     }
+
+    #[test]
+    fn a_policy_file_git_has_not_committed_is_noticed() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(ok, "git {args:?}");
+        };
+        let file = repo.path().join(FILE_NAME);
+        std::fs::write(&file, "timeout = \"45m\"\n").expect("write");
+        assert!(
+            !uncommitted(&file, repo.path()),
+            "not a repository: nothing to compare"
+        );
+        git(&["init", "-q"]);
+        assert!(uncommitted(&file, repo.path()), "new, never committed");
+        git(&["add", FILE_NAME]);
+        git(&["commit", "-q", "-m", "policy"]);
+        assert!(!uncommitted(&file, repo.path()), "committed");
+        std::fs::write(&file, "timeout = \"5h\"\n").expect("write");
+        assert!(uncommitted(&file, repo.path()), "changed since");
+    }
 }

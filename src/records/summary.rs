@@ -368,7 +368,10 @@ fn cell(text: &str) -> String {
     let mut out = String::new();
     for c in shorten(text, 120).chars() {
         match c {
-            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' => {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '!' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -630,5 +633,45 @@ mod tests {
         assert_eq!(usage.model.as_deref(), Some("p/m"));
         assert_eq!(usage.cost, Some(0.5));
         assert_eq!(usage.tokens.map(|t| (t.input, t.cache.write)), Some((3, 2)));
+    }
+
+    #[test]
+    fn the_markdown_report_cannot_be_steered_by_the_agent() {
+        let mut summary = RunSummary::new(
+            &Ending::NotStarted {
+                code: Code::Usage,
+                detail: "x",
+            },
+            &Context::default(),
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+        );
+        summary.requests.push(RequestSummary {
+            number: 1,
+            id: "per_1".into(),
+            kind: "bash".into(),
+            agent: None,
+            summary: "echo |x| `y` <img src=1> [link](http://e) @everyone\nrow".into(),
+            decision: "approved",
+            approved: true,
+            by: None,
+            approvers: vec![],
+            channel: Some("discord".into()),
+            reason: None,
+            asked_at: String::new(),
+            decided_at: String::new(),
+            time_to_decision_seconds: 1.0,
+        });
+        let md = summary.markdown();
+        let row = md.lines().find(|l| l.starts_with("| 1 |")).expect("a row");
+        assert_eq!(
+            row.matches(" | ").count(),
+            6,
+            "the cell stays one cell: {row}"
+        );
+        assert!(!row.contains("<img"), "{row}");
+        assert!(!row.contains("[link]("), "{row}");
+        assert!(!row.contains("@everyone"), "{row}");
+        assert!(md.lines().all(|l| !l.starts_with("row")), "{md}");
     }
 }
