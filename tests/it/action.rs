@@ -74,8 +74,10 @@ impl Runner {
         self.outputs()
             .into_iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no output {key}: {:?}", self.outputs()))
+            .map_or_else(
+                || panic!("no output {key}: {:?}", self.outputs()),
+                |(_, v)| v,
+            )
     }
 }
 
