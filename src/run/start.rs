@@ -196,28 +196,20 @@ pub(super) async fn enforce_gates(
 /// still serves the routes gatekeep drives (docs/design.md, "OpenCode
 /// versions"). Both asked at once; nothing has reached the agent yet.
 async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
-    let (version, routes, saved) = tokio::join!(
-        api.version(),
-        api.permission_route_status(),
-        api.saved_approvals()
-    );
-    if let Some(n @ 1..) = saved {
-        // Measured on 1.18.33: only the newer /api protocol reads them, and
-        // the agent's requests do not go through it. Said loudly anyway:
-        // a later release may apply them without asking anyone.
-        console.error(&format!(
-            "OpenCode keeps {n} saved approval(s) for this project (GET /api/permission/saved); \
-             this release does not apply them to the requests gatekeep answers, but review and \
-             remove them (DELETE /api/permission/saved/{{id}})"
-        ));
-    }
+    let (version, routes) = tokio::join!(api.version(), api.permission_route_status());
     match compat::judge(version.ok().flatten().as_deref(), routes) {
         Ok(Support::Tested(v)) => console.detail(&format!("OpenCode {v}")),
-        Ok(Support::Newer(v)) => console.status(&format!(
-            "OpenCode {v} is newer than any release gatekeep was tested with ({}); going on",
-            compat::NEWEST_TESTED
-        )),
-        Ok(Support::Unknown) => console.detail("OpenCode did not say which release it is"),
+        Ok(Support::Newer(v)) => {
+            console.status(&format!(
+                "OpenCode {v} is newer than any release gatekeep was tested with ({}); going on",
+                compat::NEWEST_TESTED
+            ));
+            warn_of_saved_approvals(api, console).await;
+        }
+        Ok(Support::Unknown) => {
+            console.detail("OpenCode did not say which release it is");
+            warn_of_saved_approvals(api, console).await;
+        }
         Err(e) => {
             return Err((
                 Code::OpenCodeFailed,
@@ -226,6 +218,23 @@ async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
         }
     }
     Ok(())
+}
+
+/// Saved approvals of the project (the newer `/api` protocol), said loudly.
+/// Measured on the tested releases: the agent's requests do not go through
+/// that protocol, so they are never applied to what gatekeep answers — and
+/// reading them there costs OpenCode about a second of CPU per run (the
+/// newer stack starts on first use; docs/benchmarks.md), so only a release
+/// gatekeep was not tested with, which may apply them without asking
+/// anyone, is asked.
+async fn warn_of_saved_approvals(api: &Api, console: &Console) {
+    if let Some(n @ 1..) = api.saved_approvals().await {
+        console.error(&format!(
+            "OpenCode keeps {n} saved approval(s) for this project (GET /api/permission/saved); \
+             this release may apply them without asking anyone: review and remove them \
+             (DELETE /api/permission/saved/{{id}})"
+        ));
+    }
 }
 
 /// The guard plugin ran when the instance started (the session exists by

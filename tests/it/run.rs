@@ -421,8 +421,9 @@ async fn an_opencode_that_dropped_the_routes_gatekeep_drives_is_refused_clearly(
 }
 
 #[tokio::test]
-async fn saved_approvals_of_the_project_are_reported_at_start() {
+async fn saved_approvals_are_reported_at_start_by_a_release_gatekeep_was_not_tested_with() {
     let fake = FakeOpenCode::start();
+    fake.report_version(Some("1.99.0"));
     fake.save_approval(
         serde_json::json!({ "id": "psv_1", "permission": "bash", "pattern": "git push *" }),
     );
@@ -431,6 +432,24 @@ async fn saved_approvals_of_the_project_are_reported_at_start() {
         .await;
     fake.finish_session(&root);
     assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+}
+
+/// A tested release does not apply saved approvals to the requests gatekeep
+/// answers, and reading them costs OpenCode about a second of CPU: not asked.
+#[tokio::test]
+async fn a_tested_release_is_not_asked_for_its_saved_approvals() {
+    let fake = FakeOpenCode::start();
+    fake.save_approval(
+        serde_json::json!({ "id": "psv_1", "permission": "bash", "pattern": "git push *" }),
+    );
+    let (mut gk, root) = started(&fake, &[]).await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(
+        !fake.requests().iter().any(|r| r.path.starts_with("/api/")),
+        "{:?}",
+        fake.requests().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
