@@ -194,6 +194,25 @@ impl Outbox {
             .map_err(|e| e.to_string())
     }
 
+    /// Edit the message of request `number`; a failure is reported and
+    /// changes nothing else (the decision stands either way).
+    async fn edit_request(&self, message_id: u64, number: u32, payload: &Value) {
+        let path = format!("/channels/{}/messages/{message_id}", self.thread_id);
+        if let Err(e) = self
+            .send(
+                "edit a request message",
+                Method::PATCH,
+                &path,
+                Body::Json(payload),
+            )
+            .await
+        {
+            self.console.error(&format!(
+                "discord: could not update the message of request #{number}: {e}"
+            ));
+        }
+    }
+
     /// Thread messages notify only the thread's members and those
     /// mentioned: the pinged users join it, so later messages reach them
     /// too. A failure is reported and changes nothing else.
@@ -391,21 +410,7 @@ impl Run {
         };
         let o = &self.outbox;
         let payload = render::request_progress_edit(request, progress, &o.redactor, &o.nonce);
-        let path = format!("/channels/{}/messages/{message_id}", o.thread_id);
-        if let Err(e) = o
-            .send(
-                "edit a request message",
-                Method::PATCH,
-                &path,
-                Body::Json(&payload),
-            )
-            .await
-        {
-            o.console.error(&format!(
-                "discord: could not update the message of request #{}: {e}",
-                progress.number
-            ));
-        }
+        o.edit_request(*message_id, progress.number, &payload).await;
     }
 
     async fn edit(
@@ -426,20 +431,7 @@ impl Run {
                 let o = &self.outbox;
                 let payload =
                     render::request_final_edit(request, &o.redactor, &o.nonce, &settlement, at);
-                let path = format!("/channels/{}/messages/{message_id}", o.thread_id);
-                if let Err(e) = o
-                    .send(
-                        "edit a request message",
-                        Method::PATCH,
-                        &path,
-                        Body::Json(&payload),
-                    )
-                    .await
-                {
-                    o.console.error(&format!(
-                        "discord: could not update the message of request #{number}: {e}"
-                    ));
-                }
+                o.edit_request(*message_id, number, &payload).await;
             }
             Some(Placement::InGroup(group)) => {
                 let group = *group;
