@@ -737,26 +737,18 @@ async fn idle(sizes: &Sizes, report: &mut Report) {
         Duration::from_secs(60)
     };
     for at_terminal in [false, true] {
-        let opencode = FakeOpenCode::start();
-        let discord = FakeDiscord::start().await;
-        let (base, channel) = (discord.base(), CHANNEL.to_string());
-        let workspace = opencode.workspace().to_str().expect("utf-8").to_owned();
-        let mut envs = vec![("DISCORD_TOKEN", TOKEN)];
-        envs.extend_from_slice(NO_PROXY);
-        let gk = if at_terminal {
-            Gatekeep::at_terminal(&["--dir", &workspace], opencode.program(), TAIL, &envs)
+        // Without a terminal: the Discord channel mode of the other parts.
+        let (gk, opencode, root, _discord) = if at_terminal {
+            let opencode = FakeOpenCode::start();
+            let workspace = opencode.workspace().to_str().expect("utf-8").to_owned();
+            let gk =
+                Gatekeep::at_terminal(&["--dir", &workspace], opencode.program(), TAIL, NO_PROXY);
+            let root = opencode.wait_for_prompt().await.session_id;
+            (gk, opencode, root, None)
         } else {
-            let args = [
-                "--channel",
-                &channel,
-                "--discord-api-url",
-                &base,
-                "--dir",
-                &workspace,
-            ];
-            Gatekeep::detached(&args, opencode.program(), TAIL, &envs)
+            let run = Run::start().await;
+            (run.gk, run.opencode, run.root, Some(run.discord))
         };
-        let root = opencode.wait_for_prompt().await.session_id;
         opencode.ask_permission(&root, "bash", "make deploy");
         // Shown, and the first redraws done.
         tokio::time::sleep(Duration::from_secs(2)).await;

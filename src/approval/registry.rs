@@ -1224,6 +1224,15 @@ mod tests {
             }
         }
 
+        /// A `git push`, which the rule says needs two, due in a minute.
+        fn a_push(reg: &mut Registry, id: &str, now: Instant) -> Shown {
+            ask(
+                reg,
+                Ask::bash(id, "ses_1", "git push"),
+                now + Duration::from_secs(60),
+            )
+        }
+
         fn edit_of(path: &str) -> Ask {
             Ask::permission_request(
                 "per_edit",
@@ -1287,11 +1296,7 @@ mod tests {
         fn the_terminal_and_another_terminal_are_one_person() {
             let now = Instant::now();
             let mut reg = policy(true);
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_a", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_a", now);
             assert!(matches!(
                 reg.claim(shown.number, Verdict::Approve, at_the_terminal(), now),
                 Err(Refusal::Counted(_))
@@ -1309,11 +1314,7 @@ mod tests {
         fn a_deny_after_one_approval_denies_at_once() {
             let now = Instant::now();
             let mut reg = policy(true);
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_a", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_a", now);
             let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
             let claim = reg
                 .claim(
@@ -1326,11 +1327,7 @@ mod tests {
             assert!(matches!(claim.reply, Reply::Reject { .. }));
             // Even the first approver may change their mind.
             let mut reg = policy(true);
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_b", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_b", now);
             let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
             assert!(reg
                 .claim(
@@ -1346,11 +1343,7 @@ mod tests {
         fn the_deadline_after_one_approval_denies() {
             let now = Instant::now();
             let mut reg = policy(true);
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_a", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_a", now);
             let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
             let expired = reg.expire_due(now + Duration::from_secs(61));
             assert_eq!(expired.len(), 1);
@@ -1362,11 +1355,7 @@ mod tests {
         fn the_run_ending_after_one_approval_denies() {
             let now = Instant::now();
             let mut reg = policy(true);
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_a", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_a", now);
             let _ = reg.claim(shown.number, Verdict::Approve, person("1"), now);
             let closed = reg.close(EndReason::Terminated);
             assert_eq!(closed.len(), 1);
@@ -1382,11 +1371,7 @@ mod tests {
             let now = Instant::now();
             let mut reg = policy(true);
             // Two people approve and "trust" the push.
-            let shown = ask(
-                &mut reg,
-                Ask::bash("per_a", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let shown = a_push(&mut reg, "per_a", now);
             let _ = reg.claim(shown.number, Verdict::ApproveAndTrust, person("1"), now);
             let _ = reg
                 .claim(shown.number, Verdict::ApproveAndTrust, person("2"), now)
@@ -1397,11 +1382,7 @@ mod tests {
                 "no trust rule was made: {settled:?}"
             );
             // The same push again is asked again, of two people.
-            let again = ask(
-                &mut reg,
-                Ask::bash("per_b", "ses_1", "git push"),
-                now + Duration::from_secs(60),
-            );
+            let again = a_push(&mut reg, "per_b", now);
             assert_eq!(again.needs.approvals, 2);
         }
 
