@@ -92,6 +92,15 @@ impl Ledger {
     pub fn denied(&self) -> u32 {
         self.entries.len() as u32 - self.approved()
     }
+
+    /// Whether any request was still open when the run ended (denied by the
+    /// close).
+    #[must_use]
+    pub fn had_open_at_end(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.settlement, Settlement::RunEnded(_)))
+    }
 }
 
 /// The approval task's state. Built by the supervisor, run with [`ApprovalTask::run`].

@@ -30,6 +30,13 @@ pub(super) struct Approvals {
 /// 5. stop the server's process group (SIGTERM, then SIGKILL);
 /// 6. kill whatever the agent daemonised out of that group (it stayed below
 ///    gatekeep, see `platform::harden`).
+///
+/// A run that finished with nothing open in the registry goes from 1 to 5:
+/// nothing waits for an answer, and every call to OpenCode right after a
+/// turn waits behind its background work (0.2–0.9 s of CPU, which `opencode
+/// run` never pays because it exits at once). Stopping the group is itself
+/// the strictest denial: nothing still pending on the server can run once
+/// OpenCode is gone (docs/design.md, "Teardown").
 pub(super) async fn teardown(
     end: &End,
     approvals: Option<Approvals>,
@@ -49,11 +56,12 @@ pub(super) async fn teardown(
         ));
     }
     // 1.
-    let ledger = match approvals {
+    let (ledger, closed) = match approvals {
         Some(approvals) => close_approvals(approvals, reason, console).await,
-        None => Ledger::default(),
+        None => (Ledger::default(), false),
     };
-    if !server.has_exited() {
+    let nothing_waits = reason == EndReason::Finished && closed && !ledger.had_open_at_end();
+    if !server.has_exited() && !nothing_waits {
         // 2.
         sweep(api, reason).await;
         // 3.
@@ -89,16 +97,25 @@ async fn cut_off(approvals: Option<Approvals>, server: Server, console: &Console
         seen.elapsed().as_millis()
     ));
     match approvals {
-        Some(approvals) => close_approvals(approvals, EndReason::Intruded, console).await,
+        Some(approvals) => {
+            close_approvals(approvals, EndReason::Intruded, console)
+                .await
+                .0
+        }
         None => Ledger::default(),
     }
 }
 
-/// Close the registry and collect the ledger. Bounded: if the task does not
-/// answer, the sweep that follows still denies everything on the server.
-async fn close_approvals(approvals: Approvals, reason: EndReason, console: &Console) -> Ledger {
+/// Close the registry and collect the ledger, and whether the task closed
+/// at all. Bounded: if the task does not answer, the sweep that follows
+/// still denies everything on the server.
+async fn close_approvals(
+    approvals: Approvals,
+    reason: EndReason,
+    console: &Console,
+) -> (Ledger, bool) {
     let (done, ledger) = oneshot::channel();
-    let mut result = Ledger::default();
+    let mut result = (Ledger::default(), false);
     if approvals
         .inputs
         .send(Input::Close { reason, done })
@@ -106,7 +123,7 @@ async fn close_approvals(approvals: Approvals, reason: EndReason, console: &Cons
         .is_ok()
     {
         match tokio::time::timeout(STEP_TIMEOUT * 2, ledger).await {
-            Ok(Ok(ledger)) => result = ledger,
+            Ok(Ok(ledger)) => result = (ledger, true),
             _ => console
                 .error("the approval task did not close in time; denying on the server directly"),
         }

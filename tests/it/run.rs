@@ -69,6 +69,60 @@ async fn subscribes_before_prompting_and_sends_the_described_run() {
     assert_server_gone(&fake).await;
 }
 
+/// After a turn OpenCode is busy with background work for a while, and a
+/// call to it waits its turn; `opencode run` never waits for that work. So a
+/// run that finished with nothing open is not swept: its server is stopped
+/// at once, and what the stream never showed dies with it unanswered.
+#[tokio::test]
+async fn a_finished_run_with_nothing_open_stops_opencode_without_calling_it_again() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    let child = fake.create_child_session(&root);
+    fake.pend_silently(
+        &serde_json::json!({ "id": "per_unseen01", "sessionID": child,
+        "permission": "bash", "patterns": ["make deploy"], "metadata": { "command": "make deploy" },
+        "always": [] }),
+    );
+    let before = fake.requests().len();
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert_server_gone(&fake).await;
+    let after: Vec<String> = fake.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        after.iter().all(|r| !r.contains("/permission")
+            && !r.contains("/question")
+            && !r.contains("/instance/dispose")),
+        "called OpenCode after the finish: {after:?}"
+    );
+    assert!(fake.replies().is_empty(), "{:?}", fake.replies());
+}
+
+/// The other side of the same rule: a request still open when the root
+/// finished is denied on the server, with the reason, before it stops.
+#[tokio::test]
+async fn a_run_that_finishes_with_a_request_open_denies_it_on_the_server_first() {
+    let fake = FakeOpenCode::start();
+    let (mut gk, root) = started(&fake, &[]).await;
+    let child = fake.create_child_session(&root);
+    let id = fake.ask_permission(&child, "bash", "make deploy");
+    gk.expect("command: make deploy").await;
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    let replies = fake.replies();
+    assert!(
+        replies.iter().any(|r| r.request_id == id
+            && r.reply() == "reject"
+            && r.message() == Some("denied by gatekeep: run finished")),
+        "{replies:?}"
+    );
+    assert!(fake.pending().is_empty(), "{:?}", fake.pending());
+    assert!(fake.disposed());
+    assert_server_gone(&fake).await;
+}
+
 #[tokio::test]
 async fn approve_at_the_terminal_replies_once() {
     let fake = FakeOpenCode::start();
