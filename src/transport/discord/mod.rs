@@ -325,13 +325,18 @@ impl Discord {
         };
         let _ = jobs.send(Job::Finish(report));
         drop((jobs, state));
-        if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
-            console.error(&format!(
-                "discord: gave up updating messages after {}",
-                humantime::format_duration(DRAIN_TIMEOUT)
-            ));
-        }
-        source.shutdown(CLOSE_AFTER_RUN).await;
+        let drained = async {
+            if tokio::time::timeout(DRAIN_TIMEOUT, outbox).await.is_err() {
+                console.error(&format!(
+                    "discord: gave up updating messages after {}",
+                    humantime::format_duration(DRAIN_TIMEOUT)
+                ));
+            }
+        };
+        // The bounded wait for the gateway's close overlaps the last
+        // messages instead of following them: the exit waits for the longer
+        // of the two, not their sum.
+        tokio::join!(drained, source.shutdown(CLOSE_AFTER_RUN));
         Ok(())
     }
 }
@@ -408,12 +413,14 @@ impl Source {
         }
     }
 
+    /// Clicks are still acknowledged while the link closes (the run's
+    /// last messages are being sent meanwhile).
     async fn shutdown(mut self, within: Duration) {
         if let Some(task) = self.reopening.take() {
             task.abort();
         }
-        self.dispatcher.abort();
         self.link.shutdown(within).await;
+        self.dispatcher.abort();
     }
 }
 
