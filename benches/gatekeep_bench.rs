@@ -940,27 +940,7 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
     eprintln!(
         "bench: the whole run: alone (twice), served and supervised ({rounds} rounds, rotating)"
     );
-    let mut runs: BTreeMap<Way, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
-    let mut own_cpu = Vec::new();
-    for i in 0..rounds {
-        // Rotate which goes first, so drift favours none.
-        for k in 0..Way::ALL.len() {
-            let way = Way::ALL[(i + k) % Way::ALL.len()];
-            let oc = RealOpencode::workspace(&llm).expect("installed");
-            let (wall, cpu) = match way {
-                Way::Alone | Way::AloneAgain => alone_run(&oc),
-                Way::Served => served_run(&oc).await,
-                Way::Supervised => {
-                    let (wall, cpu, own) = supervised_run(&oc).await;
-                    own_cpu.push(own);
-                    (wall, cpu)
-                }
-            };
-            let entry = runs.entry(way).or_default();
-            entry.0.push(wall);
-            entry.1.push(cpu);
-        }
-    }
+    let (runs, own_cpu) = rotate_ways(&llm, rounds).await;
     let mut medians = BTreeMap::new();
     for (way, (wall, cpu)) in runs {
         medians.insert(way, (Stats::of(wall), Stats::of(cpu)));
@@ -1020,6 +1000,34 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
         None,
     );
 }
+
+/// Every way once per round, the first way rotating so drift favours none:
+/// (wall, CPU) of each run by way, and gatekeep's own CPU per supervised run.
+async fn rotate_ways(llm: &FakeLlm, rounds: usize) -> (WayRuns, Vec<Duration>) {
+    let mut runs = WayRuns::new();
+    let mut own_cpu = Vec::new();
+    for i in 0..rounds {
+        for k in 0..Way::ALL.len() {
+            let way = Way::ALL[(i + k) % Way::ALL.len()];
+            let oc = RealOpencode::workspace(llm).expect("installed");
+            let (wall, cpu) = match way {
+                Way::Alone | Way::AloneAgain => alone_run(&oc),
+                Way::Served => served_run(&oc).await,
+                Way::Supervised => {
+                    let (wall, cpu, own) = supervised_run(&oc).await;
+                    own_cpu.push(own);
+                    (wall, cpu)
+                }
+            };
+            let entry = runs.entry(way).or_default();
+            entry.0.push(wall);
+            entry.1.push(cpu);
+        }
+    }
+    (runs, own_cpu)
+}
+
+type WayRuns = BTreeMap<Way, (Vec<Duration>, Vec<Duration>)>;
 
 /// The ways to run the same prompt: `opencode run` alone; `opencode serve`
 /// driven directly over HTTP (what any supervisor that answers permissions
