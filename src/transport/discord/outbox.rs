@@ -230,42 +230,39 @@ impl Outbox {
         }
     }
 
+    /// The summary in the thread and the run-start message's final state go
+    /// out together: they are independent, and the exit waits for both.
     async fn finish(&self, report: Option<&RunReport>) {
         let Some(report) = report else {
             return;
         };
         let summary = render::run_summary(report);
-        let path = format!("/channels/{}/messages", self.thread_id);
-        if let Err(e) = self
-            .send(
-                "post the run summary",
-                Method::POST,
-                &path,
-                Body::Json(&summary),
-            )
-            .await
-        {
-            self.console.error(&format!("discord: {e}"));
-        }
+        let summary_path = format!("/channels/{}/messages", self.thread_id);
         let edit = render::run_start_final(&self.info, &self.redactor, report);
-        let path = format!(
+        let edit_path = format!(
             "/channels/{}/messages/{}",
             self.channel_id, self.start_message_id
         );
         let bucket = format!("PATCH:{}", self.channel_id);
-        if let Err(e) = self
-            .rest
-            .send(
+        let (posted, edited) = tokio::join!(
+            self.send(
+                "post the run summary",
+                Method::POST,
+                &summary_path,
+                Body::Json(&summary),
+            ),
+            self.rest.send(
                 "edit the run-start message",
                 &bucket,
                 Method::PATCH,
-                &path,
+                &edit_path,
                 Body::Json(&edit),
                 Retry::DELIVERY,
-            )
-            .await
-        {
-            self.console.error(&format!("discord: {e}"));
+            ),
+        );
+        let failures = [posted.err(), edited.err().map(|e| e.to_string())];
+        for failed in failures.into_iter().flatten() {
+            self.console.error(&format!("discord: {failed}"));
         }
     }
 }
