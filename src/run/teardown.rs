@@ -56,11 +56,15 @@ pub(super) async fn teardown(
         ));
     }
     // 1.
-    let (ledger, closed) = match approvals {
+    let closed = match approvals {
         Some(approvals) => close_approvals(approvals, reason, console).await,
-        None => (Ledger::default(), false),
+        None => None,
     };
-    let nothing_waits = reason == EndReason::Finished && closed && !ledger.had_open_at_end();
+    let nothing_waits = reason == EndReason::Finished
+        && closed
+            .as_ref()
+            .is_some_and(|ledger| !ledger.had_open_at_end());
+    let ledger = closed.unwrap_or_default();
     if !server.has_exited() && !nothing_waits {
         // 2.
         sweep(api, reason).await;
@@ -97,25 +101,23 @@ async fn cut_off(approvals: Option<Approvals>, server: Server, console: &Console
         seen.elapsed().as_millis()
     ));
     match approvals {
-        Some(approvals) => {
-            close_approvals(approvals, EndReason::Intruded, console)
-                .await
-                .0
-        }
+        Some(approvals) => close_approvals(approvals, EndReason::Intruded, console)
+            .await
+            .unwrap_or_default(),
         None => Ledger::default(),
     }
 }
 
-/// Close the registry and collect the ledger, and whether the task closed
-/// at all. Bounded: if the task does not answer, the sweep that follows
-/// still denies everything on the server.
+/// Close the registry and collect the ledger; `None` if the task did not
+/// close. Bounded: if the task does not answer, the sweep that follows still
+/// denies everything on the server.
 async fn close_approvals(
     approvals: Approvals,
     reason: EndReason,
     console: &Console,
-) -> (Ledger, bool) {
+) -> Option<Ledger> {
     let (done, ledger) = oneshot::channel();
-    let mut result = (Ledger::default(), false);
+    let mut result = None;
     if approvals
         .inputs
         .send(Input::Close { reason, done })
@@ -123,7 +125,7 @@ async fn close_approvals(
         .is_ok()
     {
         match tokio::time::timeout(STEP_TIMEOUT * 2, ledger).await {
-            Ok(Ok(ledger)) => result = (ledger, true),
+            Ok(Ok(ledger)) => result = Some(ledger),
             _ => console
                 .error("the approval task did not close in time; denying on the server directly"),
         }
