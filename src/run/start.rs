@@ -197,25 +197,22 @@ pub(super) async fn enforce_gates(
 /// versions"). Both asked at once; nothing has reached the agent yet.
 async fn check_compat(api: &Api, console: &Console) -> Result<(), (Code, End)> {
     let (version, routes) = tokio::join!(api.version(), api.permission_route_status());
-    match compat::judge(version.ok().flatten().as_deref(), routes) {
-        Ok(Support::Tested(v)) => console.detail(&format!("OpenCode {v}")),
-        Ok(Support::Newer(v)) => {
-            console.status(&format!(
-                "OpenCode {v} is newer than any release gatekeep was tested with ({}); going on",
-                compat::NEWEST_TESTED
-            ));
-            warn_of_saved_approvals(api, console).await;
-        }
-        Ok(Support::Unknown) => {
-            console.detail("OpenCode did not say which release it is");
-            warn_of_saved_approvals(api, console).await;
-        }
-        Err(e) => {
-            return Err((
-                Code::OpenCodeFailed,
-                End::new(EndReason::Failed, e.to_string()),
-            ))
-        }
+    let support = compat::judge(version.ok().flatten().as_deref(), routes).map_err(|e| {
+        (
+            Code::OpenCodeFailed,
+            End::new(EndReason::Failed, e.to_string()),
+        )
+    })?;
+    match &support {
+        Support::Tested(v) => console.detail(&format!("OpenCode {v}")),
+        Support::Newer(v) => console.status(&format!(
+            "OpenCode {v} is newer than any release gatekeep was tested with ({}); going on",
+            compat::NEWEST_TESTED
+        )),
+        Support::Unknown => console.detail("OpenCode did not say which release it is"),
+    }
+    if !matches!(support, Support::Tested(_)) {
+        warn_of_saved_approvals(api, console).await;
     }
     Ok(())
 }

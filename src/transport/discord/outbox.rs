@@ -180,6 +180,7 @@ impl Outbox {
         }
     }
 
+    /// A call about the run's thread (its rate-limit bucket).
     async fn send(
         &self,
         what: &'static str,
@@ -187,7 +188,20 @@ impl Outbox {
         path: &str,
         body: Body<'_>,
     ) -> Result<Value, String> {
-        let bucket = format!("{method}:{}", self.thread_id);
+        self.send_in(self.thread_id, what, method, path, body).await
+    }
+
+    /// A call about channel `channel` (its rate-limit bucket), retried
+    /// until delivered; the error as the text to report.
+    async fn send_in(
+        &self,
+        channel: u64,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<Value, String> {
+        let bucket = format!("{method}:{channel}");
         self.rest
             .send(what, &bucket, method, path, body, Retry::DELIVERY)
             .await
@@ -243,7 +257,6 @@ impl Outbox {
             "/channels/{}/messages/{}",
             self.channel_id, self.start_message_id
         );
-        let bucket = format!("PATCH:{}", self.channel_id);
         let (posted, edited) = tokio::join!(
             self.send(
                 "post the run summary",
@@ -251,17 +264,15 @@ impl Outbox {
                 &summary_path,
                 Body::Json(&summary),
             ),
-            self.rest.send(
+            self.send_in(
+                self.channel_id,
                 "edit the run-start message",
-                &bucket,
                 Method::PATCH,
                 &edit_path,
                 Body::Json(&edit),
-                Retry::DELIVERY,
             ),
         );
-        let failures = [posted.err(), edited.err().map(|e| e.to_string())];
-        for failed in failures.into_iter().flatten() {
+        for failed in [posted.err(), edited.err()].into_iter().flatten() {
             self.console.error(&format!("discord: {failed}"));
         }
     }
