@@ -989,6 +989,57 @@ async fn gateway_drop_resumes_and_clicks_still_arrive() {
     h.end().await;
 }
 
+/// A connection whose heartbeats go unanswered is a zombie: gatekeep closes
+/// it itself (resumably) and resumes, without spending a session start.
+#[tokio::test]
+async fn unanswered_heartbeats_make_a_resume_and_clicks_still_arrive() {
+    let fake = FakeDiscord::start().await;
+    fake.set_heartbeat_interval(Duration::from_millis(200));
+    let h = Harness::start_with(fake, Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    h.fake
+        .wait_until("a first heartbeat", WAIT, |f| {
+            (f.heartbeats() >= 1).then_some(())
+        })
+        .await;
+    h.fake.acknowledge_heartbeats(false);
+    h.fake
+        .wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(()))
+        .await;
+    h.fake.acknowledge_heartbeats(true);
+    h.fake.wait_gateway(WAIT).await;
+    assert_eq!(h.fake.identifies(), 1, "resumed, not re-identified");
+    assert_eq!(h.fake.client_closes(), vec![4000], "closed resumably");
+    let (_, token) = h.click(n, "Approve", &admin()).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Approved"));
+    assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
+    h.end().await;
+}
+
+#[tokio::test]
+async fn discord_asking_to_reconnect_gets_a_resume_not_a_new_session() {
+    let h = Harness::start(Access::default()).await;
+    let (id, n) = h.ask("ls").await;
+    h.fake.ask_to_reconnect();
+    h.fake
+        .wait_until("a RESUME", WAIT, |f| (f.resumes() >= 1).then_some(()))
+        .await;
+    h.fake.wait_gateway(WAIT).await;
+    assert_eq!(h.fake.identifies(), 1);
+    let (_, token) = h.click(n, "Deny", &admin()).await;
+    assert!(h
+        .fake
+        .wait_followup(&token, WAIT)
+        .await
+        .starts_with("Denied"));
+    assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
+    h.end().await;
+}
+
 #[tokio::test]
 async fn gateway_lost_for_good_denies_open_and_new_requests() {
     let h = Harness::start(Access::default()).await;

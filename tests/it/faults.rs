@@ -268,6 +268,29 @@ async fn a_gateway_closed_by_discord_resumes_and_clicks_still_count() {
     assert!(run.final_state(&msg).await.contains("Denied"));
 }
 
+/// The end of a run ends its gateway session with a normal close (1000),
+/// so Discord drops the session at once instead of holding it for a
+/// resume that never comes.
+#[tokio::test]
+async fn a_finished_run_closes_its_gateway_session_normally() {
+    let mut run = DiscordRun::start(&[]).await;
+    run.opencode.finish_session(&run.root);
+    assert_eq!(run.gk.exit_code().await, 0, "{}", run.gk.screen());
+    let closes = run
+        .discord
+        .wait_until("a close frame from gatekeep", WAIT, |d| {
+            let closes = d.client_closes();
+            (!closes.is_empty()).then_some(closes)
+        })
+        .await;
+    assert_eq!(closes, vec![1000]);
+    run.discord
+        .wait_until("no session left open", WAIT, |d| {
+            (d.live_sessions() == 0).then_some(())
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn with_the_gateway_gone_for_good_requests_expire_denied() {
     let mut run = DiscordRun::start(&["--approval-timeout", "2s"]).await;

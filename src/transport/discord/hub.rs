@@ -228,8 +228,8 @@ enum Wake {
 }
 
 /// Runs the hub until `stop` resolves: one session (opened within the
-/// budget rules, and opened again the same way if serenity gives up on
-/// it), the socket, and the table of attached runs. Errors when no
+/// budget rules, and opened again the same way if Discord ends it for
+/// good), the socket, and the table of attached runs. Errors when no
 /// session can be had.
 pub async fn serve(
     starter: Starter,

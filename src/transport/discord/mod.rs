@@ -16,8 +16,8 @@
 //! - `interactions`: the click dispatcher: acknowledge, authorize, decide.
 //! - [`rest`]: REST calls with rate limits and bounded retries.
 //! - [`outbox`]: the one task that posts and edits messages, in order.
-//! - [`gateway`]: serenity's gateway connection, guarded against its
-//!   fallbacks.
+//! - [`gateway`]: the gateway connection (IDENTIFY or RESUME, heartbeats,
+//!   a normal close the moment it is asked for).
 //! - [`session`]: when a gateway session may start (the host's slot, the
 //!   daily budget).
 //! - [`hub`]: `gatekeep hub`, one session for every run on a host, and a
@@ -56,19 +56,17 @@ use crate::redact::Redactor;
 /// After the run ended, how long the outbox may take to deliver what is
 /// still queued (final states, summary, start-message edit).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the run's exit waits for its gateway's graceful close, which
-/// began when the run started closing and overlapped the teardown and the
-/// final edits. serenity notices a close only between its 500 ms websocket
-/// reads, so waiting for it would add up to half a second to every run
-/// (issue 16); past this bound the connection is dropped and Discord
-/// expires the session (it is never resumed, and a later run identifies
-/// anew).
+/// How long the run's exit waits for Discord's answer to the gateway's
+/// normal close. The close frame itself went out when the run started
+/// closing (`Notice::Closing`), so the session is ended properly either
+/// way; the answer normally came during the teardown, and waiting longer
+/// for it would only delay the exit (issue 16).
 const CLOSE_AFTER_RUN: Duration = Duration::from_millis(50);
 
 /// How to reach Discord and who may answer.
 pub struct Settings {
     /// Bot token (`DISCORD_TOKEN`). Exposed only to build the
-    /// `Authorization` header and serenity's IDENTIFY.
+    /// `Authorization` header and the gateway's IDENTIFY.
     pub token: SecretString,
     /// Scheme and host of the API, `https://discord.com` unless overridden
     /// (`--discord-api-url`, for tests). REST goes to `{api_base}/api/v10`.
@@ -296,9 +294,8 @@ impl Discord {
             tokio::select! {
                 notice = notices.recv() => match notice {
                     Some(Notice::RunEnded(report)) => break Some(report),
-                    // Nothing more will be decided: the gateway's graceful
-                    // close (half a second in serenity) overlaps the
-                    // teardown instead of delaying the exit.
+                    // Nothing more will be decided: the gateway's normal
+                    // close overlaps the teardown instead of following it.
                     Some(Notice::Closing(_)) => {
                         // Gone by our own choice: its end is no channel
                         // failure to report.

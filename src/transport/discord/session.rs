@@ -13,7 +13,7 @@
 //! came: the next start waits until [`IDENTIFY_SPACING`] after it. The daily
 //! budget is read inside the lock, just before the IDENTIFY it is about.
 //! Runs on other hosts cannot share the lock; an opcode 9 they cause is
-//! retried by serenity's shard queue after its own 5 seconds.
+//! retried by the gateway connection after [`IDENTIFY_SPACING`].
 
 use std::fs::File;
 use std::io;
@@ -214,7 +214,7 @@ impl Starter {
                 });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let gateway = gateway::start(&self.base, &self.token, bot.url, left).await;
+            let gateway = gateway::start(&self.token, bot.url, left).await;
             drop(slot);
             gateway.map_err(|e| match e {
                 Error::Gateway(msg) => Error::Gateway(self.redactor.redact(&msg).into_owned()),

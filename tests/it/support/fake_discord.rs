@@ -1,11 +1,13 @@
 //! A fake Discord on loopback: REST under `/api/v10` and a gateway
-//! websocket, complete enough for serenity 0.12 and gatekeep.
+//! websocket (HELLO, IDENTIFY → READY, RESUME → RESUMED, heartbeats,
+//! opcodes 7 and 9, close codes), complete enough for gatekeep.
 //!
-//! serenity silently drops a gateway event whose payload lacks a field it
-//! requires, so every `READY` and `INTERACTION_CREATE` this fake sends is first
-//! deserialized into serenity's own type here (a test panics instead of
-//! waiting for an event that was never delivered), and tests prove each
-//! dispatched click was received by waiting for its acknowledgement.
+//! gatekeep reads interactions with serenity's model types and skips one
+//! whose payload lacks a field they require, so every `READY` and
+//! `INTERACTION_CREATE` this fake sends is first deserialized into
+//! serenity's own type here (a test panics instead of waiting for an event
+//! that was never delivered), and tests prove each dispatched click was
+//! received by waiting for its acknowledgement.
 //!
 //! Control surface: [`FakeDiscord::click`], [`FakeDiscord::submit_modal`],
 //! the recorded REST requests, injected failures (5xx, 429 with
@@ -132,6 +134,13 @@ struct Inner {
     token_reset: bool,
     resumes: u32,
     heartbeats: u32,
+    /// The interval HELLO announces; `None` is Discord's usual 41.25 s.
+    heartbeat_interval: Option<Duration>,
+    /// Heartbeats are received but no longer acknowledged (a zombied
+    /// connection, as a client sees one).
+    heartbeats_unacked: bool,
+    /// The close code of every close frame a client sent.
+    client_closes: Vec<u16>,
     /// Interaction id → when it was dispatched.
     dispatched: HashMap<u64, Instant>,
     /// Interactions Discord never issued (made up by a test): their
@@ -452,6 +461,37 @@ impl FakeDiscord {
     pub fn close_gateway_with(&self, code: u16) {
         let mut inner = self.shared.lock();
         close_all(&mut inner, code);
+    }
+
+    /// HELLO announces `interval` on every connection from now on.
+    pub fn set_heartbeat_interval(&self, interval: Duration) {
+        self.shared.lock().heartbeat_interval = Some(interval);
+    }
+
+    /// Heartbeats stop being acknowledged (`false`) or start again.
+    pub fn acknowledge_heartbeats(&self, yes: bool) {
+        self.shared.lock().heartbeats_unacked = !yes;
+    }
+
+    /// Heartbeats received on every connection so far.
+    pub fn heartbeats(&self) -> u32 {
+        self.shared.lock().heartbeats
+    }
+
+    /// Opcode 7 on every live session: Discord asks the client to
+    /// reconnect and resume.
+    pub fn ask_to_reconnect(&self) {
+        let inner = self.shared.lock();
+        for session in &inner.gateways {
+            let _ = session.tx.send(Message::Text(
+                json!({ "op": 7, "d": null }).to_string().into(),
+            ));
+        }
+    }
+
+    /// The close code of every close frame a client sent, in order.
+    pub fn client_closes(&self) -> Vec<u16> {
+        self.shared.lock().client_closes.clone()
     }
 
     /// From now on an IDENTIFY less than [`IDENTIFY_INTERVAL`] after the
@@ -804,7 +844,11 @@ async fn gateway_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade
 /// RESUMED, heartbeats acknowledged, dispatches from the control surface.
 async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let hello = json!({ "op": 10, "d": { "heartbeat_interval": 41250 } }).to_string();
+    let interval = shared
+        .lock()
+        .heartbeat_interval
+        .map_or(41_250, |d| d.as_millis() as u64);
+    let hello = json!({ "op": 10, "d": { "heartbeat_interval": interval } }).to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
@@ -819,6 +863,11 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
             }
             incoming = socket.recv() => {
                 let Some(Ok(msg)) = incoming else { break };
+                if let Message::Close(frame) = &msg {
+                    // 1005 ("no status") for a close frame without a code.
+                    shared.lock().client_closes.push(frame.as_ref().map_or(1005, |f| f.code));
+                    shared.bump();
+                }
                 let Message::Text(text) = msg else { continue };
                 let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
                 let reply = {
@@ -826,7 +875,8 @@ async fn gateway_session(shared: Arc<Shared>, mut socket: WebSocket) {
                     match v["op"].as_u64() {
                         Some(1) => {
                             inner.heartbeats += 1;
-                            Some(Message::Text(json!({ "op": 11 }).to_string().into()))
+                            (!inner.heartbeats_unacked)
+                                .then(|| Message::Text(json!({ "op": 11 }).to_string().into()))
                         }
                         Some(2) if inner.session_starts_left == 0 || inner.token_reset => {
                             // Discord resets the token: every session ends,
