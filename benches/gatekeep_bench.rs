@@ -1149,6 +1149,18 @@ async fn supervised_run(oc: &RealOpencode) -> (Duration, Duration, Duration) {
     )
 }
 
+/// Whether no process of group `pgid` is left, not even one that is
+/// still exiting (a signal with no signal fails).
+fn group_gone(pgid: i32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err()
+}
+
+/// The process group of `pid`, from `/proc`.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(2)?.parse().ok()
+}
+
 /// CPU time of this process's waited-for children (`cutime + cstime`).
 fn children_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -1221,13 +1233,28 @@ async fn real_run(oc: &RealOpencode) -> (Duration, Duration, Close) {
     })
     .await;
     let pid = gk.pid();
+    // OpenCode's process groups, found through the processes working in
+    // the workspace (gatekeep's own command line names it too). A group is
+    // gone when a signal can no longer reach it, as for `opencode serve`
+    // alone above: not when its processes show as zombies or release their
+    // working directory. A dying process does both early, while its other
+    // threads are still exiting and its memory is still being unmapped
+    // (80-120 ms for OpenCode here), and that is OpenCode's exit, not
+    // gatekeep's; gatekeep reaps the leader the moment it is done.
+    let mut groups: Vec<i32> = processes_mentioning(&dir)
+        .into_iter()
+        .filter(|(p, _)| *p != pid)
+        .filter_map(|(p, _)| process_group(p))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    assert!(!groups.is_empty(), "OpenCode runs in the workspace");
     let t0 = Instant::now();
     gk.signal(Signal::SIGTERM);
     let mut server_gone = None;
     let mut exited = None;
     while (server_gone.is_none() || exited.is_none()) && t0.elapsed() < WAIT {
-        // gatekeep's own command line names the workspace too.
-        if server_gone.is_none() && processes_mentioning(&dir).iter().all(|(p, _)| *p == pid) {
+        if server_gone.is_none() && groups.iter().all(|g| group_gone(*g)) {
             server_gone = Some(t0.elapsed());
         }
         if exited.is_none() && !process_alive(pid) {
