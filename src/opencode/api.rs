@@ -370,6 +370,15 @@ impl Api {
         json_body(OP, resp).await
     }
 
+    /// `DELETE /session/{id}`: takes back a session gatekeep made for a run
+    /// that then did not begin (the server was refused).
+    pub async fn delete_session(&self, session_id: &str) -> Result<(), ApiError> {
+        const OP: &str = "delete session";
+        let path = format!("session/{}", seg(session_id)?);
+        self.send(OP, self.request(Method::DELETE, &path)?).await?;
+        Ok(())
+    }
+
     /// `POST /session/{id}/prompt_async`: starts the run; OpenCode answers
     /// 204 at once and the run proceeds on the event stream.
     pub async fn prompt_async(&self, session_id: &str, prompt: &Prompt) -> Result<(), ApiError> {

@@ -154,23 +154,20 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             Ok(started) => started,
             Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
         };
-    let (mut server, api) =
+    let (mut server, api, compat) =
         match start::enforce_gates(&config, guard.as_ref(), server, &console).await {
             Ok(checked) => checked,
             Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
         };
 
     let begun = tokio::select! {
-        begun = start::begin(&api, &config.spec, &config.gates, &config.workspace, &message, config.timeout) => begun,
-        reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned())),
-        () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned())),
+        begun = start::begin(&api, &config, &message, compat, &console) => begun,
+        reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned()).into()),
+        () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned()).into()),
     };
     let (stream, root) = match begun {
         Ok(begun) => begun,
-        Err(end) => {
-            let ledger = teardown(&end, None, &api, None, server, &console).await;
-            return clock.outcome(end, ledger, None, None);
-        }
+        Err(why) => return not_begun(why, &api, server, &console, &clock).await,
     };
     if let Some(guard) = &guard {
         start::check_guard(guard, &console).await;
@@ -243,6 +240,27 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     console.detail(&cpu_used());
     console.finish();
     outcome
+}
+
+/// The run ended before it began: a refused server is stopped at once (it
+/// is not one gatekeep drives), any other through the teardown.
+async fn not_begun(
+    why: start::NotBegun,
+    api: &crate::opencode::api::Api,
+    server: Server,
+    console: &Console,
+    clock: &Clock,
+) -> Outcome {
+    match why {
+        start::NotBegun::Refused(code, end) => {
+            server.stop(STOP_GRACE).await;
+            clock.outcome(end, Ledger::default(), None, Some(code))
+        }
+        start::NotBegun::Failed(end) => {
+            let ledger = teardown(&end, None, api, None, server, console).await;
+            clock.outcome(end, ledger, None, None)
+        }
+    }
 }
 
 /// What the run cost in CPU, gatekeep's share apart from OpenCode's (every

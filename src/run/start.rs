@@ -2,9 +2,10 @@
 //!
 //! OpenCode and the approval channel start at the same time so their
 //! start-ups overlap; `--gate` is verified against every agent's merged
-//! rules; then the event stream is opened while the session is picked, and
-//! only the prompt waits for `server.connected`. Nothing has reached the
-//! agent on any error path out of here before [`begin`] prompts.
+//! rules; then the event stream is opened while the session is picked (and,
+//! with no `--gate`, while the server is judged), and only the prompt waits
+//! for all of them and `server.connected`. Nothing has reached the agent on
+//! any error path out of here before [`begin`] prompts.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -118,17 +119,31 @@ fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
     .map_err(|e| End::opencode("could not talk to OpenCode", &e))
 }
 
-/// Make sure the server is one gatekeep drives (see `check_compat`) and
-/// that every `--gate` kind really asks, for every agent (see [`gate`]). Agents of the workspace that still allow a gated kind get an
-/// override too, which needs one restart of the server; if even that does
-/// not make them ask, the run does not start. Nothing has reached the agent
-/// yet on any path out of here.
+/// Whether the server was judged yet (see `check_compat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compat {
+    /// Judged, and it is one gatekeep drives.
+    Judged,
+    /// To be judged by [`begin`], alongside its first calls: with no
+    /// `--gate`, no restart can follow the verdict, and each round trip
+    /// before the prompt waits behind OpenCode's own start-up work (issue
+    /// 16).
+    AtBegin,
+}
+
+/// Make sure that every `--gate` kind really asks, for every agent (see
+/// [`gate`]), on a server gatekeep drives (see `check_compat`). Agents of
+/// the workspace that still allow a gated kind get an override too, which
+/// needs one restart of the server; if even that does not make them ask,
+/// the run does not start. With no `--gate` nothing is asked here, and the
+/// server is judged by [`begin`]. Nothing has reached the agent yet on any
+/// path out of here.
 pub(super) async fn enforce_gates(
     config: &RunConfig,
     guard: Option<&Guard>,
     mut server: Server,
     console: &Console,
-) -> Result<(Server, Api), (Code, End)> {
+) -> Result<(Server, Api, Compat), (Code, End)> {
     let mut overridden: Vec<String> = Vec::new();
     loop {
         let api = match client(config, &server) {
@@ -138,12 +153,12 @@ pub(super) async fn enforce_gates(
                 return Err((Code::OpenCodeFailed, end));
             }
         };
+        if config.gates.is_empty() {
+            return Ok((server, api, Compat::AtBegin));
+        }
         if let Err(refused) = check_compat(&api, console).await {
             server.stop(STOP_GRACE).await;
             return Err(refused);
-        }
-        if config.gates.is_empty() {
-            return Ok((server, api));
         }
         let agents = match api.list_agents().await {
             Ok(agents) => agents,
@@ -157,7 +172,7 @@ pub(super) async fn enforce_gates(
         };
         let open = gate::still_allowed(&config.gates, &agents);
         if open.is_empty() {
-            return Ok((server, api));
+            return Ok((server, api, Compat::Judged));
         }
         server.stop(STOP_GRACE).await;
         let fresh: Vec<String> = open
@@ -321,24 +336,55 @@ fn run_info(config: &RunConfig) -> discord::RunInfo {
     }
 }
 
-/// Subscribe, pick the session (new, given, most recent, or a fork), then
-/// prompt. Returns the open stream and the root session id.
+/// Why [`begin`] did not prompt.
+pub(super) enum NotBegun {
+    /// The server is not one gatekeep drives: nothing was prompted, and a
+    /// session made for the run was deleted again. The server is to be
+    /// stopped, with this exit code.
+    Refused(Code, End),
+    /// Anything else: the ordinary teardown follows.
+    Failed(End),
+}
+
+impl From<End> for NotBegun {
+    fn from(end: End) -> Self {
+        NotBegun::Failed(end)
+    }
+}
+
+/// Subscribe, pick the session (new, given, most recent, or a fork) and,
+/// if not done yet, judge the server, all at once; then prompt. Returns the
+/// open stream and the root session id.
 pub(super) async fn begin(
     api: &Api,
-    spec: &RunSpec,
-    gates: &[String],
-    workspace: &std::path::Path,
+    config: &RunConfig,
     message: &str,
-    run_time: Duration,
-) -> Result<(EventStream, String), End> {
-    // The session can be picked while the stream opens: nothing is asked
-    // before the prompt, and only the prompt must wait for `server.connected`.
-    let (stream, root) = tokio::join!(
+    compat: Compat,
+    console: &Console,
+) -> Result<(EventStream, String), NotBegun> {
+    // Nothing is asked before the prompt, so the session can be picked and
+    // the server judged while the stream opens: only the prompt must wait
+    // for the verdict and for `server.connected`.
+    let judged = async {
+        match compat {
+            Compat::Judged => Ok(()),
+            Compat::AtBegin => check_compat(api, console).await,
+        }
+    };
+    let (stream, picked, judged) = tokio::join!(
         events::subscribe_within(api, SUBSCRIBE_TIMEOUT),
-        pick_session(api, spec, gates)
+        pick_session(api, &config.spec, &config.gates),
+        judged
     );
+    if let Err((code, end)) = judged {
+        if let Ok(Picked { id, made: true }) = &picked {
+            let _ = tokio::time::timeout(api.timeout(), api.delete_session(id)).await;
+        }
+        return Err(NotBegun::Refused(code, end));
+    }
     let stream = stream.map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
-    let root = root?;
+    let root = picked?.id;
+    let (spec, workspace, run_time) = (&config.spec, &config.workspace, config.timeout);
     let files: Vec<PromptPart> = spec
         .files
         .iter()
@@ -380,9 +426,16 @@ pub(super) async fn begin(
     Ok((stream, root))
 }
 
+/// The run's root session, and whether gatekeep made it (a new one or a
+/// fork) rather than found it.
+struct Picked {
+    id: String,
+    made: bool,
+}
+
 /// The root session: `--session`, the most recent root for `--continue`
 /// (either forked with `--fork`), or a new one with the `--gate` ruleset.
-async fn pick_session(api: &Api, spec: &RunSpec, gates: &[String]) -> Result<String, End> {
+async fn pick_session(api: &Api, spec: &RunSpec, gates: &[String]) -> Result<Picked, End> {
     let existing = if let Some(id) = &spec.session {
         Some(id.clone())
     } else if spec.continue_last {
@@ -404,22 +457,27 @@ async fn pick_session(api: &Api, spec: &RunSpec, gates: &[String]) -> Result<Str
     } else {
         None
     };
-    match existing {
-        Some(id) if spec.fork => Ok(api
-            .fork_session(&id)
-            .await
-            .map_err(|e| End::opencode("could not fork the session", &e))?
-            .id),
-        Some(id) => Ok(id),
+    let (id, made) = match existing {
+        Some(id) if spec.fork => (
+            api.fork_session(&id)
+                .await
+                .map_err(|e| End::opencode("could not fork the session", &e))?
+                .id,
+            true,
+        ),
+        Some(id) => (id, false),
         None => {
             let rules: Vec<Rule> = gates.iter().map(Rule::ask).collect();
-            Ok(api
-                .create_session(spec.title.as_deref(), &rules)
-                .await
-                .map_err(|e| End::opencode("could not create the session", &e))?
-                .id)
+            (
+                api.create_session(spec.title.as_deref(), &rules)
+                    .await
+                    .map_err(|e| End::opencode("could not create the session", &e))?
+                    .id,
+                true,
+            )
         }
-    }
+    };
+    Ok(Picked { id, made })
 }
 
 fn updated(s: &SessionInfo) -> f64 {

@@ -238,6 +238,12 @@ impl Harness {
         self.click_in(number, label, member, self.thread).await
     }
 
+    /// An admin clicks `label` on request `number`: what Discord shows them.
+    async fn admin_clicks(&self, number: u32, label: &str) -> String {
+        let (_, token) = self.click(number, label, &admin()).await;
+        self.fake.wait_followup(&token, WAIT).await
+    }
+
     async fn click_in(
         &self,
         number: u32,
@@ -979,12 +985,7 @@ async fn gateway_drop_resumes_and_clicks_still_arrive() {
         .await;
     h.fake.wait_gateway(WAIT).await;
     assert_eq!(h.fake.identifies(), 1, "resumed, not re-identified");
-    let (_, token) = h.click(n, "Approve", &admin()).await;
-    assert!(h
-        .fake
-        .wait_followup(&token, WAIT)
-        .await
-        .starts_with("Approved"));
+    assert!(h.admin_clicks(n, "Approve").await.starts_with("Approved"));
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }
@@ -1010,12 +1011,7 @@ async fn unanswered_heartbeats_make_a_resume_and_clicks_still_arrive() {
     h.fake.wait_gateway(WAIT).await;
     assert_eq!(h.fake.identifies(), 1, "resumed, not re-identified");
     assert_eq!(h.fake.client_closes(), vec![4000], "closed resumably");
-    let (_, token) = h.click(n, "Approve", &admin()).await;
-    assert!(h
-        .fake
-        .wait_followup(&token, WAIT)
-        .await
-        .starts_with("Approved"));
+    assert!(h.admin_clicks(n, "Approve").await.starts_with("Approved"));
     assert_eq!(h.replies.for_id(&id), vec![Reply::Once]);
     h.end().await;
 }
@@ -1030,12 +1026,7 @@ async fn discord_asking_to_reconnect_gets_a_resume_not_a_new_session() {
         .await;
     h.fake.wait_gateway(WAIT).await;
     assert_eq!(h.fake.identifies(), 1);
-    let (_, token) = h.click(n, "Deny", &admin()).await;
-    assert!(h
-        .fake
-        .wait_followup(&token, WAIT)
-        .await
-        .starts_with("Denied"));
+    assert!(h.admin_clicks(n, "Deny").await.starts_with("Denied"));
     assert!(matches!(&h.replies.for_id(&id)[..], [Reply::Reject { .. }]));
     h.end().await;
 }

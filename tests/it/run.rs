@@ -455,7 +455,39 @@ async fn an_opencode_older_than_the_supported_range_is_refused_before_the_agent_
         "{screen}"
     );
     assert!(fake.prompts().is_empty(), "the agent was prompted");
+    assert!(
+        fake.sessions().is_empty(),
+        "the session made for the run is taken back"
+    );
     assert_server_gone(&fake).await;
+}
+
+/// With no `--gate`, nothing can make gatekeep restart the server after
+/// judging it, so the session and the event stream are made while the
+/// judgement is out; the prompt still waits for it.
+#[tokio::test]
+async fn the_prompt_waits_for_the_verdict_on_the_server_while_the_session_is_made_alongside() {
+    let fake = FakeOpenCode::start();
+    let slow = Duration::from_millis(800);
+    fake.delay_health(slow);
+    let (mut gk, root) = started(&fake, &[]).await;
+    let requests = fake.requests();
+    let at = |method: &str, path: &str| {
+        requests
+            .iter()
+            .find(|r| r.method == method && r.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path}"))
+            .at
+    };
+    let asked = at("GET", "/global/health");
+    let prompted = at("POST", &format!("/session/{root}/prompt_async"));
+    assert!(prompted >= asked + slow, "prompted before the verdict");
+    assert!(
+        at("POST", "/session") < asked + slow,
+        "the session waited for the verdict"
+    );
+    fake.finish_session(&root);
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
 }
 
 #[tokio::test]

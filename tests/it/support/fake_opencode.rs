@@ -34,7 +34,7 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -169,6 +169,8 @@ struct State_ {
     last_messages: HashMap<String, Value>,
     /// What `GET /global/health` reports (`None`: the route is missing).
     version: Option<String>,
+    /// How long `GET /global/health` takes to answer.
+    health_delay: Duration,
     /// `GET /permission` answers 404, as a release that dropped the
     /// routes gatekeep uses would.
     permission_route_gone: bool,
@@ -641,6 +643,12 @@ impl FakeOpenCode {
         self.shared.lock().version = version.map(str::to_owned);
     }
 
+    /// `GET /global/health` answers only after `delay` (a server still busy
+    /// starting up).
+    pub fn delay_health(&self, delay: Duration) {
+        self.shared.lock().health_delay = delay;
+    }
+
     /// A saved (persistent) approval, as OpenCode 1.18's newer API keeps.
     pub fn save_approval(&self, saved: Value) {
         self.shared.lock().saved.push(saved);
@@ -1036,6 +1044,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/event", get(events))
         .route("/agent", get(list_agents))
         .route("/session", post(create_session).get(list_sessions))
+        .route("/session/{id}", delete(delete_session))
         .route("/session/{id}/fork", post(fork_session))
         .route("/session/{id}/command", post(command))
         .route("/session/{id}/prompt_async", post(prompt_async))
@@ -1276,6 +1285,20 @@ async fn list_sessions(State(shared): Ctx) -> Response {
 }
 
 /// `POST /session/{id}/fork`: a new root session copied from `id`.
+async fn delete_session(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
+    let mut st = shared.lock();
+    let before = st.sessions.len();
+    st.sessions.retain(|s| s.id != id);
+    let found = st.sessions.len() < before;
+    drop(st);
+    shared.bump();
+    if found {
+        Json(json!(true)).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such session").into_response()
+    }
+}
+
 async fn fork_session(State(shared): Ctx, UrlPath(id): UrlPath<String>) -> Response {
     let mut st = shared.lock();
     if !st.sessions.iter().any(|s| s.id == id) {
@@ -1462,6 +1485,8 @@ async fn list_permissions(State(shared): Ctx) -> Response {
 }
 
 async fn health(State(shared): Ctx) -> Response {
+    let delay = shared.lock().health_delay;
+    tokio::time::sleep(delay).await;
     match shared.lock().version.clone() {
         Some(version) => Json(json!({ "healthy": true, "version": version })).into_response(),
         None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
