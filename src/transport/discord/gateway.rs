@@ -493,6 +493,24 @@ mod tests {
         }
     }
 
+    /// Every test speaks plain `ws://` on loopback while Discord is
+    /// `wss://`: without a TLS backend compiled in, every real run would
+    /// fail to connect while every other test passed.
+    #[tokio::test]
+    async fn a_wss_url_is_connected_to_over_tls() {
+        use tokio_tungstenite::tungstenite::error::{Error as WsError, UrlError};
+        // Nothing listens on port 1: the attempt fails in the network, not
+        // for want of TLS.
+        let err = tokio_tungstenite::connect_async("wss://127.0.0.1:1/?v=10")
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            !matches!(err, WsError::Url(UrlError::TlsFeatureNotEnabled)),
+            "{err}"
+        );
+        assert!(matches!(err, WsError::Io(_)), "{err}");
+    }
+
     #[test]
     fn attempts_that_never_got_live_back_off_to_half_a_minute() {
         let waits: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
