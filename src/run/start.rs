@@ -362,6 +362,7 @@ pub(super) async fn begin(
     compat: Compat,
     console: &Console,
 ) -> Result<(EventStream, String), NotBegun> {
+    let spec = &config.spec;
     // Nothing is asked before the prompt, so the session can be picked and
     // the server judged while the stream opens: only the prompt must wait
     // for the verdict and for `server.connected`.
@@ -373,7 +374,7 @@ pub(super) async fn begin(
     };
     let (stream, picked, judged) = tokio::join!(
         events::subscribe_within(api, SUBSCRIBE_TIMEOUT),
-        pick_session(api, &config.spec, &config.gates),
+        pick_session(api, spec, &config.gates),
         judged
     );
     if let Err((code, end)) = judged {
@@ -384,11 +385,10 @@ pub(super) async fn begin(
     }
     let stream = stream.map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
     let root = picked?.id;
-    let (spec, workspace, run_time) = (&config.spec, &config.workspace, config.timeout);
     let files: Vec<PromptPart> = spec
         .files
         .iter()
-        .map(|f| PromptPart::file(&workspace.join(f)))
+        .map(|f| PromptPart::file(&config.workspace.join(f)))
         .collect();
 
     if let Some(command) = &spec.command {
@@ -403,6 +403,7 @@ pub(super) async fn begin(
             parts: files,
         };
         let (api, session) = (api.clone(), root.clone());
+        let run_time = config.timeout;
         tokio::spawn(async move { api.command(&session, &command, run_time).await });
         return Ok((stream, root));
     }

@@ -275,16 +275,7 @@ impl Link {
                     close_normally(ws).await;
                     return (Next::End(CLOSED.to_owned()), live);
                 }
-                _ = beats.tick() => {
-                    if !acked {
-                        Step::Reconnect(Next::Resume)
-                    } else if send(ws, &self.heartbeat()).await.is_err() {
-                        Step::Gone(Next::Resume)
-                    } else {
-                        acked = false;
-                        Step::Continue
-                    }
-                }
+                _ = beats.tick() => if acked { Step::Beat } else { Step::Reconnect(Next::Resume) },
                 message = ws.next() => match message {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<Payload>(&text) {
                         Ok(payload) => self.on_payload(payload, &mut acked, &mut live),
@@ -300,9 +291,10 @@ impl Link {
             match action {
                 Step::Continue => {}
                 Step::Beat => {
-                    if send(ws, &self.heartbeat()).await.is_err() {
+                    if send(ws, &json!({ "op": 1, "d": self.seq })).await.is_err() {
                         return (Next::Resume, live);
                     }
+                    acked = false;
                 }
                 Step::Reconnect(next) => {
                     let _ = ws
@@ -374,10 +366,6 @@ impl Link {
             }
             _ => Step::Continue,
         }
-    }
-
-    fn heartbeat(&self) -> Value {
-        json!({ "op": 1, "d": self.seq })
     }
 }
 
