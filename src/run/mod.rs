@@ -10,7 +10,8 @@
 //!    OpenCode asks to the approval task through the bridge
 //!    ([`crate::opencode::bridge`]), prints the agent's progress, and finds
 //!    the reason the run ends. [`sessions`] is the run's session tree.
-//! 4. [`teardown`]: the one shutdown sequence, every step bounded.
+//! 4. [`teardown`]: the one shutdown sequence, every step bounded; the
+//!    run's last messages go out as soon as its outcome is final.
 //!
 //! Start-up order matters (docs/design.md, "Start-up"): the approval channel
 //! is ready before anything reaches the agent, and nothing is prompted
@@ -43,7 +44,7 @@ use crate::signals::Signals;
 
 use events::EventLoop;
 use followers::Followers;
-use teardown::{teardown, Approvals};
+use teardown::Approvals;
 
 /// How long `opencode serve` may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -216,18 +217,11 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         inputs,
         task: approvals,
     };
-    let ledger = teardown(
-        &end,
-        Some(approvals),
-        &api,
-        Some(run.sessions.root()),
-        server,
-        &console,
-    )
-    .await;
-    let mut outcome = clock.outcome(end, ledger, Some(run.sessions.root().to_owned()), None);
+    let closed = teardown::close(&end, Some(approvals), server, &console).await;
+    let root = run.sessions.root().to_owned();
+    let mut outcome = clock.outcome(end, closed.ledger.clone(), Some(root.clone()), None);
     outcome.usage = std::mem::take(&mut run.usage);
-    outcome.usage.session_id = Some(run.sessions.root().to_owned());
+    outcome.usage.session_id = Some(root.clone());
     outcome.redactor = redactor;
     report_to.send(&Notice::RunEnded(RunReport {
         outcome: describe(&outcome),
@@ -236,7 +230,12 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         approved: outcome.ledger.approved(),
         denied: outcome.ledger.denied(),
     }));
-    followers.finish(&console).await;
+    // How the run ended is final once the registry is closed: its last
+    // messages overlap OpenCode's stop (see `teardown::close`).
+    tokio::join!(
+        closed.stop(&api, Some(&root), &console),
+        followers.finish(&console)
+    );
     console.detail(&cpu_used());
     console.finish();
     outcome
@@ -257,7 +256,10 @@ async fn not_begun(
             clock.outcome(end, Ledger::default(), None, Some(code))
         }
         start::NotBegun::Failed(end) => {
-            let ledger = teardown(&end, None, api, None, server, console).await;
+            let ledger = teardown::close(&end, None, server, console)
+                .await
+                .stop(api, None, console)
+                .await;
             clock.outcome(end, ledger, None, None)
         }
     }

@@ -20,7 +20,7 @@ pub(super) struct Approvals {
 
 /// The one shutdown sequence, every step bounded (docs/design.md, "Teardown"):
 /// 1. close the registry: every request it knows is denied and nothing more
-///    is forwarded;
+///    is forwarded ([`close`]);
 /// 2. `GET /permission`: reject everything still pending on the server (it
 ///    is private to this run), also requests the registry never saw, and
 ///    reject pending questions;
@@ -31,23 +31,29 @@ pub(super) struct Approvals {
 /// 6. kill whatever the agent daemonised out of that group (it stayed below
 ///    gatekeep, see `platform::harden`).
 ///
+/// Steps 2–6 are [`Closed::stop`]. Nothing they do can change how the run
+/// ended, so the run's last messages go out as soon as step 1 is done and
+/// overlap them: the exit waits for the longer of the two, not their sum
+/// (over Discord, one round trip to its API).
+///
 /// A run that finished with nothing open in the registry goes from 1 to 5:
 /// nothing waits for an answer, and every call to OpenCode right after a
 /// turn waits behind its background work (0.2–0.9 s of CPU, which `opencode
 /// run` never pays because it exits at once). Stopping the group is itself
 /// the strictest denial: nothing still pending on the server can run once
 /// OpenCode is gone (docs/design.md, "Teardown").
-pub(super) async fn teardown(
+pub(super) async fn close(
     end: &End,
     approvals: Option<Approvals>,
-    api: &Api,
-    root: Option<&str>,
     server: Server,
     console: &Console,
-) -> Ledger {
+) -> Closed {
     let reason = end.reason;
     if reason == EndReason::Intruded {
-        return cut_off(approvals, server, console).await;
+        return Closed {
+            ledger: cut_off(approvals, server, console).await,
+            server: None,
+        };
     }
     if reason != EndReason::Finished {
         console.status(&format!(
@@ -64,27 +70,64 @@ pub(super) async fn teardown(
         && closed
             .as_ref()
             .is_some_and(|ledger| !ledger.had_open_at_end());
-    let ledger = closed.unwrap_or_default();
-    if !server.has_exited() && !nothing_waits {
-        // 2.
-        sweep(api, reason).await;
-        // 3.
-        if let Some(root) = root {
-            if reason != EndReason::Finished {
-                let _ = tokio::time::timeout(STEP_TIMEOUT, api.abort(root)).await;
-            }
+    Closed {
+        ledger: closed.unwrap_or_default(),
+        server: Some(Stopping {
+            server,
+            reason,
+            sweep: !nothing_waits,
+        }),
+    }
+}
+
+/// The registry is closed: how every request of the run ended is final.
+/// What is left is on the server's side.
+pub(super) struct Closed {
+    pub(super) ledger: Ledger,
+    /// `None` once the server is stopped already (after an intrusion).
+    server: Option<Stopping>,
+}
+
+struct Stopping {
+    server: Server,
+    reason: EndReason,
+    /// Whether steps 2–4 run (see [`close`]).
+    sweep: bool,
+}
+
+impl Closed {
+    /// Steps 2–6 (see [`close`]); the ledger, for a caller with no use
+    /// for it earlier.
+    pub(super) async fn stop(self, api: &Api, root: Option<&str>, console: &Console) -> Ledger {
+        let Some(Stopping {
+            server,
+            reason,
+            sweep: needed,
+        }) = self.server
+        else {
+            return self.ledger;
+        };
+        if needed && !server.has_exited() {
+            // 2.
             sweep(api, reason).await;
+            // 3.
+            if let Some(root) = root {
+                if reason != EndReason::Finished {
+                    let _ = tokio::time::timeout(STEP_TIMEOUT, api.abort(root)).await;
+                }
+                sweep(api, reason).await;
+            }
+            // 4.
+            let _ = tokio::time::timeout(STEP_TIMEOUT, api.dispose()).await;
         }
-        // 4.
-        let _ = tokio::time::timeout(STEP_TIMEOUT, api.dispose()).await;
+        // 5.
+        if server.stop(STOP_GRACE).await.killed {
+            console.detail("OpenCode did not stop on SIGTERM; killed its process group");
+        }
+        // 6.
+        kill_leftovers(console).await;
+        self.ledger
     }
-    // 5.
-    if server.stop(STOP_GRACE).await.killed {
-        console.detail("OpenCode did not stop on SIGTERM; killed its process group");
-    }
-    // 6.
-    kill_leftovers(console).await;
-    ledger
 }
 
 /// Something other than gatekeep answers OpenCode's requests: it holds the

@@ -291,6 +291,35 @@ async fn a_finished_run_closes_its_gateway_session_normally() {
         .await;
 }
 
+/// How the run ended is final once the registry is closed, so its last
+/// messages do not wait for OpenCode's stop (docs/design.md, "Teardown"):
+/// here a server that ignores SIGTERM holds the stop for its whole grace.
+#[tokio::test]
+async fn the_runs_last_messages_go_out_while_opencode_is_still_stopping() {
+    let opencode = FakeOpenCode::start_with(FakeOptions {
+        ignore_sigterm: true,
+        ..FakeOptions::default()
+    });
+    let run = DiscordRun::start_with(opencode, FakeDiscord::start().await, &[]).await;
+    let server = run.opencode.script_pid().expect("server started");
+    run.opencode.finish_session(&run.root);
+    let run_start = run
+        .discord
+        .wait_until("the run-start message's final state", WAIT, |d| {
+            let start = d.messages_in(CHANNEL).into_iter().next()?;
+            (start.edits > 0).then_some(start)
+        })
+        .await;
+    assert!(
+        process_alive(server),
+        "the run's last messages waited for OpenCode to be killed"
+    );
+    assert!(run_start.payload.to_string().contains("Run finished"));
+    let mut gk = run.gk;
+    assert_eq!(gk.exit_code().await, 0, "{}", gk.screen());
+    assert!(!process_alive(server), "gatekeep exited before OpenCode");
+}
+
 #[tokio::test]
 async fn with_the_gateway_gone_for_good_requests_expire_denied() {
     let mut run = DiscordRun::start(&["--approval-timeout", "2s"]).await;
