@@ -985,21 +985,11 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
         "bench: the whole run: alone (twice), served and supervised ({rounds} rounds, rotating)"
     );
     let (runs, own_cpu) = rotate_ways(&llm, rounds).await;
-    // Runs of one round ran next to each other: their ratios, round by
-    // round, leave out most of the host's drift over the whole bench.
     for (what, way) in [
         ("supervised / alone", Way::Supervised),
         ("alone again / alone (noise floor)", Way::AloneAgain),
     ] {
-        let paired = |pick: fn(&(Vec<Duration>, Vec<Duration>)) -> &Vec<Duration>| {
-            let ratios: Vec<f64> = pick(&runs[&way])
-                .iter()
-                .zip(pick(&runs[&Way::Alone]))
-                .map(|(a, b)| ms_f(*a) / ms_f(*b))
-                .collect();
-            median_f(ratios)
-        };
-        let (wall, cpu) = (paired(|r| &r.0), paired(|r| &r.1));
+        let (wall, cpu) = paired_ratios(&runs, way);
         report.add(
             "8",
             &format!("whole run: {what}, median of the rounds' ratios (wall; CPU)"),
@@ -1069,6 +1059,22 @@ async fn whole_run(sizes: &Sizes, report: &mut Report) {
     );
 }
 
+/// `way` against `opencode run` alone, round by round: (wall, CPU), the
+/// median of each round's ratio. Runs of one round ran next to each other,
+/// so their ratios leave out most of the host's drift over the bench.
+fn paired_ratios(runs: &WayRuns, way: Way) -> (f64, f64) {
+    let ratios = |of: &[Duration], to: &[Duration]| {
+        median_f(
+            of.iter()
+                .zip(to)
+                .map(|(a, b)| ms_f(*a) / ms_f(*b))
+                .collect(),
+        )
+    };
+    let (of, to) = (&runs[&way], &runs[&Way::Alone]);
+    (ratios(&of.0, &to.0), ratios(&of.1, &to.1))
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 fn median_f(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -1076,7 +1082,7 @@ fn median_f(mut values: Vec<f64>) -> f64 {
     match n {
         0 => f64::NAN,
         _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        _ => f64::midpoint(values[n / 2 - 1], values[n / 2]),
     }
 }
 
