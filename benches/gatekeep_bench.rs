@@ -30,8 +30,9 @@
 //!    text-only prompt, the pinned OpenCode and the scripted model, rotating,
 //!    each in a fresh HOME; wall time (spawn → exit) and CPU time of the
 //!    whole process tree (`cutime + cstime` of this process after each
-//!    wait), medians and their ratios; gatekeep's own CPU as it reports it
-//!    with `-v`. And the size of the release binary.
+//!    wait), medians and their ratios, and the median of each round's
+//!    ratio; gatekeep's own CPU as it reports it with `-v`. And the size of
+//!    the release binary.
 //! 9. A long wait: gatekeep's CPU share and RSS over a minute with one
 //!    request pending, with and without a terminal.
 //! 7. A fleet on one host and one bot (fake Discord enforcing one IDENTIFY
@@ -40,8 +41,10 @@
 //!    `gatekeep hub`; the hub's peak RSS.
 //!
 //! With the real OpenCode (`target/opencode/bin/opencode` or `OPENCODE_BIN`,
-//! see `scripts/install-opencode`), 5 and 6 are measured again, and the
-//! OpenCode client (`opencode run --attach`) is run against the same flood.
+//! see `scripts/install-opencode`), 5 and 6 are measured again (5 also for
+//! a minimal client of `opencode serve`, the floor; the fake Discord takes
+//! [`DISCORD_RTT`] to answer), and the OpenCode client (`opencode run
+//! --attach`) is run against the same flood.
 //!
 //! `cargo test --all-targets` builds this target in test mode and runs it
 //! without `--bench`: it then prints how to run it and exits at once.
