@@ -35,6 +35,7 @@ use crate::approval::EndReason;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
+use crate::opencode::api::Api;
 use crate::opencode::bridge::OpenCodeReplier;
 use crate::opencode::guard::Guard;
 use crate::opencode::server::Server;
@@ -44,7 +45,7 @@ use crate::signals::Signals;
 
 use events::EventLoop;
 use followers::Followers;
-use teardown::Approvals;
+use teardown::{Approvals, Closed};
 
 /// How long `opencode serve` may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -217,9 +218,10 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         inputs,
         task: approvals,
     };
-    let closed = teardown::close(&end, Some(approvals), server, &console).await;
+    let Closed { ledger, remaining } =
+        teardown::close(&end, Some(approvals), server, &console).await;
     let root = run.sessions.root().to_owned();
-    let mut outcome = clock.outcome(end, closed.ledger.clone(), Some(root.clone()), None);
+    let mut outcome = clock.outcome(end, ledger, Some(root.clone()), None);
     outcome.usage = std::mem::take(&mut run.usage);
     outcome.usage.session_id = Some(root.clone());
     outcome.redactor = redactor;
@@ -233,7 +235,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     // How the run ended is final once the registry is closed: its last
     // messages overlap OpenCode's stop (see `teardown::close`).
     tokio::join!(
-        closed.stop(&api, Some(&root), &console),
+        remaining.stop(&api, Some(&root), &console),
         followers.finish(&console)
     );
     console.detail(&cpu_used());
@@ -245,7 +247,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
 /// is not one gatekeep drives), any other through the teardown.
 async fn not_begun(
     why: start::NotBegun,
-    api: &crate::opencode::api::Api,
+    api: &Api,
     server: Server,
     console: &Console,
     clock: &Clock,
@@ -256,10 +258,8 @@ async fn not_begun(
             clock.outcome(end, Ledger::default(), None, Some(code))
         }
         start::NotBegun::Failed(end) => {
-            let ledger = teardown::close(&end, None, server, console)
-                .await
-                .stop(api, None, console)
-                .await;
+            let Closed { ledger, remaining } = teardown::close(&end, None, server, console).await;
+            remaining.stop(api, None, console).await;
             clock.outcome(end, ledger, None, None)
         }
     }

@@ -31,7 +31,7 @@ pub(super) struct Approvals {
 /// 6. kill whatever the agent daemonised out of that group (it stayed below
 ///    gatekeep, see `platform::harden`).
 ///
-/// Steps 2–6 are [`Closed::stop`]. Nothing they do can change how the run
+/// Steps 2–6 are [`Remaining::stop`]. Nothing they do can change how the run
 /// ended, so the run's last messages go out as soon as step 1 is done and
 /// overlap them: the exit waits for the longer of the two, not their sum
 /// (over Discord, one round trip to its API).
@@ -52,7 +52,7 @@ pub(super) async fn close(
     if reason == EndReason::Intruded {
         return Closed {
             ledger: cut_off(approvals, server, console).await,
-            server: None,
+            remaining: Remaining(None),
         };
     }
     if reason != EndReason::Finished {
@@ -72,21 +72,24 @@ pub(super) async fn close(
             .is_some_and(|ledger| !ledger.had_open_at_end());
     Closed {
         ledger: closed.unwrap_or_default(),
-        server: Some(Stopping {
+        remaining: Remaining(Some(Stopping {
             server,
             reason,
             sweep: !nothing_waits,
-        }),
+        })),
     }
 }
 
 /// The registry is closed: how every request of the run ended is final.
-/// What is left is on the server's side.
 pub(super) struct Closed {
     pub(super) ledger: Ledger,
-    /// `None` once the server is stopped already (after an intrusion).
-    server: Option<Stopping>,
+    /// What is left, on the server's side.
+    pub(super) remaining: Remaining,
 }
+
+/// Steps 2–6; nothing once the server is stopped already (after an
+/// intrusion).
+pub(super) struct Remaining(Option<Stopping>);
 
 struct Stopping {
     server: Server,
@@ -95,17 +98,16 @@ struct Stopping {
     sweep: bool,
 }
 
-impl Closed {
-    /// Steps 2–6 (see [`close`]); the ledger, for a caller with no use
-    /// for it earlier.
-    pub(super) async fn stop(self, api: &Api, root: Option<&str>, console: &Console) -> Ledger {
+impl Remaining {
+    /// Steps 2–6 (see [`close`]).
+    pub(super) async fn stop(self, api: &Api, root: Option<&str>, console: &Console) {
         let Some(Stopping {
             server,
             reason,
             sweep: needed,
-        }) = self.server
+        }) = self.0
         else {
-            return self.ledger;
+            return;
         };
         if needed && !server.has_exited() {
             // 2.
@@ -126,7 +128,6 @@ impl Closed {
         }
         // 6.
         kill_leftovers(console).await;
-        self.ledger
     }
 }
 
