@@ -213,6 +213,13 @@ mod tests {
         assert!(below.contains(&child.id()), "{below:?}");
         assert!(below.contains(&grandchild), "{below:?}");
         assert!(ancestors_of(grandchild).contains(&std::process::id()));
+        // `$!` is printed once the shell forked; the fork shows as `sh`
+        // until it has exec'd `sleep`.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while command_name(grandchild).as_deref() == Some("sh") && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(command_name(grandchild).as_deref(), Some("sleep"));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(grandchild).expect("pid")),
