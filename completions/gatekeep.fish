@@ -45,6 +45,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l approval-timeo
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l dir -d 'Workspace directory (default: the current directory)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l gate -d 'Permission kind forced to `ask` for this run, e.g. bash, edit, webfetch (repeatable)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l deny -d 'Deny requests matching KIND:GLOB at once, without asking anyone, e.g. `bash:rm -rf *` (repeatable; `*` as KIND matches every kind). Wins over any approval rule' -r
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l share -d 'Share PATH read-write with the agent\'s box, besides the workspace, OpenCode\'s own directories and the usual caches (repeatable)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l remind -d 'Remind the pinged people of a waiting request after this long (default: at half of its deadline, when that is at least 2 minutes)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l identify-reserve -d 'Discord session starts never spent: below this many left for the day, no session is started (Discord resets the bot\'s token when none are left)' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l connect-timeout -d 'How long connecting to Discord may take, waiting for this host\'s turn to start a session included' -r
@@ -54,7 +55,8 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l audit-log -d '
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l summary-md -d 'Write a Markdown report of the run to FILE when it ends (default: appended to $GITHUB_STEP_SUMMARY when that is set)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-mention -d 'Ping nobody'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-questions -d 'Dismiss the agent\'s questions (its `question` tool) at once instead of relaying them to the approval channel'
-complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither gatekeep\'s process nor other processes\' /proc, nor gatekeep\'s state directory; the workspace and OpenCode\'s own data stay writable'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l isolate -d 'The default, kept for old command lines: OpenCode and the agent\'s tools run in a box (bubblewrap, Linux) where they reach nothing that approves, persists or escapes (README, "The agent\'s box")'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-isolate -d 'Run OpenCode outside the agent\'s box. The terminal prompt and `gatekeep approve` are then not protected from a hostile agent (Discord approvals still are); announced in the run-start message, the summary and `doctor`. A flag only, never a variable or a policy key, so nothing the agent can write turns the box off'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-hub -d 'Never use this host\'s `gatekeep hub`: open a gateway session of the run\'s own'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -l no-bell -d 'Do not ring the terminal bell when a request starts waiting'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand run" -s q -l quiet -d 'Print only the agent\'s text and errors'
@@ -70,6 +72,7 @@ complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l approver-ro
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l mention -d 'Whom to ping for each request, when that differs from who may approve (repeatable): a user id, or role:ROLE_ID. Default: the approvers and approver roles' -r
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l config -d 'The policy file (default: gatekeep.toml at the workspace root, if any)' -r -F
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l no-mention -d 'Ping nobody'
+complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -l no-isolate -d 'Check a run with --no-isolate: say what is then unprotected'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c gatekeep -n "__fish_gatekeep_using_subcommand hub" -l discord-api-url -d 'Discord API base URL (for testing against a local fake)' -r

@@ -254,6 +254,10 @@ pub struct DoctorArgs {
     #[arg(long, env = "GATEKEEP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Check a run with --no-isolate: say what is then unprotected.
+    #[arg(long)]
+    pub no_isolate: bool,
+
     /// The OpenCode executable to check (default: `opencode` on PATH).
     #[arg(last = true, value_name = "OPENCODE")]
     pub opencode: Vec<String>,
@@ -351,11 +355,29 @@ pub struct RunArgs {
     #[arg(long, env = "GATEKEEP_NO_QUESTIONS")]
     pub no_questions: bool,
 
-    /// Run OpenCode in a sandbox (bubblewrap, Linux): its tools see neither
-    /// gatekeep's process nor other processes' /proc, nor gatekeep's state
-    /// directory; the workspace and OpenCode's own data stay writable.
-    #[arg(long, env = "GATEKEEP_ISOLATE")]
+    /// The default, kept for old command lines: OpenCode and the agent's
+    /// tools run in a box (bubblewrap, Linux) where they reach nothing that
+    /// approves, persists or escapes (README, "The agent's box").
+    #[arg(
+        long,
+        env = "GATEKEEP_ISOLATE",
+        hide = true,
+        conflicts_with = "no_isolate"
+    )]
     pub isolate: bool,
+
+    /// Run OpenCode outside the agent's box. The terminal prompt and
+    /// `gatekeep approve` are then not protected from a hostile agent
+    /// (Discord approvals still are); announced in the run-start message,
+    /// the summary and `doctor`. A flag only, never a variable or a policy
+    /// key, so nothing the agent can write turns the box off.
+    #[arg(long)]
+    pub no_isolate: bool,
+
+    /// Share PATH read-write with the agent's box, besides the workspace,
+    /// OpenCode's own directories and the usual caches (repeatable).
+    #[arg(long = "share", value_name = "PATH")]
+    pub share: Vec<PathBuf>,
 
     /// Remind the pinged people of a waiting request after this long
     /// (default: at half of its deadline, when that is at least 2 minutes).

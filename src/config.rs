@@ -110,8 +110,8 @@ pub struct RunConfig {
     pub no_questions: bool,
     /// Ring the terminal bell when a request starts waiting (`--no-bell`).
     pub bell: bool,
-    /// `--isolate`: `opencode serve` runs in this sandbox program.
-    pub isolate: Option<PathBuf>,
+    /// Whether OpenCode runs in the agent's box (the default) or not.
+    pub isolation: Isolation,
     pub approval: ApprovalChannel,
     pub verbosity: Verbosity,
     /// `--summary-json`: where the run summary goes.
@@ -154,8 +154,13 @@ pub enum ConfigError {
          with --dir <PATH> (or GATEKEEP_DIR), or run gatekeep from inside it"
     )]
     BadWorkspace { path: PathBuf, detail: String },
-    #[error("{0}")]
+    #[error(
+        "{0}; nothing was started. Install it, or opt out of the agent's box with --no-isolate \
+         (the terminal prompt and `gatekeep approve` are then not protected from the agent)"
+    )]
     Isolation(String),
+    #[error("--share `{path}`: {detail}")]
+    BadShare { path: PathBuf, detail: String },
     #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
     DirConflict(PathBuf, PathBuf),
     #[error("--approver, --approver-role and --mention only apply to Discord approvals; add --channel <ID>")]
@@ -178,6 +183,54 @@ impl ConfigError {
             self,
             ConfigError::MissingToken | ConfigError::NoApprovalChannel
         )
+    }
+}
+
+/// Where the agent runs (docs/design.md, "The agent's box").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// In the box made by this sandbox program, with these paths shared
+    /// read-write besides the defaults (`--share`).
+    Boxed {
+        program: PathBuf,
+        share: Vec<PathBuf>,
+    },
+    /// `--no-isolate`: announced everywhere the run is described.
+    Off,
+}
+
+impl Isolation {
+    fn of(off: bool, share: &[PathBuf], cwd: &Path) -> Result<Self, ConfigError> {
+        if off {
+            return Ok(Self::Off);
+        }
+        let program = crate::platform::sandbox().map_err(ConfigError::Isolation)?;
+        let share = share
+            .iter()
+            .map(|p| {
+                cwd.join(p)
+                    .canonicalize()
+                    .map_err(|e| ConfigError::BadShare {
+                        path: p.clone(),
+                        detail: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self::Boxed { program, share })
+    }
+
+    /// What the run-start message, the summary and `doctor` say when the
+    /// box is off.
+    #[must_use]
+    pub fn caveat(&self) -> Option<&'static str> {
+        match self {
+            Self::Boxed { .. } => None,
+            Self::Off => Some(
+                "isolation off (--no-isolate): the agent runs outside its box, so the terminal \
+                 prompt and `gatekeep approve` are not protected from it, and what it writes \
+                 can reach later runs; Discord approvals still are",
+            ),
+        }
     }
 }
 
@@ -277,11 +330,7 @@ impl RunConfig {
             deny,
             no_questions: args.no_questions,
             bell: !args.no_bell,
-            isolate: if args.isolate {
-                Some(crate::platform::sandbox().map_err(ConfigError::Isolation)?)
-            } else {
-                None
-            },
+            isolation: Isolation::of(args.no_isolate, &args.share, &env.cwd)?,
             approval,
             verbosity,
             summary_json: args.summary_json,
@@ -291,6 +340,20 @@ impl RunConfig {
             policy_file,
             protected,
         })
+    }
+}
+
+impl RunConfig {
+    /// What this run gives up of gatekeep's protections, by the user's
+    /// choice: announced at the terminal, in the run-start message, the
+    /// summary and `doctor`.
+    #[must_use]
+    pub fn caveats(&self) -> Vec<String> {
+        self.isolation
+            .caveat()
+            .map(str::to_owned)
+            .into_iter()
+            .collect()
     }
 }
 

@@ -70,6 +70,7 @@ pub mod policy;
 pub mod records;
 pub mod redact;
 pub mod run;
+pub mod sandbox;
 pub mod signals;
 pub mod tail;
 pub mod transport;

@@ -266,6 +266,7 @@ fn supervise(
     context.workspace = Some(config.workspace.clone());
     context.policy_file.clone_from(&config.policy_file);
     context.policy_uncommitted = config.policy_uncommitted;
+    context.caveats = config.caveats();
     context.model = config.spec.model.as_ref().map(ToString::to_string);
     context.channel = Some(match config.approval {
         ApprovalChannel::Terminal => "terminal",

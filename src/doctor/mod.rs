@@ -140,7 +140,7 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
         );
     }
 
-    check_isolation(report).await;
+    check_isolation(&workspace, &program, args.no_isolate, report).await;
 
     match channel.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(channel) => {
@@ -255,8 +255,8 @@ fn check_ping(who: &crate::cli::WhoArgs, report: &mut Report) {
 }
 
 /// What keeps the agent from answering its own requests here, and whether
-/// `--isolate` works (docs/design.md, "Nothing but gatekeep answers").
-async fn check_isolation(report: &mut Report) {
+/// the agent's box can be set up (docs/design.md, "The agent's box").
+async fn check_isolation(workspace: &Path, program: &Path, off: bool, report: &mut Report) {
     let hardening = crate::platform::harden();
     if hardening.secrets_unreadable && hardening.keeps_daemons_below {
         report.ok("the agent's commands cannot read gatekeep's environment or memory, nor escape below it");
@@ -266,48 +266,55 @@ async fn check_isolation(report: &mut Report) {
              (an approval they send is still detected and stops the run)"
         );
     }
+    if off {
+        report.warn(
+            crate::config::Isolation::Off.caveat().unwrap_or_default(),
+            "unprotected then: `gatekeep approve`/`deny` from any of the user's daemons (tmux, \
+             screen, at, cron, systemd user units), keystrokes into the terminal gatekeep \
+             prompts on, and writes to OpenCode's global config and your shell's files; drop \
+             --no-isolate to protect them",
+        );
+        return;
+    }
     let sandbox = match crate::platform::sandbox() {
         Ok(sandbox) => sandbox,
         Err(why) => {
-            println!("     --isolate is not available: {why}");
+            report.fail(
+                &format!("the agent's box cannot be set up: {why}"),
+                "install bubblewrap, or run with --no-isolate (see above what it leaves open)",
+            );
             return;
         }
     };
-    // User namespaces may be switched off (sysctl, AppArmor): try one.
+    // User namespaces may be switched off (sysctl, AppArmor): try the very
+    // box a run here would use.
+    let layout = crate::sandbox::Layout::of(&crate::sandbox::Places::from_env(workspace, program));
     let mut trial = tokio::process::Command::new(&sandbox);
     trial
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-        ])
-        .arg("true")
+        .args(layout.args())
+        .args(["--", "true"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    match tokio::time::timeout(VERSION_TIMEOUT, trial.output()).await {
+    let failed = match tokio::time::timeout(VERSION_TIMEOUT, trial.output()).await {
         Ok(Ok(out)) if out.status.success() => {
-            report.ok(&format!("--isolate is available ({})", sandbox.display()));
+            report.ok(&format!(
+                "the agent's box works here ({}): the agent cannot reach your tmux, screen, at, \
+                 D-Bus, terminal or gatekeep's socket, nor write outside the workspace, caches \
+                 and OpenCode's data",
+                sandbox.display()
+            ));
+            return;
         }
-        Ok(Ok(out)) => report.warn(
-            &format!(
-                "--isolate would fail here: {}",
-                crate::redact::terminal_safe(String::from_utf8_lossy(&out.stderr).trim())
-            ),
-            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or \
-             an AppArmor profile for bwrap), or run without --isolate",
-        ),
-        Ok(Err(err)) => report.warn(&format!("--isolate would fail here: {err}"), "check bwrap"),
-        Err(_) => report.warn(
-            "--isolate would fail here: bwrap did not answer",
-            "check bwrap",
-        ),
-    }
+        Ok(Ok(out)) => crate::redact::terminal_safe(String::from_utf8_lossy(&out.stderr).trim()),
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "bwrap did not answer".to_owned(),
+    };
+    report.fail(
+        &format!("the agent's box cannot be set up here: {failed}"),
+        crate::sandbox::NO_BOX_FIX,
+    );
 }
 
 async fn check_opencode(program: &Path, report: &mut Report) {

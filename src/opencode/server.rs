@@ -55,6 +55,11 @@ pub enum ServerError {
     },
     #[error("OpenCode exited before it was ready ({status}){}", output_block(.output))]
     ExitedEarly { status: String, output: Vec<String> },
+    #[error(
+        "the agent's box could not be set up here ({why}); nothing was started. {}",
+        crate::sandbox::NO_BOX_FIX
+    )]
+    NoBox { why: String },
     #[error("OpenCode did not report ready within {timeout:?}{}", output_block(.output))]
     NotReady {
         timeout: Duration,
@@ -107,31 +112,36 @@ pub struct ServerOptions {
     pub env: Vec<(OsString, OsString)>,
     /// Bound on the wait for the listening line.
     pub ready_timeout: Duration,
-    /// `--isolate`: run it inside this sandbox.
+    /// The agent's box; `None` with `--no-isolate`.
     pub sandbox: Option<Sandbox>,
 }
 
-/// bubblewrap around `opencode serve` (`--isolate`): a PID namespace with
-/// its own `/proc`, so the agent's tools see no process outside it (not
-/// gatekeep, not the user's other programs), and the `hide` directories
-/// (gatekeep's state directory) replaced by empty ones. The rest of the
-/// file system is shared and writable as usual (the workspace, OpenCode's
-/// data), and so is the network: gatekeep reaches the server on loopback.
+/// The agent's box around `opencode serve` (see [`crate::sandbox`]): the
+/// sandbox program and its arguments.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     pub program: PathBuf,
-    pub hide: Vec<PathBuf>,
+    pub layout: crate::sandbox::Layout,
 }
 
 impl Sandbox {
     /// `cmd` runs the sandbox program; make it run `opencode` inside.
     fn wrap(&self, cmd: &mut tokio::process::Command, opencode: &Path) {
-        cmd.args(["--die-with-parent", "--unshare-pid", "--new-session"])
-            .args(["--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]);
-        for dir in self.hide.iter().filter(|d| d.is_dir()) {
-            cmd.arg("--tmpfs").arg(dir);
+        cmd.args(self.layout.args())
+            .arg("--")
+            .arg(self.layout.program(opencode));
+        for name in crate::sandbox::REMOVED_ENV {
+            cmd.env_remove(name);
         }
-        cmd.arg("--").arg(opencode);
+    }
+}
+
+/// Why the child exited before it was ready. bubblewrap says why it could
+/// not set the box up on a line of its own; OpenCode never started then.
+fn exited_early(status: String, output: Vec<String>, boxed: bool) -> ServerError {
+    match output.iter().find(|l| l.starts_with("bwrap:")) {
+        Some(line) if boxed => ServerError::NoBox { why: line.clone() },
+        _ => ServerError::ExitedEarly { status, output },
     }
 }
 
@@ -292,7 +302,7 @@ impl Server {
                 }
                 let output = server.recent_output();
                 server.stop(Duration::ZERO).await;
-                Err(ServerError::ExitedEarly { status, output })
+                Err(exited_early(status, output, opts.sandbox.is_some()))
             }
             Err(_) => {
                 let output = server.recent_output();

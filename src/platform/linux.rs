@@ -54,28 +54,47 @@ fn stat(pid: u32) -> Option<(String, char, u32)> {
     Some((comm, state, parent))
 }
 
-pub(super) fn parent_of(pid: u32) -> Option<u32> {
-    match stat(pid)? {
-        (_, 'Z' | 'X', _) => None,
-        (_, _, parent) => Some(parent),
-    }
+pub(super) fn process(pid: u32) -> Option<super::Proc> {
+    let (_, state, parent) = stat(pid)?;
+    Some(super::Proc {
+        parent,
+        zombie: matches!(state, 'Z' | 'X'),
+    })
 }
 
 pub(super) fn command_name(pid: u32) -> Option<String> {
     stat(pid).map(|(comm, _, _)| comm)
 }
 
+/// bubblewrap, from a directory on `PATH`, and only a copy the agent could
+/// not have put there: owned by root and writable by no one else. A
+/// `bwrap` planted earlier in `~/.local/bin` would otherwise run OpenCode
+/// in no box at all.
 pub(super) fn sandbox() -> Result<std::path::PathBuf, String> {
-    std::env::var_os("PATH")
+    use std::os::unix::fs::MetadataExt as _;
+    let trusted = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
+    };
+    let found: Vec<std::path::PathBuf> = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
+        .chain(["/usr/bin".into(), "/bin".into()])
         .map(|dir| dir.join("bwrap"))
-        .find(|bwrap| bwrap.is_file())
-        .ok_or_else(|| {
-            "--isolate needs bubblewrap (`bwrap`) on PATH: install it (Debian/Ubuntu: \
-             apt install bubblewrap; Fedora: dnf install bubblewrap)"
-                .to_owned()
-        })
+        .filter(|bwrap| bwrap.is_file())
+        .collect();
+    if let Some(bwrap) = found.iter().find(|b| trusted(b)) {
+        return Ok(bwrap.clone());
+    }
+    Err(match found.first() {
+        Some(untrusted) => format!(
+            "the agent's box needs bubblewrap, and the `bwrap` found ({}) is not owned by root \
+             or is writable by others: install it from the system's packages",
+            untrusted.display()
+        ),
+        None => "the agent's box needs bubblewrap (`bwrap`) on PATH: install it (Debian/Ubuntu: \
+                 apt install bubblewrap; Fedora: dnf install bubblewrap)"
+            .to_owned(),
+    })
 }
 
 pub(super) fn all_pids() -> Vec<u32> {

@@ -62,10 +62,13 @@ fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
     (written == size).then(|| unsafe { info.assume_init() })
 }
 
-pub(super) fn parent_of(pid: u32) -> Option<u32> {
+pub(super) fn process(pid: u32) -> Option<super::Proc> {
     let info = bsd_info(pid)?;
-    // SZOMB: a zombie has no parent worth following.
-    (info.pbi_status != 5).then_some(info.pbi_ppid)
+    Some(super::Proc {
+        parent: info.pbi_ppid,
+        // SZOMB
+        zombie: info.pbi_status == 5,
+    })
 }
 
 pub(super) fn command_name(pid: u32) -> Option<String> {
@@ -81,8 +84,8 @@ pub(super) fn command_name(pid: u32) -> Option<String> {
 
 pub(super) fn sandbox() -> Result<std::path::PathBuf, String> {
     Err(
-        "--isolate is not available on macOS (it needs Linux namespaces); run the agent \
-         as another user for the same protection"
+        "the agent's box is not available on macOS yet (gatekeep builds it with Linux \
+         namespaces); run the agent as another user for a boundary"
             .to_owned(),
     )
 }

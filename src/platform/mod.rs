@@ -66,10 +66,20 @@ impl Tether {
     }
 }
 
-/// The parent of `pid`, if it is alive and readable.
+/// One process as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Proc {
+    pub parent: u32,
+    /// Its thread-group leader has exited. Other threads of it may still
+    /// run (a "zombie leader"): such a process is still there to kill, but
+    /// its ancestry is no longer evidence of anything.
+    pub zombie: bool,
+}
+
+/// The parent of `pid`, if it is alive (not a zombie) and readable.
 #[must_use]
 pub fn parent_of(pid: u32) -> Option<u32> {
-    imp::parent_of(pid)
+    imp::process(pid).filter(|p| !p.zombie).map(|p| p.parent)
 }
 
 /// The short command name of `pid` (what `ps -o comm` shows), if readable.
@@ -78,12 +88,14 @@ pub fn command_name(pid: u32) -> Option<String> {
     imp::command_name(pid)
 }
 
-/// Every live process below `pid` (children, their children, …).
+/// Every process below `pid` (children, their children, …), zombie
+/// leaders included: a process whose main thread exited while another
+/// thread lives on shows as a zombie, and must still be found and killed.
 #[must_use]
 pub fn descendants_of(pid: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> = imp::all_pids()
         .into_iter()
-        .filter_map(|p| parent_of(p).map(|parent| (p, parent)))
+        .filter_map(|p| imp::process(p).map(|proc| (p, proc.parent)))
         .collect();
     let mut out: Vec<u32> = Vec::new();
     let mut frontier = vec![pid];
@@ -120,7 +132,7 @@ pub async fn kill_leftovers() -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut mine: Vec<Pid> = pids
         .into_iter()
-        .filter(|p| parent_of(p.as_raw().unsigned_abs()) == Some(me))
+        .filter(|p| imp::process(p.as_raw().unsigned_abs()).map(|p| p.parent) == Some(me))
         .collect();
     while !mine.is_empty() && std::time::Instant::now() < deadline {
         mine.retain(|pid| {
@@ -164,20 +176,31 @@ pub fn take_env_secret(name: &str) -> Option<secrecy::SecretString> {
         .map(|v| secrecy::SecretString::from(v.trim().to_owned()))
 }
 
-/// The ancestors of `pid`, nearest first, up to (not including) init. The
-/// walk is bounded: a cycle or a very deep tree cannot hang it.
+/// How deep an ancestry is followed before it counts as unreadable.
+const MAX_ANCESTRY: usize = 1024;
+
+/// The ancestors of `pid`, nearest first, up to (not including) init or the
+/// edge of its PID namespace (parent 0) — or `None` when the ancestry
+/// cannot be read to that end: `pid` or an ancestor is gone or a zombie
+/// (its ancestry no longer says where it came from), the chain is deeper
+/// than [`MAX_ANCESTRY`], or it loops. Callers that decide on an ancestry
+/// must treat `None` as the worst case (docs/design.md, "Nothing but
+/// gatekeep answers").
 #[must_use]
-pub fn ancestors_of(pid: u32) -> Vec<u32> {
+pub fn ancestors_of(pid: u32) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     let mut current = pid;
-    while let Some(parent) = parent_of(current) {
-        if parent <= 1 || out.contains(&parent) || out.len() >= 1024 {
-            break;
+    loop {
+        let parent = parent_of(current)?;
+        if parent <= 1 {
+            return Some(out);
+        }
+        if out.contains(&parent) || out.len() >= MAX_ANCESTRY {
+            return None;
         }
         out.push(parent);
         current = parent;
     }
-    out
 }
 
 #[cfg(test)]
@@ -188,7 +211,7 @@ mod tests {
     fn our_own_ancestry_is_readable_and_ends_before_init() {
         let me = std::process::id();
         let parent = parent_of(me).expect("our parent is readable");
-        let ancestors = ancestors_of(me);
+        let ancestors = ancestors_of(me).expect("our ancestry reads to the end");
         assert_eq!(ancestors.first(), Some(&parent));
         assert!(!ancestors.contains(&1), "init is not listed");
         assert!(command_name(me).is_some());
@@ -212,7 +235,9 @@ mod tests {
         let below = descendants_of(std::process::id());
         assert!(below.contains(&child.id()), "{below:?}");
         assert!(below.contains(&grandchild), "{below:?}");
-        assert!(ancestors_of(grandchild).contains(&std::process::id()));
+        assert!(ancestors_of(grandchild)
+            .expect("readable")
+            .contains(&std::process::id()));
         // `$!` is printed once the shell forked; the fork shows as `sh`
         // until it has exec'd `sleep`.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -236,5 +261,98 @@ mod tests {
         let pid = child.id();
         child.wait().expect("reaped");
         assert_eq!(parent_of(pid), None);
+        assert_eq!(ancestors_of(pid), None, "a gone process has no ancestry");
+    }
+
+    /// A chain of shells deeper than the walk follows: its ancestry is not
+    /// "empty" (which would read as a person), it is unreadable.
+    #[test]
+    fn an_ancestry_deeper_than_the_limit_is_unreadable_not_empty() {
+        let depth = MAX_ANCESTRY + 20;
+        // Each level runs the next and waits for it, so the chain is
+        // `depth` shells deep; the last prints its pid and sleeps.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = dir.path().join("chain.sh");
+        std::fs::write(
+            &chain,
+            "n=$1; if [ \"$n\" -gt 0 ]; then sh \"$0\" $((n-1)); exit $?; \
+             else echo $$; exec sleep 30; fi\n",
+        )
+        .expect("script");
+        let mut child = std::process::Command::new("sh")
+            .arg(&chain)
+            .arg(depth.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("the deepest pid");
+        let deepest: u32 = line.trim().parse().expect("a pid");
+        let ancestry = ancestors_of(deepest);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(deepest).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = kill_tree(child.id());
+        let _ = child.wait();
+        assert_eq!(ancestry, None);
+    }
+
+    /// A helper whose main thread exits while another thread lives on:
+    /// it shows as a zombie, but it still runs. Its ancestry proves
+    /// nothing, and it is still found below us to be killed.
+    #[test]
+    fn a_zombie_leader_with_a_live_thread_has_no_ancestry_but_is_found() {
+        let script = "import ctypes, os, sys, threading, time\n\
+            threading.Thread(target=time.sleep, args=(30,)).start()\n\
+            print(os.getpid(), flush=True)\n\
+            ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("its pid");
+        let pid: u32 = line.trim().parse().expect("a pid");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while imp::process(pid).is_some_and(|p| !p.zombie) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let zombie = imp::process(pid);
+        let ancestry = ancestors_of(pid);
+        let found = descendants_of(std::process::id()).contains(&pid);
+        // SIGKILL to a zombie leader ends its whole thread group.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        assert_eq!(
+            zombie.map(|p| p.zombie),
+            Some(true),
+            "the leader did not exit"
+        );
+        assert_eq!(ancestry, None);
+        assert!(found, "a zombie leader is not found below us");
+    }
+
+    fn kill_tree(root: u32) -> usize {
+        let below = descendants_of(root);
+        for pid in &below {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(*pid).expect("pid")),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        below.len()
     }
 }

@@ -73,6 +73,9 @@ pub struct Context {
     /// It had changes not committed to git when the run started: the rules
     /// were not the reviewed ones.
     pub policy_uncommitted: bool,
+    /// What this run gives up of gatekeep's protections, by the user's
+    /// choice (`--no-isolate`, …): said wherever the run is described.
+    pub caveats: Vec<String>,
 }
 
 /// How the run ended, as the summary reports it.
@@ -110,6 +113,9 @@ pub struct RunSummary {
     pub channel: Option<&'static str>,
     pub policy_file: Option<String>,
     pub policy_uncommitted: bool,
+    /// What the run gave up of gatekeep's protections by the user's choice
+    /// (e.g. "isolation off (--no-isolate): …"); empty when nothing.
+    pub caveats: Vec<String>,
     pub session_id: Option<String>,
     pub model: Option<String>,
     pub tokens: Option<Tokens>,
@@ -199,6 +205,7 @@ impl RunSummary {
                 .as_ref()
                 .map(|p| p.display().to_string()),
             policy_uncommitted: context.policy_uncommitted,
+            caveats: context.caveats.clone(),
             session_id: None,
             model: context.model.clone(),
             tokens: None,
@@ -311,6 +318,9 @@ impl RunSummary {
                 ""
             };
             let _ = writeln!(md, "| policy | {}{note} |", cell(policy));
+        }
+        for caveat in &self.caveats {
+            let _ = writeln!(md, "| ⚠️ caveat | {} |", cell(caveat));
         }
         if self.requests.is_empty() {
             md.push_str("\nNo permission requests.\n");

@@ -142,28 +142,36 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
     console.ring_on_requests(config.bell);
     let clock = Clock::start(config.timeout);
     // Keeps OpenCode's password from the agent's tools; lives as long as
-    // the run (docs/design.md, "Nothing but gatekeep answers").
+    // the run (docs/design.md, "Nothing but gatekeep answers"). Not
+    // optional: without it the agent could answer its own requests.
     let guard = match Guard::install() {
-        Ok(guard) => Some(guard),
+        Ok(guard) => guard,
         Err(err) => {
-            console.error(&format!("could not write gatekeep's guard plugin: {err}"));
-            None
+            let end = End::new(
+                EndReason::Failed,
+                format!(
+                    "could not write gatekeep's guard plugin into {}: {err} (make the \
+                     temporary directory writable, or point TMPDIR at one that is)",
+                    std::env::temp_dir().display()
+                ),
+            );
+            return clock.outcome(end, Ledger::default(), None, Some(Code::Usage));
         }
     };
 
     let (server, channel) =
-        match start::start_up(&config, guard.as_ref(), &console, &mut signals, &clock).await {
+        match start::start_up(&config, &guard, &console, &mut signals, &clock).await {
             Ok(started) => started,
             Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
         };
     let (mut server, api, compat) =
-        match start::enforce_gates(&config, guard.as_ref(), server, &console).await {
+        match start::enforce_gates(&config, &guard, server, &console).await {
             Ok(checked) => checked,
             Err((code, end)) => return clock.outcome(end, Ledger::default(), None, Some(code)),
         };
 
     let begun = tokio::select! {
-        begun = start::begin(&api, &config, &message, compat, &console) => begun,
+        begun = start::begin(&api, &config, &message, compat, &guard, &console) => begun,
         reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned()).into()),
         () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned()).into()),
     };
@@ -171,9 +179,6 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         Ok(begun) => begun,
         Err(why) => return not_begun(why, &api, server, &console, &clock).await,
     };
-    if let Some(guard) = &guard {
-        start::check_guard(guard, &console).await;
-    }
     console.status("run started; waiting for the agent");
 
     // The approval task, and the tasks that follow its notices.

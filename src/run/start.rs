@@ -15,7 +15,7 @@ use super::{Clock, End, API_TIMEOUT, READY_TIMEOUT, STOP_GRACE, SUBSCRIBE_TIMEOU
 /// How long the guard plugin may take to report after the session exists.
 const GUARD_WAIT: Duration = Duration::from_secs(2);
 use crate::approval::EndReason;
-use crate::config::{ApprovalChannel, RunConfig};
+use crate::config::{ApprovalChannel, Isolation, RunConfig};
 use crate::console::Console;
 use crate::exit::Code;
 use crate::opencode::api::{Api, Command, ModelRef, Prompt, PromptPart, Rule};
@@ -23,18 +23,19 @@ use crate::opencode::compat::{self, Support};
 use crate::opencode::events::{self, EventStream};
 use crate::opencode::gate;
 use crate::opencode::guard::Guard;
-use crate::opencode::server::{Sandbox, Server, ServerOptions};
+use crate::opencode::server::{Sandbox, Server, ServerError, ServerOptions};
 use crate::opencode::wire::SessionInfo;
 use crate::redact::Redactor;
+use crate::sandbox::{copy_config_dirs, Layout, Places};
 use crate::signals::Signals;
 use crate::tail::RunSpec;
-use crate::transport::{discord, local};
+use crate::transport::discord;
 
 /// Start OpenCode and the approval channel at once, so their start-ups
 /// overlap. Nothing has reached the agent if this fails.
 pub(super) async fn start_up(
     config: &RunConfig,
-    guard: Option<&Guard>,
+    guard: &Guard,
     console: &Console,
     signals: &mut Signals,
     clock: &Clock,
@@ -46,28 +47,22 @@ pub(super) async fn start_up(
             policy.display()
         ));
     }
+    for caveat in config.caveats() {
+        console.error(&format!("WARNING: {caveat}"));
+    }
     console.status(&format!(
         "starting OpenCode in {}",
         config.workspace.display()
     ));
     let env = server_env(config, guard, &[])?;
-    let both = async {
-        tokio::join!(
-            Server::start(server_options(config, env)),
-            connect_channel(config, console)
-        )
-    };
+    let options = server_options(config, env, guard)?;
+    let both = async { tokio::join!(Server::start(options), connect_channel(config, console)) };
     let (server, channel) = tokio::select! {
         both = both => both,
         reason = signals.recv() => return Err((Code::for_end(reason), End::new(reason, "stopped during start-up".to_owned()))),
         () = clock.expired() => return Err((Code::TimedOut, End::new(EndReason::TimedOut, "timed out during start-up".to_owned()))),
     };
-    let server = server.map_err(|e| {
-        (
-            Code::OpenCodeFailed,
-            End::opencode("OpenCode failed to start", &e),
-        )
-    })?;
+    let server = server.map_err(|e| not_started(&e))?;
     match channel {
         Ok(channel) => {
             console.detail(&format!("OpenCode is listening on {}", server.base_url()));
@@ -83,30 +78,57 @@ pub(super) async fn start_up(
     }
 }
 
+/// Why OpenCode did not start, with its exit code: a box the host does not
+/// allow is a set-up the user fixes (exit 2), anything else is OpenCode's.
+fn not_started(err: &ServerError) -> (Code, End) {
+    let code = match err {
+        ServerError::NoBox { .. } => Code::Usage,
+        _ => Code::OpenCodeFailed,
+    };
+    (code, End::opencode("OpenCode failed to start", err))
+}
+
 /// The server's environment: `--gate` for every agent (and `overridden`
 /// ones of the workspace), and the guard plugin.
 fn server_env(
     config: &RunConfig,
-    guard: Option<&Guard>,
+    guard: &Guard,
     overridden: &[String],
 ) -> Result<Vec<(OsString, OsString)>, (Code, End)> {
-    let plugins: Vec<String> = guard.map(Guard::plugin_spec).into_iter().collect();
+    let plugins = [guard.plugin_spec()];
     let existing = std::env::var("OPENCODE_CONFIG_CONTENT").ok();
     gate::server_env(&config.gates, existing.as_deref(), overridden, &plugins)
         .map_err(|e| (Code::Usage, End::new(EndReason::Failed, e.to_string())))
 }
 
-fn server_options(config: &RunConfig, env: Vec<(OsString, OsString)>) -> ServerOptions {
-    ServerOptions {
+fn server_options(
+    config: &RunConfig,
+    env: Vec<(OsString, OsString)>,
+    guard: &Guard,
+) -> Result<ServerOptions, (Code, End)> {
+    let sandbox = match &config.isolation {
+        Isolation::Boxed { program, share } => {
+            let mut places = Places::from_env(&config.workspace, &config.spec.opencode);
+            places.run_dirs = vec![guard.dir().to_owned()];
+            places.share.clone_from(share);
+            copy_config_dirs(&mut places, guard.dir()).map_err(|e| {
+                let detail = format!("could not prepare the agent's box: {e}");
+                (Code::Usage, End::new(EndReason::Failed, detail))
+            })?;
+            Some(Sandbox {
+                program: program.clone(),
+                layout: Layout::of(&places),
+            })
+        }
+        Isolation::Off => None,
+    };
+    Ok(ServerOptions {
         program: config.spec.opencode.clone(),
         workspace: config.workspace.clone(),
         env,
         ready_timeout: READY_TIMEOUT,
-        sandbox: config.isolate.clone().map(|program| Sandbox {
-            program,
-            hide: vec![local::state_dir()],
-        }),
-    }
+        sandbox,
+    })
 }
 
 fn client(config: &RunConfig, server: &Server) -> Result<Api, End> {
@@ -140,7 +162,7 @@ pub(super) enum Compat {
 /// path out of here.
 pub(super) async fn enforce_gates(
     config: &RunConfig,
-    guard: Option<&Guard>,
+    guard: &Guard,
     mut server: Server,
     console: &Console,
 ) -> Result<(Server, Api, Compat), (Code, End)> {
@@ -196,14 +218,9 @@ pub(super) async fn enforce_gates(
             overridden.join(", ")
         ));
         let env = server_env(config, guard, &overridden)?;
-        server = Server::start(server_options(config, env))
+        server = Server::start(server_options(config, env, guard)?)
             .await
-            .map_err(|e| {
-                (
-                    Code::OpenCodeFailed,
-                    End::opencode("OpenCode failed to start", &e),
-                )
-            })?;
+            .map_err(|e| not_started(&e))?;
     }
 }
 
@@ -250,17 +267,32 @@ async fn warn_of_saved_approvals(api: &Api, console: &Console) {
 }
 
 /// The guard plugin ran when the instance started (the session exists by
-/// now). If it did not (`OPENCODE_PURE`, an OpenCode that loads no plugin
-/// from a file), the agent's commands can read OpenCode's password: say so
-/// loudly. An approval they send is still detected and stops the run.
-pub(super) async fn check_guard(guard: &Guard, console: &Console) {
-    if !guard.loaded_within(GUARD_WAIT).await {
-        console.error(
-            "OpenCode did not load gatekeep's guard plugin (is OPENCODE_PURE set?): the agent's \
-             commands can read OpenCode's password. An approval they send would still stop the \
-             run (exit 5)",
-        );
+/// now). If it did not (`OPENCODE_PURE`, a plugin error, an OpenCode that
+/// loads no plugin from a file), the agent's commands could read OpenCode's
+/// password and answer their own requests: the run is refused before the
+/// prompt.
+async fn check_guard(guard: &Guard) -> Result<(), (Code, End)> {
+    if guard.loaded_within(GUARD_WAIT).await {
+        return Ok(());
     }
+    let pure = std::env::var_os("OPENCODE_PURE").is_some_and(|v| !v.is_empty());
+    let fix = if pure {
+        "OPENCODE_PURE is set: unset it for gatekeep runs"
+    } else {
+        "run `gatekeep doctor`, and look at OpenCode's log for a plugin error"
+    };
+    Err((
+        Code::Usage,
+        End::new(
+            EndReason::Failed,
+            format!(
+                "OpenCode did not load gatekeep's guard plugin within {}s, so the agent's \
+                 commands could read OpenCode's password and answer their own requests; \
+                 nothing was prompted ({fix})",
+                GUARD_WAIT.as_secs()
+            ),
+        ),
+    ))
 }
 
 /// The approval channel, connected.
@@ -333,6 +365,7 @@ fn run_info(config: &RunConfig) -> discord::RunInfo {
             let name = p.strip_prefix(&config.workspace).unwrap_or(p);
             (name.display().to_string(), config.policy_uncommitted)
         }),
+        caveats: config.caveats(),
     }
 }
 
@@ -360,17 +393,19 @@ pub(super) async fn begin(
     config: &RunConfig,
     message: &str,
     compat: Compat,
+    guard: &Guard,
     console: &Console,
 ) -> Result<(EventStream, String), NotBegun> {
     let spec = &config.spec;
     // Nothing is asked before the prompt, so the session can be picked and
     // the server judged while the stream opens: only the prompt must wait
-    // for the verdict and for `server.connected`.
+    // for the verdict, the guard and `server.connected`.
     let judged = async {
         match compat {
             Compat::Judged => Ok(()),
             Compat::AtBegin => check_compat(api, console).await,
-        }
+        }?;
+        check_guard(guard).await
     };
     let (stream, picked, judged) = tokio::join!(
         events::subscribe_within(api, SUBSCRIBE_TIMEOUT),

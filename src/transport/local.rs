@@ -208,14 +208,18 @@ impl Drop for Endpoint {
 /// a `gatekeep` process. Every process the agent starts descends from the
 /// run's gatekeep — daemonised ones too, since gatekeep is their subreaper —
 /// and no process can rename its ancestors. A peer whose ancestry cannot be
-/// read is refused.
+/// read to its end (a zombie leader whose other thread connects, a parent
+/// that vanished, a chain deeper than the walk) is refused: an empty or cut
+/// ancestry proves nothing.
 pub(crate) fn peer_is_a_person(pid: Option<i32>) -> bool {
     let Some(pid) = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) else {
         return false;
     };
     let me = std::process::id();
-    !platform::ancestors_of(pid).into_iter().any(|ancestor| {
-        ancestor == me || platform::command_name(ancestor).as_deref() == Some("gatekeep")
+    platform::ancestors_of(pid).is_some_and(|ancestors| {
+        !ancestors.into_iter().any(|ancestor| {
+            ancestor == me || platform::command_name(ancestor).as_deref() == Some("gatekeep")
+        })
     })
 }
 

@@ -90,6 +90,7 @@ fn info() -> RunInfo {
         opencode_version: Some("1.18.33".into()),
         ci: None,
         policy: None,
+        caveats: Vec::new(),
     }
 }
 

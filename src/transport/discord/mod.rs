@@ -100,6 +100,8 @@ pub struct RunInfo {
     pub ci: Option<String>,
     /// The policy file in use, and whether it had uncommitted changes.
     pub policy: Option<(String, bool)>,
+    /// What the run gives up of gatekeep's protections (`--no-isolate`, …).
+    pub caveats: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1027,6 +1027,14 @@ fn run_fields(info: &RunInfo, redactor: &Redactor) -> Vec<Value> {
         }
         fields.push(field("Policy", text, false));
     }
+    if !info.caveats.is_empty() {
+        let text: Vec<String> = info
+            .caveats
+            .iter()
+            .map(|c| format!("⚠️ {}", field_text(&clean(redactor, c, 300))))
+            .collect();
+        fields.push(field("Caveats", truncate(&text.join("\n"), 1000).0, false));
+    }
     if let Some(ci) = &info.ci {
         // A URL stays clickable: it is not escaped, only cleaned and bounded.
         fields.push(field(
@@ -1316,6 +1324,7 @@ mod tests {
             opencode_version: Some("1.18.33".into()),
             ci: Some("https://github.com/o/r/actions/runs/1".into()),
             policy: None,
+            caveats: Vec::new(),
         }
     }
 

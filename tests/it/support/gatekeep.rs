@@ -28,9 +28,23 @@ pub struct Gatekeep {
 /// Every environment variable of the test process that could change
 /// gatekeep's behaviour is removed, so the developer's own settings never
 /// leak into a scenario.
+///
+/// The real OpenCode runs in the agent's box, as it does for users. A fake
+/// OpenCode (a script in a temporary directory) reports its pid, process
+/// group and arguments as the host sees them, so it runs outside the box
+/// (`--no-isolate`), unless the scenario chose the box explicitly.
 fn base_command(args: &[&str], program: &Path, tail: &[&str]) -> Command {
     let mut cmd = clean_command();
-    cmd.arg("run").args(args).arg("--").arg(program).args(tail);
+    cmd.arg("run").args(args);
+    let fake = program.starts_with(std::env::temp_dir());
+    if fake
+        && !args
+            .iter()
+            .any(|a| *a == "--isolate" || *a == "--no-isolate")
+    {
+        cmd.arg("--no-isolate");
+    }
+    cmd.arg("--").arg(program).args(tail);
     cmd
 }
 
