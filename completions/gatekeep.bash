@@ -474,7 +474,7 @@ _gatekeep() {
             return 0
             ;;
         gatekeep__subcmd__run)
-            opts="-q -v -h -V --config --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --no-isolate --share --remind --identify-reserve --connect-timeout --no-hub --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --summary-md --help --version"
+            opts="-q -v -h -V --config --channel --approver --approver-role --mention --no-mention --timeout --approval-timeout --dir --gate --deny --no-questions --isolate --no-isolate --accept-policy-changes --share --remind --identify-reserve --connect-timeout --no-hub --no-bell --discord-api-url --quiet --verbose --summary-json --audit-log --summary-md --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -55,6 +55,7 @@ set edit:completion:arg-completer[gatekeep] = {|@words|
             cand --no-questions 'Dismiss the agent''s questions (its `question` tool) at once instead of relaying them to the approval channel'
             cand --isolate 'The default, kept for old command lines: OpenCode and the agent''s tools run in a box (bubblewrap, Linux) where they reach nothing that approves, persists or escapes (README, "The agent''s box")'
             cand --no-isolate 'Run OpenCode outside the agent''s box. The terminal prompt and `gatekeep approve` are then not protected from a hostile agent (Discord approvals still are); announced in the run-start message, the summary and `doctor`. A flag only, never a variable or a policy key, so nothing the agent can write turns the box off'
+            cand --accept-policy-changes 'Run although the policy surface (gatekeep.toml, opencode.json[c], .opencode/, OpenCode''s global config) has uncommitted changes, or a run before changed it without an approval: your word that you looked. Clears that record; announced in the run-start message and summary'
             cand --no-hub 'Never use this host''s `gatekeep hub`: open a gateway session of the run''s own'
             cand --no-bell 'Do not ring the terminal bell when a request starts waiting'
             cand -q 'Print only the agent''s text and errors'

@@ -374,6 +374,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_isolate: bool,
 
+    /// Run although the policy surface (gatekeep.toml, opencode.json[c],
+    /// .opencode/, OpenCode's global config) has uncommitted changes, or a
+    /// run before changed it without an approval: your word that you looked.
+    /// Clears that record; announced in the run-start message and summary.
+    #[arg(long)]
+    pub accept_policy_changes: bool,
+
     /// Share PATH read-write with the agent's box, besides the workspace,
     /// OpenCode's own directories and the usual caches (repeatable).
     #[arg(long = "share", value_name = "PATH")]

@@ -2,6 +2,9 @@
 //! so the supervisor never has to second-guess a value.
 
 use std::path::{Path, PathBuf};
+
+use crate::sandbox::Places;
+use crate::surface::{self, Extension, ExtensionKind, Record, Surface};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -128,6 +131,16 @@ pub struct RunConfig {
     /// (the policy file, the workspace's OpenCode config): always asked of
     /// humans (docs/design.md, "Policy as code").
     pub protected: Vec<PathBuf>,
+    /// Everything that decides what the agent may do: watched during the
+    /// run (docs/design.md, "The policy surface").
+    pub surface: Surface,
+    /// Custom tools and plugins OpenCode will load: said at start.
+    pub extensions: Vec<Extension>,
+    /// `--accept-policy-changes`: the changes a human said they looked at.
+    pub accepted_changes: Vec<PathBuf>,
+    /// gatekeep's lasting state (`$XDG_STATE_HOME/gatekeep`): where a run
+    /// records a change of the policy surface for the next one.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +174,25 @@ pub enum ConfigError {
     Isolation(String),
     #[error("--share `{path}`: {detail}")]
     BadShare { path: PathBuf, detail: String },
+    #[error(
+        "the run's policy surface has changes no human has looked at{}: {}. Review them \
+         (`git diff`, `gatekeep doctor`), commit or remove them, or run with \
+         --accept-policy-changes",
+        .recorded.as_ref().map(|at| format!(" (a run at {at} changed it without an approval)")).unwrap_or_default(),
+        show_paths(.files)
+    )]
+    PolicyChanged {
+        files: Vec<PathBuf>,
+        recorded: Option<String>,
+    },
+    #[error("{}: {why}; {fix}", .path.display())]
+    Extension {
+        path: PathBuf,
+        why: &'static str,
+        fix: String,
+    },
+    #[error("gatekeep's state directory: {0}")]
+    StateDir(String),
     #[error("--dir `{0}` and the run's --dir `{1}` disagree; give the workspace once")]
     DirConflict(PathBuf, PathBuf),
     #[error("--approver, --approver-role and --mention only apply to Discord approvals; add --channel <ID>")]
@@ -184,6 +216,17 @@ impl ConfigError {
             ConfigError::MissingToken | ConfigError::NoApprovalChannel
         )
     }
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "(files not recorded)".to_owned();
+    }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where the agent runs (docs/design.md, "The agent's box").
@@ -278,6 +321,12 @@ impl RunConfig {
             })?;
             deny.push(rule);
         }
+        let guarded = Guarded::check(
+            &workspace,
+            &spec,
+            policy.as_ref(),
+            args.accept_policy_changes,
+        )?;
         let protected = protected_files(&workspace, policy_file.as_deref());
         let policy_uncommitted = policy_file
             .as_deref()
@@ -339,8 +388,118 @@ impl RunConfig {
             policy_uncommitted,
             policy_file,
             protected,
+            surface: guarded.surface,
+            extensions: guarded.extensions,
+            accepted_changes: guarded.accepted_changes,
+            state_dir: guarded.state_dir,
         })
     }
+}
+
+/// The run's policy surface, checked before anything starts.
+struct Guarded {
+    surface: Surface,
+    extensions: Vec<Extension>,
+    accepted_changes: Vec<PathBuf>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Guarded {
+    fn check(
+        workspace: &Path,
+        spec: &RunSpec,
+        policy: Option<&Policy>,
+        accept: bool,
+    ) -> Result<Self, ConfigError> {
+        let places = Places::from_env(workspace, &spec.opencode);
+        let surface = Surface::of(
+            workspace,
+            policy.map(|p| p.path.as_path()),
+            &places.outer_config_dirs(),
+        );
+        let state_dir = places.gatekeep_state();
+        let accepted_changes = check_changes(&surface, workspace, state_dir.as_deref(), accept)?;
+        let extensions = surface.extensions();
+        match policy {
+            Some(policy) => check_extensions(&extensions, &policy.file, Some(&policy.path))?,
+            None => check_extensions(&extensions, &policy::PolicyFile::default(), None)?,
+        }
+        Ok(Self {
+            surface,
+            extensions,
+            accepted_changes,
+            state_dir,
+        })
+    }
+}
+
+/// Changes of the policy surface a human has not looked at refuse the run:
+/// uncommitted or untracked ones in the workspace's repository, and those a
+/// run before recorded. `--accept-policy-changes` is the human's word that
+/// they looked: it clears the record, and the run says so.
+fn check_changes(
+    surface: &Surface,
+    workspace: &Path,
+    state: Option<&Path>,
+    accept: bool,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut changed = surface::uncommitted(surface);
+    let recorded = state.and_then(|s| Record::load(s, workspace));
+    if let Some(record) = &recorded {
+        changed.extend(
+            record
+                .files
+                .iter()
+                .map(|f| f.strip_prefix(workspace).unwrap_or(f).to_owned()),
+        );
+    }
+    changed.sort();
+    changed.dedup();
+    if changed.is_empty() && recorded.is_none() {
+        return Ok(Vec::new());
+    }
+    if !accept {
+        return Err(ConfigError::PolicyChanged {
+            files: changed,
+            recorded: recorded.map(|r| r.at),
+        });
+    }
+    if let (Some(state), Some(_)) = (state, &recorded) {
+        Record::acknowledge(state, workspace).map_err(|e| ConfigError::StateDir(e.to_string()))?;
+    }
+    Ok(changed)
+}
+
+/// A plugin, or a custom tool that replaces a built-in, refuses the run
+/// unless the policy file names it (`allow_plugins`, `allow_tools`).
+fn check_extensions(
+    found: &[Extension],
+    policy: &policy::PolicyFile,
+    policy_path: Option<&Path>,
+) -> Result<(), ConfigError> {
+    for extension in found {
+        let Some(why) = extension.danger() else {
+            continue;
+        };
+        let (allowed, key) = match extension.kind {
+            ExtensionKind::Tool => (&policy.allow_tools, "allow_tools"),
+            ExtensionKind::Plugin => (&policy.allow_plugins, "allow_plugins"),
+        };
+        if !allowed.contains(&extension.name()) {
+            let file = policy_path
+                .map_or_else(|| policy::FILE_NAME.to_owned(), |p| p.display().to_string());
+            return Err(ConfigError::Extension {
+                path: extension.path.clone(),
+                why,
+                fix: format!(
+                    "remove it, or allow it by name in the reviewed policy file ({file}: \
+                     {key} = [\"{}\"])",
+                    extension.name()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl RunConfig {
@@ -349,11 +508,37 @@ impl RunConfig {
     /// summary and `doctor`.
     #[must_use]
     pub fn caveats(&self) -> Vec<String> {
-        self.isolation
+        let mut out: Vec<String> = self
+            .isolation
             .caveat()
             .map(str::to_owned)
             .into_iter()
-            .collect()
+            .collect();
+        if !self.accepted_changes.is_empty() {
+            out.push(format!(
+                "policy changes accepted (--accept-policy-changes): {}",
+                show_paths(&self.accepted_changes)
+            ));
+        }
+        if !self.extensions.is_empty() {
+            let names: Vec<String> = self
+                .extensions
+                .iter()
+                .map(|e| {
+                    let what = match e.kind {
+                        ExtensionKind::Tool => "tool",
+                        ExtensionKind::Plugin => "plugin",
+                    };
+                    let at = e.path.strip_prefix(&self.workspace).unwrap_or(&e.path);
+                    format!("{what} {} ({})", e.name(), at.display())
+                })
+                .collect();
+            out.push(format!(
+                "OpenCode loads code besides its own: {}",
+                names.join(", ")
+            ));
+        }
+        out
     }
 }
 

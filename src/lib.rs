@@ -72,5 +72,6 @@ pub mod redact;
 pub mod run;
 pub mod sandbox;
 pub mod signals;
+pub mod surface;
 pub mod tail;
 pub mod transport;

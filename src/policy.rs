@@ -50,6 +50,12 @@ pub struct PolicyFile {
     pub approval_timeout: Option<Spanned<String>>,
     pub gate: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+    /// Custom tools (by id) that may replace a built-in of the same name.
+    #[serde(default)]
+    pub allow_tools: Vec<String>,
+    /// Plugin files (by file name) OpenCode may load in a run.
+    #[serde(default)]
+    pub allow_plugins: Vec<String>,
     #[serde(default)]
     pub require: Vec<Require>,
 }

@@ -331,6 +331,8 @@ pub enum Part {
         title: Option<String>,
         /// Set on `error`.
         error: Option<String>,
+        /// A `bash` call's command (its `state.input.command`), if any.
+        command: Option<String>,
     },
     /// `step-start`, `step-finish`, `reasoning`, `file`, …
     Other { session_id: String, kind: String },
@@ -822,6 +824,9 @@ struct RawToolState {
     title: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     error: Option<String>,
+    /// Any shape: only a string `command` is read from it.
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -847,6 +852,12 @@ impl RawPart {
                 tool,
                 call_id: self.call_id.unwrap_or_default(),
                 status: ToolStatus::from_wire(&state.status),
+                command: state
+                    .input
+                    .as_ref()
+                    .and_then(|i| i.get("command"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
                 title: state.title,
                 error: state.error,
             },

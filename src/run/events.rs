@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::sessions::Sessions;
+use super::watch::{Breach, Watch};
 use super::{Clock, End, DEATH_GRACE, RECONNECT_ATTEMPTS, STREAM_SILENCE, SUBSCRIBE_TIMEOUT};
 use crate::approval::messages::{Input, Notice};
 use crate::approval::{Ask, Echo, EndReason};
@@ -47,7 +48,13 @@ pub(super) struct EventLoop {
     pub(super) relay_questions: bool,
     /// Frames skipped because they could not be read.
     pub(super) unreadable: u64,
+    /// The policy surface and every gated call (see [`Watch`]).
+    watch: Watch,
 }
+
+/// How often the policy surface is compared with its state at the prompt,
+/// besides after every tool call.
+const SURFACE_CHECK: Duration = Duration::from_secs(1);
 
 impl EventLoop {
     pub(super) fn new(
@@ -55,6 +62,7 @@ impl EventLoop {
         api: Api,
         root: String,
         approvals: mpsc::Sender<Input>,
+        watch: Watch,
     ) -> Self {
         Self {
             console,
@@ -67,6 +75,7 @@ impl EventLoop {
             usage: Usage::default(),
             relay_questions: true,
             unreadable: 0,
+            watch,
         }
     }
 
@@ -80,8 +89,26 @@ impl EventLoop {
         }
     }
 
-    /// Read events until something ends the run.
+    /// Read events until something ends the run. Whatever ended it, a
+    /// change of the policy surface found at the end makes it an intrusion.
     pub(super) async fn until_end(
+        &mut self,
+        stream: EventStream,
+        server: &mut Server,
+        signals: &mut Signals,
+        clock: &Clock,
+        alarms: &mut mpsc::UnboundedReceiver<Notice>,
+    ) -> End {
+        let end = self
+            .read_until_end(stream, server, signals, clock, alarms)
+            .await;
+        match end.reason {
+            EndReason::Intruded => end,
+            _ => self.watch.check().map_or(end, intruded),
+        }
+    }
+
+    async fn read_until_end(
         &mut self,
         mut stream: EventStream,
         server: &mut Server,
@@ -90,6 +117,8 @@ impl EventLoop {
         alarms: &mut mpsc::UnboundedReceiver<Notice>,
     ) -> End {
         let mut heard = tokio::time::Instant::now();
+        let mut surface = tokio::time::interval(SURFACE_CHECK);
+        surface.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 event = stream.next() => {
@@ -103,6 +132,10 @@ impl EventLoop {
                 }
                 Some(notice) = alarms.recv() => match intrusion_end(&notice) {
                     Some(end) => return end,
+                    None => continue,
+                },
+                _ = surface.tick() => match self.watch.check() {
+                    Some(breach) => return intruded(breach),
                     None => continue,
                 },
                 reason = signals.recv() => return End::new(reason, None),
@@ -256,13 +289,17 @@ impl EventLoop {
                 }
                 Ok(())
             }
-            Event::PermissionAsked(request) => self.on_permission(request).await,
+            Event::PermissionAsked(request) => {
+                self.watch.asked(&request);
+                self.on_permission(request).await
+            }
             Event::PermissionMalformed(bad) => self.on_malformed(&bad).await,
             Event::PermissionReplied {
                 session_id,
                 request_id,
                 reply,
             } => {
+                self.watch.replied(&request_id, &reply);
                 let echo = bridge::permission_echo(reply);
                 self.replied(session_id, request_id, echo).await
             }
@@ -298,10 +335,7 @@ impl EventLoop {
                 self.user_messages.insert(message_id);
                 Ok(())
             }
-            Event::PartUpdated(part) => {
-                self.on_part(part);
-                Ok(())
-            }
+            Event::PartUpdated(part) => return self.on_part(part).map(intruded),
             Event::InstanceDisposed { .. } => Err(End::new(
                 EndReason::Failed,
                 "OpenCode shut its instance down before the run finished".to_owned(),
@@ -412,7 +446,9 @@ impl EventLoop {
         None
     }
 
-    fn on_part(&mut self, part: Part) {
+    /// Show the agent's text and tool progress; a tool part of the run's
+    /// sessions also goes to the watch.
+    fn on_part(&mut self, part: Part) -> Option<Breach> {
         match part {
             Part::Text {
                 session_id,
@@ -433,16 +469,21 @@ impl EventLoop {
                 session_id,
                 part_id,
                 tool,
+                call_id,
                 status,
                 title,
                 error,
+                command,
                 ..
             } => {
                 if !self.sessions.contains(&session_id)
                     || self.tool_states.get(&part_id) == Some(&status)
                 {
-                    return;
+                    return None;
                 }
+                let breach = self
+                    .watch
+                    .tool(&tool, &call_id, &status, command.as_deref());
                 let who = self
                     .sessions
                     .label(&session_id)
@@ -459,9 +500,11 @@ impl EventLoop {
                     ToolStatus::Pending | ToolStatus::Unknown(_) => {}
                 }
                 self.tool_states.insert(part_id, status);
+                return breach;
             }
             Part::Other { .. } => {}
         }
+        None
     }
 
     /// A question of the agent's `question` tool: OpenCode waits for it
@@ -528,6 +571,11 @@ fn intrusion_end(notice: &Notice) -> Option<End> {
             intrusion.echo
         ),
     ))
+}
+
+/// What the watch found ends the run at once, as an intrusion.
+fn intruded(breach: Breach) -> End {
+    End::new(EndReason::Intruded, breach.detail)
 }
 
 /// The event stream is gone for good: if the server died too, say so.

@@ -22,6 +22,7 @@ mod followers;
 mod sessions;
 mod start;
 mod teardown;
+mod watch;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -175,7 +176,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         reason = signals.recv() => Err(End::new(reason, "stopped during start-up".to_owned()).into()),
         () = clock.expired() => Err(End::new(EndReason::TimedOut, "timed out during start-up".to_owned()).into()),
     };
-    let (stream, root) = match begun {
+    let (stream, root, baseline) = match begun {
         Ok(begun) => begun,
         Err(why) => return not_begun(why, &api, server, &console, &clock).await,
     };
@@ -212,7 +213,8 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
             .run(inputs_rx),
     );
 
-    let mut run = EventLoop::new(console.clone(), api.clone(), root, inputs.clone());
+    let watch = watch::Watch::of_run(&config, baseline);
+    let mut run = EventLoop::new(console.clone(), api.clone(), root, inputs.clone(), watch);
     run.relay_questions = !config.no_questions;
     let end = run
         .until_end(stream, &mut server, &mut signals, &clock, &mut alarms)

@@ -28,6 +28,7 @@ use crate::opencode::wire::SessionInfo;
 use crate::redact::Redactor;
 use crate::sandbox::{copy_config_dirs, Layout, Places};
 use crate::signals::Signals;
+use crate::surface::Snapshot;
 use crate::tail::RunSpec;
 use crate::transport::discord;
 
@@ -395,7 +396,7 @@ pub(super) async fn begin(
     compat: Compat,
     guard: &Guard,
     console: &Console,
-) -> Result<(EventStream, String), NotBegun> {
+) -> Result<(EventStream, String, Snapshot), NotBegun> {
     let spec = &config.spec;
     // Nothing is asked before the prompt, so the session can be picked and
     // the server judged while the stream opens: only the prompt must wait
@@ -420,6 +421,10 @@ pub(super) async fn begin(
     }
     let stream = stream.map_err(|e| End::opencode("could not open OpenCode's event stream", &e))?;
     let root = picked?.id;
+    // The policy surface as the agent finds it: OpenCode has loaded its
+    // configuration (and written what it writes at start) by now, and the
+    // agent has not been prompted yet.
+    let baseline = config.surface.snapshot();
     let files: Vec<PromptPart> = spec
         .files
         .iter()
@@ -440,7 +445,7 @@ pub(super) async fn begin(
         let (api, session) = (api.clone(), root.clone());
         let run_time = config.timeout;
         tokio::spawn(async move { api.command(&session, &command, run_time).await });
-        return Ok((stream, root));
+        return Ok((stream, root, baseline));
     }
 
     let mut parts = vec![PromptPart::Text {
@@ -459,7 +464,7 @@ pub(super) async fn begin(
     api.prompt_async(&root, &prompt)
         .await
         .map_err(|e| End::opencode("could not send the prompt", &e))?;
-    Ok((stream, root))
+    Ok((stream, root, baseline))
 }
 
 /// The run's root session, and whether gatekeep made it (a new one or a

@@ -350,7 +350,12 @@ fn every_run_option_has_an_environment_variable_shown_in_help() {
         .filter(|a| a.get_env().is_none())
         // On purpose: nothing the agent could write into a later run's
         // environment may turn its box off or widen it.
-        .filter(|a| !matches!(a.get_id().as_str(), "no_isolate" | "share"))
+        .filter(|a| {
+            !matches!(
+                a.get_id().as_str(),
+                "no_isolate" | "share" | "accept_policy_changes"
+            )
+        })
         .map(|a| a.get_id().to_string())
         .collect();
     assert!(
