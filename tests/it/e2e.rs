@@ -613,7 +613,7 @@ async fn server_reject_with_message_cascades_to_parallel_requests() {
 /// Bound on gatekeep showing something (OpenCode start-up included).
 const SHOW: Duration = Duration::from_secs(45);
 
-async fn expect(gk: &Gatekeep, text: &str) {
+pub(crate) async fn expect(gk: &Gatekeep, text: &str) {
     expect_within(gk, text, SHOW).await;
 }
 
@@ -630,7 +630,7 @@ async fn expect_within(gk: &Gatekeep, text: &str, bound: Duration) {
 }
 
 /// gatekeep at a terminal running `message` in `oc`'s workspace.
-fn gatekeep(oc: &RealOpencode, args: &[&str], message: &str) -> Gatekeep {
+pub(crate) fn gatekeep(oc: &RealOpencode, args: &[&str], message: &str) -> Gatekeep {
     let dir = oc.dir().to_str().expect("utf-8 workspace");
     let mut all = vec!["--dir", dir];
     all.extend_from_slice(args);
@@ -640,7 +640,7 @@ fn gatekeep(oc: &RealOpencode, args: &[&str], message: &str) -> Gatekeep {
 }
 
 /// After gatekeep exited: no process it started is left in the workspace.
-async fn assert_no_opencode_left(oc: &RealOpencode) {
+pub(crate) async fn assert_no_opencode_left(oc: &RealOpencode) {
     let needle = oc.dir().to_string_lossy().into_owned();
     let start = Instant::now();
     loop {
@@ -976,7 +976,7 @@ async fn gatekeep_no_questions_dismisses_a_question_and_the_run_ends() {
 }
 
 /// The request number shown for the request whose command is `command`.
-fn number_of_request(screen: &str, command: &str) -> u32 {
+pub(crate) fn number_of_request(screen: &str, command: &str) -> u32 {
     // Releases before 1.17 send no `metadata.command`: the patterns show.
     let at = screen
         .find(&format!("command: {command}"))
