@@ -327,7 +327,7 @@ impl RunConfig {
             policy.as_ref(),
             args.accept_policy_changes,
         )?;
-        let protected = protected_files(&workspace, policy_file.as_deref());
+        let protected = guarded.surface.protected();
         let policy_uncommitted = policy_file
             .as_deref()
             .is_some_and(|p| policy::uncommitted(p, &workspace));
@@ -554,24 +554,6 @@ fn apply(args: &mut RunArgs, policy: &Policy) {
     if let (false, Some(t)) = (given.has("approval_timeout"), policy.approval_timeout) {
         args.approval_timeout = t;
     }
-}
-
-/// The files an agent could edit to loosen this run's rules or the next
-/// run's: the policy file and the workspace's OpenCode config.
-fn protected_files(workspace: &Path, policy_file: Option<&Path>) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = [
-        "opencode.json",
-        "opencode.jsonc",
-        ".opencode/opencode.json",
-        ".opencode/opencode.jsonc",
-    ]
-    .iter()
-    .map(|name| workspace.join(name))
-    .collect();
-    if let Some(path) = policy_file {
-        files.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
-    }
-    files
 }
 
 fn workspace(flag: Option<&Path>, tail: Option<&Path>, cwd: &Path) -> Result<PathBuf, ConfigError> {

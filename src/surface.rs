@@ -84,7 +84,7 @@ impl Surface {
             .iter()
             .map(|f| workspace.join(f))
             .collect();
-        files.extend(policy_file.map(Path::to_owned));
+        files.extend(policy_file.map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())));
         let mut dirs = vec![workspace.join(".opencode")];
         dirs.extend(outer.iter().cloned());
         Self {
@@ -92,6 +92,13 @@ impl Surface {
             files,
             dirs,
         }
+    }
+
+    /// The files and directories whose edit is a change to gatekeep's own
+    /// policy (`approval::rules::PolicyFiles`).
+    #[must_use]
+    pub fn protected(&self) -> Vec<PathBuf> {
+        self.files.iter().chain(&self.dirs).cloned().collect()
     }
 
     /// Whether `path` (absolute) is part of the surface.

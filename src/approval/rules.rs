@@ -131,10 +131,13 @@ impl TrustRule {
     }
 }
 
-/// The files whose edit is a change to gatekeep's own policy: the policy
-/// file in use and the workspace's OpenCode config (which decides what is
-/// gated). An agent that edits them would loosen the rules of its own run
-/// or the next one (cron), so such an edit is always asked of humans.
+/// The files whose edit is a change to gatekeep's own policy: the run's
+/// policy surface (the policy file, the workspace's OpenCode config, its
+/// `.opencode/` and OpenCode's config directories outside it), which
+/// decides what is gated and what code OpenCode loads. An agent that edits
+/// them would loosen the rules of its own run or the next one (cron), so
+/// such an edit is always asked of humans. A directory covers everything
+/// below it.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyFiles {
     workspace: PathBuf,
@@ -162,7 +165,7 @@ impl PolicyFiles {
             .chain(ask.patterns().iter().map(String::as_str))
             .any(|p| {
                 let p = lexical(&self.workspace.join(p));
-                self.files.contains(&p)
+                self.files.iter().any(|f| p.starts_with(f))
             })
     }
 }

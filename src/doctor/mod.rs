@@ -133,6 +133,7 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
             report,
         );
         permissions::check(&workspace, &gates, report);
+        check_surface(&workspace, &program, config.as_deref(), report);
     } else {
         report.fail(
             &format!("workspace {} is not a directory", workspace.display()),
@@ -150,6 +151,70 @@ async fn check_all(args: &DoctorArgs, discord_token: Option<&SecretString>, repo
         None => println!(
             "     (no --channel: Discord not checked; approvals would be asked at a terminal)"
         ),
+    }
+}
+
+/// The run's policy surface (docs/design.md, "The policy surface"): what
+/// a run here would refuse for, and the code OpenCode loads besides its own.
+fn check_surface(workspace: &Path, program: &Path, explicit: Option<&Path>, report: &mut Report) {
+    use crate::surface::{self, Record, Surface};
+    let places = crate::sandbox::Places::from_env(workspace, program);
+    let policy_path = policy::locate(explicit, workspace);
+    let allowed = policy_path
+        .as_deref()
+        .and_then(|p| Policy::load(p).ok())
+        .map(|p| p.file)
+        .unwrap_or_default();
+    let surface = Surface::of(
+        workspace,
+        policy_path.as_deref(),
+        &places.outer_config_dirs(),
+    );
+    let state = places.gatekeep_state();
+    if let Some(record) = state.as_deref().and_then(|s| Record::load(s, workspace)) {
+        let files: Vec<String> = record
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        report.fail(
+            &format!(
+                "a run at {} changed the policy surface without an approval: {}",
+                record.at,
+                files.join(", ")
+            ),
+            "look at those files (git diff, or OpenCode's config directory); when they are as \
+             they should be, run once with --accept-policy-changes, which clears this record",
+        );
+    }
+    let uncommitted = surface::uncommitted(&surface);
+    if !uncommitted.is_empty() {
+        let files: Vec<String> = uncommitted
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        report.fail(
+            &format!(
+                "the policy surface has uncommitted changes: {}",
+                files.join(", ")
+            ),
+            "review and commit them (a run refuses them, exit 2), or run with \
+             --accept-policy-changes",
+        );
+    }
+    for extension in surface.extensions() {
+        let name = extension.name();
+        let allowed = allowed.allow_tools.contains(&name) || allowed.allow_plugins.contains(&name);
+        match extension.danger() {
+            Some(why) if !allowed => report.fail(
+                &format!("{}: {why}", extension.path.display()),
+                "remove it, or allow it by name in gatekeep.toml (allow_tools / allow_plugins)",
+            ),
+            _ => report.ok(&format!(
+                "OpenCode loads {} (said at the start of every run)",
+                extension.path.display()
+            )),
+        }
     }
 }
 
@@ -184,12 +249,6 @@ fn check_policy(
         }
     };
     report.ok(&format!("policy file {}", path.display()));
-    if policy::uncommitted(&path, workspace) {
-        report.warn(
-            "the policy file has changes not committed to git: a run's rules would not be the reviewed ones",
-            "review and commit it (a run says so in its status line, Discord and the summary)",
-        );
-    }
     let mut settings = loaded.fill(&args.given, channel, who, gates);
     let duration = |d: Option<Duration>, default: &str| match d {
         Some(d) => (

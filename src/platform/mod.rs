@@ -42,7 +42,7 @@ pub fn harden() -> Hardening {
     imp::harden()
 }
 
-/// The sandbox program for `--isolate` (bubblewrap), or why there is none
+/// The sandbox program for the agent's box (bubblewrap), or why there is none
 /// here.
 pub fn sandbox() -> Result<std::path::PathBuf, String> {
     imp::sandbox()
