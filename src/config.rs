@@ -470,17 +470,15 @@ fn check_changes(
     Ok(changed)
 }
 
-/// A plugin, or a custom tool that replaces a built-in, refuses the run
-/// unless the policy file names it (`allow_plugins`, `allow_tools`).
+/// A plugin or a custom tool refuses the run unless the policy file names
+/// it (`allow_plugins`, `allow_tools`): either is code inside OpenCode.
 fn check_extensions(
     found: &[Extension],
     policy: &policy::PolicyFile,
     policy_path: Option<&Path>,
 ) -> Result<(), ConfigError> {
     for extension in found {
-        let Some(why) = extension.danger() else {
-            continue;
-        };
+        let why = extension.danger();
         let (allowed, key) = match extension.kind {
             ExtensionKind::Tool => (&policy.allow_tools, "allow_tools"),
             ExtensionKind::Plugin => (&policy.allow_plugins, "allow_plugins"),

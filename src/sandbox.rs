@@ -11,15 +11,17 @@
 //! |---|---|
 //! | the workspace, OpenCode's data, state and cache, the usual caches, `--share` | read-write |
 //! | the rest of the file system, OpenCode's and gatekeep's config | read-only |
-//! | `/tmp`, `/var/tmp`, the runtime directory (`$XDG_RUNTIME_DIR`, `/run/user/<uid>`) | private and empty: no tmux, screen or D-Bus socket, no ssh-agent, no gatekeep socket |
+//! | OpenCode's config directories outside the workspace | the run's private copy |
+//! | `/tmp`, `/var/tmp`, `/run` (the runtime directory, D-Bus, docker, screen), `$TMUX_TMPDIR` | private and empty: no daemon's socket, no gatekeep socket (the resolver's directory comes back) |
 //! | gatekeep's state | hidden |
 //! | processes | their own PID namespace: nothing outside is visible, everything dies with the run |
 //! | the terminal | none (a new session): nothing to type into |
 //! | setuid helpers (`at`, `crontab`) | no new privileges |
 //! | the network | shared (the model, package registries) |
 //!
-//! [`Layout::args`] is pure: the places come in as [`Places`], so tests can
-//! check what a given machine's box would be without starting one.
+//! [`Layout::of`] takes the places as [`Places`], so tests can check what a
+//! given machine's box would be without starting one; it only reads which
+//! paths exist (and creates OpenCode's own directories, to share them).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,8 @@ pub const REMOVED_ENV: &[&str] = &[
     "WAYLAND_DISPLAY",
     "XAUTHORITY",
     "SESSION_MANAGER",
+    "TMUX_TMPDIR",
+    "SCREENDIR",
 ];
 
 /// What to do where bubblewrap cannot make a box: the host forbids
@@ -89,6 +93,11 @@ pub struct Places {
     pub run_dirs: Vec<PathBuf>,
     /// `--share`.
     pub share: Vec<PathBuf>,
+    /// Where the user's multiplexers keep their sockets when not in `/tmp`
+    /// (`$TMUX_TMPDIR`, `$SCREENDIR`): private in the box.
+    pub socket_dirs: Vec<PathBuf>,
+    /// `$XAUTHORITY`: X's cookie, hidden in the box.
+    pub xauthority: Option<PathBuf>,
     /// OpenCode config directories outside the workspace, each with the
     /// run's private copy that stands in for it inside the box (see
     /// [`copy_config_dirs`]).
@@ -120,6 +129,11 @@ impl Places {
             program: resolve_program(program),
             run_dirs: Vec::new(),
             share: Vec::new(),
+            socket_dirs: ["TMUX_TMPDIR", "SCREENDIR"]
+                .iter()
+                .filter_map(|k| var(k))
+                .collect(),
+            xauthority: var("XAUTHORITY"),
             config_copies: Vec::new(),
         }
     }
@@ -147,6 +161,32 @@ impl Places {
         dirs.retain(|d| d.is_dir() && !d.starts_with(&self.workspace));
         dedup(&mut dirs);
         dirs
+    }
+
+    /// Why the box could not keep its promises with `share` (and this
+    /// workspace): a path that would reopen what the box hides or protects
+    /// (HOME, a config or state directory, `/tmp`, `/run`, the runtime
+    /// directory, or one that contains them).
+    #[must_use]
+    pub fn unsafe_share(&self) -> Option<PathBuf> {
+        let guarded: Vec<PathBuf> = [
+            self.home.clone(),
+            self.config_home.clone(),
+            self.gatekeep_state(),
+            self.runtime_dir.clone(),
+            Some(PathBuf::from("/tmp")),
+            Some(PathBuf::from("/var/tmp")),
+            Some(PathBuf::from("/run")),
+            Some(self.temp_dir.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.share
+            .iter()
+            .chain(std::iter::once(&self.workspace))
+            .find(|path| guarded.iter().any(|g| g.starts_with(path)))
+            .cloned()
     }
 
     /// OpenCode's global config directory: the agent must not write it
@@ -207,29 +247,21 @@ impl Layout {
         b.mount("--ro-bind", Path::new("/"));
         b.flags(&["--dev", "/dev", "--proc", "/proc"]);
 
-        // Private: every shared temporary and runtime directory, so no
-        // socket of the user's daemons (tmux, screen, D-Bus, ssh-agent,
-        // gatekeep's own) can be found there.
-        let mut private: Vec<PathBuf> = vec![
-            PathBuf::from("/tmp"),
-            PathBuf::from("/var/tmp"),
-            places.temp_dir.clone(),
-            PathBuf::from(format!("/run/user/{}", places.uid)),
-            PathBuf::from("/run/screen"),
-            PathBuf::from("/run/dbus"),
-        ];
-        private.extend(places.runtime_dir.clone());
-        private.extend(places.gatekeep_state());
-        private.retain(|p| p.is_dir());
-        dedup(&mut private);
+        let private = private_dirs(places);
         for dir in &private {
             b.mount("--tmpfs", dir);
         }
 
         // What the private directories covered but the run needs to read:
-        // HOME, or the OpenCode executable, when they live in one of them.
-        let covered = |p: &Path| private.iter().any(|d| p.starts_with(d));
-        for path in places.home.iter().chain(places.program.as_ref()) {
+        // name resolution (`/etc/resolv.conf` often points into `/run`),
+        // HOME, or the OpenCode executable, when they live strictly inside
+        // one of them (never a private directory itself: a read-only mount
+        // does not stop `connect()` on the sockets in it).
+        let covered = |p: &Path| private.iter().any(|d| p.starts_with(d) && p != d);
+        let resolver = std::fs::canonicalize("/etc/resolv.conf")
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_owned));
+        for path in resolver.iter().chain(&places.home).chain(&places.program) {
             let dir = if path.is_dir() {
                 path.clone()
             } else {
@@ -240,25 +272,7 @@ impl Layout {
             }
         }
 
-        // Read-write: the workspace, OpenCode's own directories, caches,
-        // the run's own directories and `--share`.
-        let mut writable = vec![places.workspace.clone()];
-        for home in [&places.data_home, &places.state_home, &places.cache_home]
-            .into_iter()
-            .flatten()
-        {
-            let dir = home.join("opencode");
-            let _ = std::fs::create_dir_all(&dir);
-            writable.push(dir);
-        }
-        writable.extend(places.cache_home.clone());
-        if let Some(home) = &places.home {
-            writable.extend(HOME_CACHES.iter().map(|c| home.join(c)));
-        }
-        writable.extend(places.run_dirs.iter().cloned());
-        writable.extend(places.share.iter().cloned());
-        writable.retain(|p| p.exists());
-        dedup(&mut writable);
+        let writable = writable_dirs(places);
         for path in &writable {
             b.mount("--bind", path);
         }
@@ -278,7 +292,27 @@ impl Layout {
         }
 
         // Last, so that no shared path above reopens them: the config that
-        // decides later runs is read-only, gatekeep's state stays hidden.
+        // decides later runs is read-only, and so is what git runs from the
+        // workspace's repository (its config — `core.fsmonitor`, filters —,
+        // hooks and info: gatekeep's own `git status` and the user's next
+        // commit run outside the box); X's cookie is gone; gatekeep's state
+        // stays hidden.
+        let git = places.workspace.join(".git");
+        for dir in ["config", "hooks", "info"].map(|p| git.join(p)) {
+            if git.is_dir() && dir.exists() {
+                b.mount("--ro-bind", &dir);
+            }
+        }
+        for cookie in places
+            .home
+            .iter()
+            .map(|h| h.join(".Xauthority"))
+            .chain(places.xauthority.clone())
+        {
+            if cookie.is_file() {
+                b.mount_at("--ro-bind", Path::new("/dev/null"), &cookie);
+            }
+        }
         let config_homes = places
             .config_home
             .iter()
@@ -336,9 +370,61 @@ impl Builder {
     }
 }
 
+/// Every shared temporary and runtime directory, so that no socket of the
+/// user's daemons (tmux, screen, D-Bus, ssh-agent, docker, gatekeep's own)
+/// can be found in the box: each is an empty tmpfs there.
+fn private_dirs(places: &Places) -> Vec<PathBuf> {
+    // `/run` holds the sockets of system daemons too (docker, D-Bus,
+    // screen, the user's runtime directory): all of it, and only the
+    // resolver's directory comes back (`Layout::of`).
+    let mut private: Vec<PathBuf> = vec![
+        PathBuf::from("/tmp"),
+        PathBuf::from("/var/tmp"),
+        PathBuf::from("/run"),
+        PathBuf::from("/var/run"),
+        places.temp_dir.clone(),
+    ];
+    private.extend(places.runtime_dir.clone());
+    private.extend(places.socket_dirs.iter().cloned());
+    private.extend(places.gatekeep_state());
+    // As the kernel sees them: `/var/run` is mostly a link to `/run`.
+    let mut private: Vec<PathBuf> = private
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .filter(|p| p.is_dir())
+        .collect();
+    dedup(&mut private);
+    private
+}
+
+/// What the box shares read-write: the workspace, OpenCode's own
+/// directories (created, so that they can be shared), caches, the run's own
+/// directories and `--share`; those that exist.
+fn writable_dirs(places: &Places) -> Vec<PathBuf> {
+    let mut writable = vec![places.workspace.clone()];
+    for home in [&places.data_home, &places.state_home, &places.cache_home]
+        .into_iter()
+        .flatten()
+    {
+        let dir = home.join("opencode");
+        let _ = std::fs::create_dir_all(&dir);
+        writable.push(dir);
+    }
+    writable.extend(places.cache_home.clone());
+    if let Some(home) = &places.home {
+        writable.extend(HOME_CACHES.iter().map(|c| home.join(c)));
+    }
+    writable.extend(places.run_dirs.iter().cloned());
+    writable.extend(places.share.iter().cloned());
+    writable.retain(|p| p.exists());
+    dedup(&mut writable);
+    writable
+}
+
 /// Copy each of `places`' outer config directories into `into` (the run's
 /// private directory) and record the pairs in `places.config_copies`.
-/// `node_modules` is not copied: the box shows the original, read-only.
+/// `node_modules` is not copied: the box shows the original, read-only;
+/// nor is a `.git` (a config directory kept in a repository).
 pub fn copy_config_dirs(places: &mut Places, into: &Path) -> std::io::Result<()> {
     // OpenCode creates its global config directory when it is missing,
     // which it could not do inside the box: it is made here, empty.
@@ -376,7 +462,7 @@ fn copy_tree(from: &Path, to: &Path, copied: &mut usize) -> std::io::Result<()> 
         if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&source)?, &dest)?;
         } else if kind.is_dir() {
-            if entry.file_name() != "node_modules" {
+            if entry.file_name() != "node_modules" && entry.file_name() != ".git" {
                 copy_tree(&source, &dest, copied)?;
             }
         } else if kind.is_file() {
@@ -425,6 +511,8 @@ mod tests {
             program: None,
             run_dirs: Vec::new(),
             share: Vec::new(),
+            socket_dirs: Vec::new(),
+            xauthority: None,
             config_copies: Vec::new(),
         }
     }
@@ -445,8 +533,7 @@ mod tests {
                     i += 2;
                 }
                 "--bind" | "--ro-bind" => {
-                    assert_eq!(args[i + 1], args[i + 2], "same path inside and out");
-                    out.push((args[i].clone(), PathBuf::from(&args[i + 1])));
+                    out.push((args[i].clone(), PathBuf::from(&args[i + 2])));
                     i += 3;
                 }
                 _ => i += 1,
@@ -522,6 +609,74 @@ mod tests {
         assert_eq!(
             fate(&layout, &home.join(".local/state/gatekeep/x")).as_deref(),
             Some("--tmpfs")
+        );
+    }
+
+    #[test]
+    fn outer_config_directories_are_throwaway_copies_and_git_is_read_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut p = places(root.path());
+        let home = p.home.clone().expect("home");
+        std::fs::write(home.join(".config/opencode/opencode.json"), "{}").expect("config");
+        std::fs::create_dir_all(home.join(".config/opencode/node_modules/x")).expect("modules");
+        std::fs::create_dir_all(p.workspace.join(".git/hooks")).expect("git");
+        std::fs::write(p.workspace.join(".git/config"), "").expect("git config");
+        let run = root.path().join("run");
+        copy_config_dirs(&mut p, &run).expect("copied");
+        let (original, copy) = p.config_copies.first().cloned().expect("one copy");
+        assert_eq!(original, home.join(".config/opencode"));
+        assert!(copy.join("opencode.json").is_file());
+        assert!(
+            !copy.join("node_modules").exists(),
+            "packages are not copied"
+        );
+        let layout = Layout::of(&p);
+        let args: Vec<String> = layout
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let bound = args.windows(3).any(|w| {
+            w[0] == "--bind" && w[1] == copy.to_string_lossy() && w[2] == original.to_string_lossy()
+        });
+        assert!(bound, "{args:?}");
+        assert_eq!(
+            fate(&layout, &original.join("tools/bash.js")).as_deref(),
+            Some("--bind")
+        );
+        assert_eq!(
+            fate(&layout, &original.join("node_modules/x/index.js")).as_deref(),
+            Some("--ro-bind")
+        );
+        assert_eq!(
+            fate(&layout, &p.workspace.join(".git/hooks/pre-commit")).as_deref(),
+            Some("--ro-bind")
+        );
+        assert_eq!(
+            fate(&layout, &p.workspace.join(".git/config")).as_deref(),
+            Some("--ro-bind")
+        );
+        assert_eq!(
+            fate(&layout, &p.workspace.join(".git/objects/x")).as_deref(),
+            Some("--bind")
+        );
+    }
+
+    #[test]
+    fn a_share_or_workspace_that_holds_home_or_tmp_is_unsafe() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut p = places(root.path());
+        assert_eq!(p.unsafe_share(), None);
+        p.share = vec![root.path().join("ws/cache")];
+        assert_eq!(p.unsafe_share(), None);
+        p.share = vec![PathBuf::from("/tmp")];
+        assert_eq!(p.unsafe_share(), Some(PathBuf::from("/tmp")));
+        p.share = Vec::new();
+        p.workspace = root.path().to_owned();
+        assert_eq!(
+            p.unsafe_share(),
+            Some(root.path().to_owned()),
+            "the workspace holds HOME"
         );
     }
 

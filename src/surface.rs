@@ -9,11 +9,19 @@
 //!   `~/.opencode`, `$OPENCODE_CONFIG_DIR`, a `.opencode` above the
 //!   workspace).
 //!
-//! A [`Snapshot`] is the content of all of it at one moment; the run takes
-//! one before the prompt and compares later ones with it. What OpenCode
-//! itself writes into a config directory on every start (its `.gitignore`,
-//! its plugin package and `node_modules`) is not part of it: those files
-//! only matter through a tool or plugin file, which is.
+//! Of a config directory, what OpenCode loads is watched: its config files
+//! and its `tool(s)`, `plugin(s)`, `agent(s)`, `command(s)`, `mode(s)` and
+//! `skill(s)` directories. What OpenCode itself writes there on every start
+//! (its `.gitignore`, its plugin package, `node_modules`) and what it keeps
+//! there that configures nothing (the plan agent's `plans/`) is not: a
+//! package only runs through a tool or plugin file, which is watched.
+//!
+//! A [`Snapshot`] is the state of all of it at one moment; the run takes
+//! one before the prompt and compares later ones with it. A file's state is
+//! its metadata, never its content: the files are the agent's to write, and
+//! reading one (a FIFO, a link to `/dev/zero`) could hang or flood the event
+//! loop. The change time (`ctime`) moves on every write, and no process can
+//! set it back.
 //!
 //! A change the run did not approve is written down as a [`Record`] in
 //! gatekeep's state, so that the next run in that workspace refuses to
@@ -24,13 +32,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-/// Files OpenCode writes into each config directory itself.
-const OPENCODE_OWN: &[&str] = &[
-    ".gitignore",
-    "package.json",
-    "package-lock.json",
-    "bun.lock",
-    "bun.lockb",
+/// Files at the top of a config directory that OpenCode loads.
+const LOADED_FILES: &[&str] = &["opencode.json", "opencode.jsonc", "config.json"];
+
+/// Directories of a config directory whose files OpenCode loads.
+const LOADED_DIRS: &[&str] = &[
+    "tool", "tools", "plugin", "plugins", "agent", "agents", "command", "commands", "mode",
+    "modes", "skill", "skills",
 ];
 
 /// Bound on the files read per directory: a surface larger than this is
@@ -80,11 +88,20 @@ impl Surface {
     /// (`sandbox::Places::outer_config_dirs`).
     #[must_use]
     pub fn of(workspace: &Path, policy_file: Option<&Path>, outer: &[PathBuf]) -> Self {
-        let mut files: Vec<PathBuf> = ["opencode.json", "opencode.jsonc"]
+        // `gatekeep.toml` at the root is watched even when it does not
+        // exist yet: the next run would read one the agent created.
+        let mut files: Vec<PathBuf> = ["opencode.json", "opencode.jsonc", crate::policy::FILE_NAME]
             .iter()
             .map(|f| workspace.join(f))
             .collect();
-        files.extend(policy_file.map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())));
+        if let Some(policy) = policy_file {
+            let policy = policy
+                .canonicalize()
+                .unwrap_or_else(|_| policy.to_path_buf());
+            if !files.contains(&policy) {
+                files.push(policy);
+            }
+        }
         let mut dirs = vec![workspace.join(".opencode")];
         dirs.extend(outer.iter().cloned());
         Self {
@@ -108,22 +125,29 @@ impl Surface {
             || self
                 .dirs
                 .iter()
-                .any(|d| path.strip_prefix(d).is_ok_and(|rel| !is_opencode_own(rel)))
+                .any(|d| path.strip_prefix(d).is_ok_and(is_loaded))
     }
 
-    /// The surface's content now. A file that cannot be read counts as
-    /// changed content, never as absent.
+    /// The surface's state now.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
         let mut out = BTreeMap::new();
         for file in &self.files {
-            if let Some(state) = read(file) {
+            if let Some(state) = state_of(file) {
                 out.insert(file.clone(), state);
             }
         }
         for dir in &self.dirs {
+            for name in LOADED_FILES {
+                let file = dir.join(name);
+                if let Some(state) = state_of(&file) {
+                    out.insert(file, state);
+                }
+            }
             let mut budget = MAX_FILES;
-            walk(dir, dir, &mut out, &mut budget);
+            for sub in LOADED_DIRS {
+                walk(&dir.join(sub), &mut out, &mut budget);
+            }
         }
         Snapshot(out)
     }
@@ -170,74 +194,101 @@ impl Surface {
     }
 }
 
-/// Whether `rel` (relative to a config directory) is a file OpenCode writes
-/// there itself.
-fn is_opencode_own(rel: &Path) -> bool {
-    let top_level_own = rel.components().count() == 1
-        && rel
-            .to_str()
-            .is_some_and(|name| OPENCODE_OWN.contains(&name));
-    top_level_own || rel.components().any(|c| c.as_os_str() == "node_modules")
-}
-
-/// One file's state: its content's digest, or that it could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Content([u8; 32]),
-    Unreadable,
-}
-
-fn read(path: &Path) -> Option<State> {
-    match std::fs::read(path) {
-        Ok(bytes) => Some(State::Content(Sha256::digest(&bytes).into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(_) => Some(State::Unreadable),
+/// Whether `rel` (relative to a config directory) is something OpenCode
+/// loads.
+fn is_loaded(rel: &Path) -> bool {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    match parts.as_slice() {
+        [file] => LOADED_FILES.contains(&file.as_str()),
+        [dir, rest @ ..] => {
+            LOADED_DIRS.contains(&dir.as_str()) && !rest.iter().any(|p| p == "node_modules")
+        }
+        [] => false,
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, State>, budget: &mut usize) {
+/// One path's state, from its metadata alone (see the module docs); for a
+/// symbolic link, the link's and that of what it points to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    own: Meta,
+    target: Option<Meta>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    ino: u64,
+    size: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Meta {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            ino: m.ino(),
+            size: m.size(),
+            mode: m.mode(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// `None` when nothing is there. Never opens the file.
+fn state_of(path: &Path) -> Option<State> {
+    let own = std::fs::symlink_metadata(path).ok()?;
+    let target = if own.file_type().is_symlink() {
+        std::fs::metadata(path).ok().map(|m| Meta::of(&m))
+    } else {
+        None
+    };
+    Some(State {
+        own: Meta::of(&own),
+        target,
+    })
+}
+
+/// Every path below `dir` (links not followed, `node_modules` left out),
+/// within `budget`.
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, State>, budget: &mut usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        if path.strip_prefix(root).is_ok_and(is_opencode_own) {
+        if entry.file_name() == "node_modules" {
             continue;
         }
+        let path = entry.path();
         if *budget == 0 {
-            out.insert(
-                root.join("…more files than gatekeep reads"),
-                State::Unreadable,
-            );
+            // Past the budget a change must still show: the directory's
+            // own state moves with every entry added or removed.
+            if let Some(state) = state_of(dir) {
+                out.insert(dir.join("…more files than gatekeep reads"), state);
+            }
             return;
         }
         *budget -= 1;
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => walk(root, &path, out, budget),
-            Ok(t) if t.is_symlink() => {
-                // Where a link points is what OpenCode would load.
-                let target = std::fs::read_link(&path).unwrap_or_default();
-                let digest = Sha256::digest(target.as_os_str().as_encoded_bytes());
-                out.insert(path, State::Content(digest.into()));
-            }
-            Ok(_) => {
-                if let Some(state) = read(&path) {
-                    out.insert(path, state);
-                }
-            }
-            Err(_) => {
-                out.insert(path, State::Unreadable);
-            }
+        if let Some(state) = state_of(&path) {
+            out.insert(path.clone(), state);
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&path, out, budget);
         }
     }
 }
 
-/// The policy surface's content at one moment.
+/// The policy surface's state at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot(BTreeMap<PathBuf, State>);
 
 impl Snapshot {
-    /// The paths whose content differs from `before`: added, removed or
+    /// The paths whose state differs from `before`: added, removed or
     /// changed, in order.
     #[must_use]
     pub fn changed_since(&self, before: &Snapshot) -> Vec<PathBuf> {
@@ -294,21 +345,25 @@ impl Extension {
         .unwrap_or_default()
     }
 
-    /// Why it keeps a run from starting unless the policy file names it:
-    /// a plugin runs inside OpenCode with its password in reach; a tool
-    /// named like a built-in replaces it and is never asked about.
+    /// Why it keeps a run from starting unless the policy file names it.
+    /// Both are code that runs inside OpenCode, with its password in reach
+    /// until gatekeep's guard has hidden it; a tool named like a built-in
+    /// also replaces it, and is never asked about.
     #[must_use]
-    pub fn danger(&self) -> Option<&'static str> {
+    pub fn danger(&self) -> &'static str {
         match self.kind {
-            ExtensionKind::Plugin => Some(
+            ExtensionKind::Plugin => {
                 "a plugin runs inside OpenCode, before gatekeep's guard can hide its password, \
-                 and can answer the agent's requests itself",
-            ),
-            ExtensionKind::Tool if BUILT_IN_TOOLS.contains(&self.name().as_str()) => Some(
+                 and can answer the agent's requests itself"
+            }
+            ExtensionKind::Tool if BUILT_IN_TOOLS.contains(&self.name().as_str()) => {
                 "a custom tool named like a built-in replaces it, and OpenCode never asks about \
-                 its calls",
-            ),
-            ExtensionKind::Tool => None,
+                 its calls"
+            }
+            ExtensionKind::Tool => {
+                "a custom tool is code that runs inside OpenCode, where gatekeep cannot see \
+                 what it does"
+            }
         }
     }
 }
@@ -379,29 +434,109 @@ impl Record {
 /// The surface's files inside the workspace with changes git has not
 /// committed (untracked ones included), relative to the workspace; empty
 /// outside a git repository (nothing to compare with).
+///
+/// git runs outside the box, on a repository the agent may have written:
+/// its hooks, `core.fsmonitor` and the like are switched off for these
+/// calls, and in the box the repository's config, hooks and info are
+/// read-only (`sandbox`). An OpenCode config file whose only change is the
+/// `$schema` key OpenCode inserts on start is not a change.
 #[must_use]
 pub fn uncommitted(surface: &Surface) -> Vec<PathBuf> {
-    let paths = surface.in_workspace();
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&surface.workspace)
-        .args(["status", "--porcelain", "-z", "--untracked-files=all", "--"])
-        .args(&paths)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+    let Some(top) = git(&surface.workspace, &["rev-parse", "--show-toplevel"])
+        .and_then(|out| String::from_utf8(out).ok())
+        .map(|t| PathBuf::from(t.trim_end()))
+    else {
         return Vec::new();
     };
-    // `XY path\0`, and a rename's old path as a second entry.
-    out.stdout
-        .split(|b| *b == 0)
-        .filter(|e| e.len() > 3)
-        .map(|e| PathBuf::from(String::from_utf8_lossy(&e[3..]).into_owned()))
-        .filter(|rel| surface.contains(&surface.workspace.join(rel)))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    let paths: Vec<String> = surface
+        .in_workspace()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = vec![
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--",
+    ];
+    args.extend(paths.iter().map(String::as_str));
+    let Some(out) = git(&surface.workspace, &args) else {
+        return Vec::new();
+    };
+    // `XY path\0`, paths from the repository's top; a rename or copy is
+    // followed by its old path alone.
+    let mut changed = std::collections::BTreeSet::new();
+    let mut entries = out.split(|b| *b == 0).filter(|e| !e.is_empty());
+    while let Some(entry) = entries.next() {
+        let (Some(xy), Some(path)) = (entry.get(..2), entry.get(3..)) else {
+            continue;
+        };
+        if matches!(xy[0], b'R' | b'C') {
+            let _ = entries.next();
+        }
+        let absolute = top.join(String::from_utf8_lossy(path).as_ref());
+        let Ok(rel) = absolute.strip_prefix(&surface.workspace) else {
+            continue;
+        };
+        let modified_only = matches!(xy, b" M" | b"M " | b"MM");
+        if surface.contains(&absolute) && !(modified_only && only_schema_added(surface, rel)) {
+            changed.insert(rel.to_owned());
+        }
+    }
+    changed.into_iter().collect()
+}
+
+/// `git` in `dir`, with what would run code from the repository switched
+/// off; its output when it succeeded.
+fn git(dir: &Path, args: &[&str]) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.untrackedCache=false",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// Whether `rel`, an OpenCode config file, differs from its committed
+/// version only by a `$schema` key (OpenCode inserts one on start).
+fn only_schema_added(surface: &Surface, rel: &Path) -> bool {
+    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if !matches!(name, "opencode.json" | "opencode.jsonc" | "config.json") {
+        return false;
+    }
+    let spec = format!("HEAD:./{}", rel.display());
+    let Some(before) = git(&surface.workspace, &["show", &spec]) else {
+        return false;
+    };
+    let Ok(now) = std::fs::read_to_string(surface.workspace.join(rel)) else {
+        return false;
+    };
+    let without_schema = |text: &str| {
+        crate::opencode::config::parse(text).ok().map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("$schema");
+            }
+            v
+        })
+    };
+    let before = without_schema(&String::from_utf8_lossy(&before));
+    before.is_some() && before == without_schema(&now)
 }
 
 #[cfg(test)]
@@ -459,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn plugins_and_tools_named_like_built_ins_are_dangerous_others_are_listed() {
+    fn tools_and_plugins_are_found_and_a_tool_named_like_a_built_in_replaces_it() {
         let (dir, surface) = workspace();
         let ws = dir.path();
         for (sub, file) in [
@@ -473,14 +608,14 @@ mod tests {
         let found: Vec<(String, bool)> = surface
             .extensions()
             .iter()
-            .map(|e| (e.name(), e.danger().is_some()))
+            .map(|e| (e.name(), e.danger().contains("replaces")))
             .collect();
         assert_eq!(
             found,
             vec![
                 ("deploy".to_owned(), false),
                 ("bash".to_owned(), true),
-                ("x.js".to_owned(), true),
+                ("x.js".to_owned(), false),
             ]
         );
     }

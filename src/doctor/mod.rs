@@ -205,15 +205,16 @@ fn check_surface(workspace: &Path, program: &Path, explicit: Option<&Path>, repo
     for extension in surface.extensions() {
         let name = extension.name();
         let allowed = allowed.allow_tools.contains(&name) || allowed.allow_plugins.contains(&name);
-        match extension.danger() {
-            Some(why) if !allowed => report.fail(
-                &format!("{}: {why}", extension.path.display()),
-                "remove it, or allow it by name in gatekeep.toml (allow_tools / allow_plugins)",
-            ),
-            _ => report.ok(&format!(
-                "OpenCode loads {} (said at the start of every run)",
+        if allowed {
+            report.ok(&format!(
+                "OpenCode loads {}, allowed by the policy file (said at the start of every run)",
                 extension.path.display()
-            )),
+            ));
+        } else {
+            report.fail(
+                &format!("{}: {}", extension.path.display(), extension.danger()),
+                "remove it, or allow it by name in gatekeep.toml (allow_tools / allow_plugins)",
+            );
         }
     }
 }

@@ -38,7 +38,12 @@ impl Version {
     /// else (a development build says `0.0.0-…` or a commit).
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let core = text.trim().trim_start_matches('v');
+        // OpenCode 2 says `opencode v2.2.5`; 1.x says `1.18.33`.
+        let text = text.trim();
+        let core = text
+            .strip_prefix("opencode ")
+            .unwrap_or(text)
+            .trim_start_matches('v');
         let core = core.split(['-', '+', ' ']).next()?;
         let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
         let version = Self::new(parts.next()??, parts.next()??, parts.next()??);
@@ -55,7 +60,7 @@ impl fmt::Display for Version {
 /// The supported range, as said in messages.
 #[must_use]
 pub fn range() -> String {
-    format!("{OLDEST} or newer (tested up to {NEWEST_TESTED})")
+    format!("{OLDEST} or a newer 1.x (tested up to {NEWEST_TESTED})")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +71,14 @@ pub enum CompatError {
         range()
     )]
     TooOld { found: Version },
+    #[error(
+        "OpenCode {found} is OpenCode 2 (`@opencode/cli`), whose server speaks another API: \
+         this gatekeep drives OpenCode {} only. For gatekeep runs install \
+         `npm install -g opencode-ai@{NEWEST_TESTED}` (OpenCode 2's installer replaces it: \
+         give its path after `--`)",
+        range()
+    )]
+    NextMajor { found: Version },
     #[error(
         "this OpenCode ({found}) no longer serves the API gatekeep drives (GET /permission \
          answered HTTP {status}); gatekeep supports {}",
@@ -101,6 +114,7 @@ pub fn judge(
     }
     Ok(match version {
         Some(found) if found < OLDEST => return Err(CompatError::TooOld { found }),
+        Some(found) if found.major > OLDEST.major => return Err(CompatError::NextMajor { found }),
         Some(found) if found > NEWEST_TESTED => Support::Newer(found),
         Some(found) => Support::Tested(found),
         None => Support::Unknown,
@@ -119,6 +133,10 @@ mod tests {
             Version::parse("1.19.0-beta.2"),
             Some(Version::new(1, 19, 0))
         );
+        assert_eq!(
+            Version::parse("opencode v2.2.5\n"),
+            Some(Version::new(2, 2, 5))
+        );
         for odd in ["", "1.18", "1.18.x", "0.0.0-dev-202601", "local", "1.2.3.4"] {
             assert_eq!(Version::parse(odd), None, "{odd}");
         }
@@ -136,17 +154,24 @@ mod tests {
             Ok(Support::Tested(OLDEST))
         );
         assert_eq!(
+            judge(Some("opencode v2.2.5"), Some(200)),
+            Err(CompatError::NextMajor {
+                found: Version::new(2, 2, 5)
+            }),
+            "OpenCode 2 answers every path with its web page, 200"
+        );
+        assert_eq!(
             judge(Some("1.0.200"), Some(200)),
             Err(CompatError::TooOld {
                 found: Version::new(1, 0, 200)
             })
         );
         assert_eq!(
-            judge(Some("2.0.0"), Some(200)),
-            Ok(Support::Newer(Version::new(2, 0, 0)))
+            judge(Some("1.19.0"), Some(200)),
+            Ok(Support::Newer(Version::new(1, 19, 0)))
         );
         assert!(matches!(
-            judge(Some("2.0.0"), Some(404)),
+            judge(Some("1.19.0"), Some(404)),
             Err(CompatError::RoutesGone { status: 404, .. })
         ));
         assert_eq!(judge(None, None), Ok(Support::Unknown));

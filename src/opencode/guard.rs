@@ -9,9 +9,10 @@
 //! run — that overwrites the value in the environment block and removes the
 //! variable leaves the server authenticated and the tools without it. It
 //! also makes OpenCode non-dumpable (Linux), so the same user cannot read
-//! its memory. The plugin writes a marker when it has run; without the
-//! marker gatekeep warns, since the agent could then read the password (an
-//! approval it sent would still be detected and stop the run).
+//! its memory. The plugin writes a marker when it has run, saying whether
+//! it could wipe the value; without a marker that says so the run is
+//! refused before the prompt. The marker is removed before every start of
+//! the server, so a restart's is its own.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
@@ -72,12 +73,25 @@ impl Guard {
         format!("file://{}", self.plugin().display())
     }
 
-    /// Wait up to `bound` for the plugin to report that it ran.
+    /// Before a start of the server: the marker of an earlier one must
+    /// not count for it.
+    pub fn reset(&self) {
+        let _ = std::fs::remove_file(self.marker());
+    }
+
+    /// Wait up to `bound` for the plugin to report that it ran and wiped
+    /// the password.
     pub async fn loaded_within(&self, bound: Duration) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Marker {
+            wiped: bool,
+        }
         let until = tokio::time::Instant::now() + bound;
         loop {
-            if self.marker().exists() {
-                return true;
+            // A marker being written may not parse yet: read it again.
+            let marker = std::fs::read_to_string(self.marker()).ok();
+            if let Some(m) = marker.and_then(|t| serde_json::from_str::<Marker>(&t).ok()) {
+                return m.wiped;
             }
             if tokio::time::Instant::now() >= until {
                 return false;

@@ -56,6 +56,15 @@ pub enum ServerError {
     #[error("OpenCode exited before it was ready ({status}){}", output_block(.output))]
     ExitedEarly { status: String, output: Vec<String> },
     #[error(
+        "OpenCode announced `{line}`, which gatekeep cannot drive: it supervises OpenCode {}, \
+         which announces `opencode server listening on …`; OpenCode 2 (`server listening on \
+         …`) is not supported yet. Nothing was started; for gatekeep runs install \
+         `npm install -g opencode-ai@{}` and give its path after `--`",
+        super::compat::range(),
+        super::compat::NEWEST_TESTED
+    )]
+    Unreadable { line: String },
+    #[error(
         "the agent's box could not be set up here ({why}); nothing was started. {}",
         crate::sandbox::NO_BOX_FIX
     )]
@@ -133,15 +142,6 @@ impl Sandbox {
         for name in crate::sandbox::REMOVED_ENV {
             cmd.env_remove(name);
         }
-    }
-}
-
-/// Why the child exited before it was ready. bubblewrap says why it could
-/// not set the box up on a line of its own; OpenCode never started then.
-fn exited_early(status: String, output: Vec<String>, boxed: bool) -> ServerError {
-    match output.iter().find(|l| l.starts_with("bwrap:")) {
-        Some(line) if boxed => ServerError::NoBox { why: line.clone() },
-        _ => ServerError::ExitedEarly { status, output },
     }
 }
 
@@ -285,25 +285,16 @@ impl Server {
         })
         .await;
         match outcome {
-            Ok(Some(url)) => {
+            Ok(Some(Ok(url))) => {
                 server.base_url = url;
                 Ok(server)
             }
-            Ok(None) => {
-                // Either exited, or stdout closed without the line (then the
-                // exit follows; give it the same short grace).
-                let _ = tokio::time::timeout(DRAIN_GRACE, server.exited()).await;
-                let status = server
-                    .exit
-                    .borrow()
-                    .map_or_else(|| "closed its output".to_owned(), describe);
-                for reader in readers.into_iter().flatten() {
-                    let _ = tokio::time::timeout(DRAIN_GRACE, reader).await;
-                }
-                let output = server.recent_output();
+            // A server gatekeep cannot read is not waited on.
+            Ok(Some(Err(line))) => {
                 server.stop(Duration::ZERO).await;
-                Err(exited_early(status, output, opts.sandbox.is_some()))
+                Err(ServerError::Unreadable { line })
             }
+            Ok(None) => Err(server.exited_early(readers, opts.sandbox.is_some()).await),
             Err(_) => {
                 let output = server.recent_output();
                 server.stop(Duration::ZERO).await;
@@ -377,6 +368,31 @@ impl Server {
         let status = tokio::time::timeout(KILL_WAIT, self.exited()).await.ok();
         self.stopped = true;
         Stopped { status, killed }
+    }
+
+    /// The child exited, or closed its output without the listening line
+    /// (then the exit follows: the same short grace): why, with its last
+    /// words. bubblewrap says why it could not set the box up on a line of
+    /// its own; OpenCode never started then.
+    async fn exited_early(
+        mut self,
+        readers: impl IntoIterator<Item = Option<tokio::task::JoinHandle<()>>>,
+        boxed: bool,
+    ) -> ServerError {
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.exited()).await;
+        let status = self
+            .exit
+            .borrow()
+            .map_or_else(|| "closed its output".to_owned(), describe);
+        for reader in readers.into_iter().flatten() {
+            let _ = tokio::time::timeout(DRAIN_GRACE, reader).await;
+        }
+        let output = self.recent_output();
+        self.stop(Duration::ZERO).await;
+        match output.iter().find(|l| l.starts_with("bwrap:")) {
+            Some(line) if boxed => ServerError::NoBox { why: line.clone() },
+            _ => ServerError::ExitedEarly { status, output },
+        }
     }
 
     fn signal(&self, sig: Signal) {
@@ -459,6 +475,12 @@ impl Ring {
     }
 
     fn push(&mut self, line: &str) {
+        // OpenCode 2 prints a password it generated itself.
+        let line = if line.starts_with("server password ") {
+            "server password [redacted]"
+        } else {
+            line
+        };
         let mut line = line.trim_end().replace(&self.secret, "[redacted]");
         if line.len() > MAX_LINE {
             let mut end = MAX_LINE;
@@ -481,7 +503,7 @@ impl Ring {
 async fn drain<R: AsyncRead + Unpin>(
     pipe: R,
     ring: Arc<Mutex<Ring>>,
-    mut ready: Option<oneshot::Sender<String>>,
+    mut ready: Option<oneshot::Sender<Result<String, String>>>,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
@@ -492,15 +514,27 @@ async fn drain<R: AsyncRead + Unpin>(
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf);
-        if let Some(url) = ready.as_ref().and_then(|_| listening_url(&line)) {
+        if let Some(heard) = ready.as_ref().and_then(|_| listening(&line)) {
             if let Some(tx) = ready.take() {
-                let _ = tx.send(url);
+                let _ = tx.send(heard);
             }
         }
         if let Ok(mut ring) = ring.lock() {
             ring.push(&line);
         }
     }
+}
+
+/// A line announcing that a server listens: the URL in OpenCode 1.x's
+/// words, or (`Err`) the line, when a server announces itself in words
+/// gatekeep does not drive — OpenCode 2's `server listening on …` among
+/// them — so that it is refused at once instead of waited on.
+fn listening(line: &str) -> Option<Result<String, String>> {
+    if let Some(url) = listening_url(line) {
+        return Some(Ok(url));
+    }
+    line.contains("listening on http")
+        .then(|| Err(crate::redact::terminal_safe(line.trim())))
 }
 
 /// `opencode server listening on http://127.0.0.1:4096` → the URL.
@@ -529,6 +563,12 @@ mod tests {
         );
         assert_eq!(listening_url("opencode server listening on soon"), None);
         assert_eq!(listening_url("listening on http://127.0.0.1:1"), None);
+        assert_eq!(
+            listening("server listening on http://127.0.0.1:40249\n"),
+            Some(Err("server listening on http://127.0.0.1:40249".to_owned())),
+            "OpenCode 2's words"
+        );
+        assert_eq!(listening("Performing one time database migration"), None);
     }
 
     #[test]

@@ -102,9 +102,23 @@ impl EventLoop {
         let end = self
             .read_until_end(stream, server, signals, clock, alarms)
             .await;
-        match end.reason {
-            EndReason::Intruded => end,
-            _ => self.watch.check().map_or(end, intruded),
+        // Checked (and recorded for the next run) whatever ended the run.
+        match (self.watch.check(), end.reason) {
+            (Some(breach), EndReason::Intruded) => End::new(
+                EndReason::Intruded,
+                format!("{}; and {}", end.detail.unwrap_or_default(), breach.detail),
+            ),
+            (Some(breach), _) => intruded(breach),
+            (None, _) => end,
+        }
+    }
+
+    /// Once the server has stopped (and with it the box): a change made
+    /// after the last check is still written down for the next run.
+    pub(super) fn last_check(&mut self) {
+        if let Some(late) = self.watch.check() {
+            self.console
+                .error(&format!("after the run: {}", late.detail));
         }
     }
 
@@ -256,6 +270,7 @@ impl EventLoop {
             .map_err(|e| End::opencode("could not list pending permissions", &e))?;
         let mut ours = Vec::new();
         for request in pending {
+            self.watch.asked(&request);
             if self.sessions.contains(&request.session_id) {
                 ours.push(self.ask_of(request));
             } else {

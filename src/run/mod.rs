@@ -245,6 +245,7 @@ pub async fn run(config: RunConfig, message: String, mut signals: Signals) -> Ou
         remaining.stop(&api, Some(&root), &console),
         followers.finish(&console)
     );
+    run.last_check();
     console.detail(&cpu_used());
     console.finish();
     outcome

@@ -107,11 +107,21 @@ fn server_options(
     env: Vec<(OsString, OsString)>,
     guard: &Guard,
 ) -> Result<ServerOptions, (Code, End)> {
+    guard.reset();
     let sandbox = match &config.isolation {
         Isolation::Boxed { program, share } => {
             let mut places = Places::from_env(&config.workspace, &config.spec.opencode);
             places.run_dirs = vec![guard.dir().to_owned()];
             places.share.clone_from(share);
+            if let Some(path) = places.unsafe_share() {
+                let detail = format!(
+                    "{} contains what the agent's box hides or keeps read-only (your home, \
+                     config, /tmp, /run, gatekeep's state): share something narrower, or move \
+                     the workspace out of it",
+                    path.display()
+                );
+                return Err((Code::Usage, End::new(EndReason::Failed, detail)));
+            }
             copy_config_dirs(&mut places, guard.dir()).map_err(|e| {
                 let detail = format!("could not prepare the agent's box: {e}");
                 (Code::Usage, End::new(EndReason::Failed, detail))

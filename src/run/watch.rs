@@ -33,7 +33,6 @@ fn kind_of(tool: &str) -> Option<&'static str> {
         "webfetch" => "webfetch",
         "websearch" => "websearch",
         "codesearch" => "codesearch",
-        "task" => "task",
         "read" => "read",
         "glob" => "glob",
         "grep" => "grep",
@@ -45,22 +44,45 @@ fn kind_of(tool: &str) -> Option<&'static str> {
     })
 }
 
-/// OpenCode's bash tool asks nothing for a command made only of directory
-/// changes (`cd`, `pushd`, …): such a call is not a breach.
+/// OpenCode's bash tool asks only for the command nodes of what it runs,
+/// and not for directory changes: a command made only of `cd`, `pushd`, …,
+/// variable assignments, declarations (`export`, `local`, …), tests (`[`,
+/// `[[`) and comments asks nothing, and is not a breach. Anything that can
+/// hide a command (`$(…)`, backticks, `<(…)`) must have asked.
 fn asks_nothing(command: &str) -> bool {
-    const MOVES: &[&str] = &[
+    const SILENT: &[&str] = &[
         "cd",
         "chdir",
         "popd",
         "pushd",
         "push-location",
         "set-location",
+        "export",
+        "declare",
+        "local",
+        "readonly",
+        "typeset",
+        "unset",
+        "[",
+        "[[",
     ];
+    let assignment = |word: &str| {
+        word.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    if ["$(", "`", "<(", ">("].iter().any(|s| command.contains(s)) {
+        return false;
+    }
     command
         .split(['\n', ';', '&', '|'])
         .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .all(|c| MOVES.contains(&c.split_whitespace().next().unwrap_or_default()))
+        .filter(|c| !c.is_empty() && !c.starts_with('#'))
+        .all(|c| {
+            let mut words = c.split_whitespace();
+            let first = words.next().unwrap_or_default();
+            SILENT.contains(&first) || (assignment(first) && words.next().is_none())
+        })
 }
 
 /// An approved edit of a policy-surface file, while its call runs.
@@ -178,15 +200,21 @@ impl Watch {
         }
         let gated = kind_of(tool).is_some_and(|k| self.must_ask.iter().any(|g| g == k));
         let exempt = tool == "bash" && command.is_some_and(asks_nothing);
+        let changed = self.check();
         if *status == ToolStatus::Completed && gated && !exempt && !self.asked.contains(call_id) {
-            return Some(Breach {
-                detail: format!(
-                    "a `{tool}` call ran without asking, though --gate makes every one ask: \
-                     something in OpenCode answers for its built-in (a custom tool or plugin)"
-                ),
-            });
+            // What answers for the built-in is not known: the record names
+            // no file, and the next run still waits for a human.
+            let saved = self.record(&[]);
+            let mut detail = format!(
+                "a `{tool}` call ran without asking, though --gate makes every one ask: \
+                 something in OpenCode answers for its built-in (a custom tool or plugin); {saved}"
+            );
+            if let Some(changed) = changed {
+                detail = format!("{detail}; and {}", changed.detail);
+            }
+            return Some(Breach { detail });
         }
-        self.check()
+        changed
     }
 
     /// Compare the surface with the baseline; a change outside an approved
@@ -304,6 +332,19 @@ mod tests {
             None
         );
         assert_eq!(watch.tool("read", "call_4", &done, None), None, "not gated");
+        assert_eq!(
+            watch.tool("bash", "call_5", &done, Some("export X=1; Y=2")),
+            None
+        );
+        assert!(
+            watch
+                .tool("bash", "call_6", &done, Some("X=$(touch pwned)"))
+                .is_some(),
+            "a command substitution asks"
+        );
+        assert!(watch
+            .tool("bash", "call_7", &done, Some("X=1 touch pwned"))
+            .is_some());
     }
 
     #[test]

@@ -1531,9 +1531,14 @@ async fn gatekeep_isolate_hides_gatekeep_and_its_socket_from_the_agent() {
         return;
     };
     std::fs::write(oc.dir().join("probe.sh"), PROBE).expect("probe");
+    // Wherever the build lives (a clone under /tmp is private in the box),
+    // the probe finds a gatekeep in the workspace.
+    let bin = oc.dir().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_gatekeep"), bin.join("gatekeep")).expect("gatekeep copy");
     let dir = oc.dir().to_str().expect("utf-8 workspace");
     let model = RealOpencode::model();
-    let message = format!("BASH<bash probe.sh {}>", env!("CARGO_BIN_EXE_gatekeep"));
+    let message = format!("BASH<bash probe.sh {}>", bin.join("gatekeep").display());
     let tail = ["run", "-m", model.as_str(), message.as_str()];
     let mut gk = Gatekeep::at_terminal(
         &["--dir", dir, "--isolate"],

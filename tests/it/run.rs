@@ -623,6 +623,36 @@ async fn opencode_that_fails_to_start_exits_4_with_its_output() {
     assert!(fake.prompts().is_empty());
 }
 
+/// OpenCode 2's `opencode serve` announces itself as `server listening on
+/// …`: gatekeep cannot drive it yet, says so at once, and does not wait a
+/// minute for words 1.x would have printed (here: 30 s later).
+#[tokio::test]
+async fn a_server_that_announces_itself_in_unknown_words_is_refused_at_once() {
+    let fake = FakeOpenCode::start_with(FakeOptions {
+        startup: Startup::Ready {
+            delay: Duration::from_secs(30),
+        },
+        preamble: vec!["server listening on http://127.0.0.1:40249".to_owned()],
+        ..FakeOptions::default()
+    });
+    let started = std::time::Instant::now();
+    let mut gk = launch(&fake, &[], TAIL, &[]);
+    assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        started.elapsed()
+    );
+    for words in [
+        "server listening on http://127.0.0.1:40249",
+        "OpenCode 2",
+        "1.14.41",
+    ] {
+        assert!(gk.screen().contains(words), "{words}: {}", gk.screen());
+    }
+    assert!(fake.prompts().is_empty());
+}
+
 #[tokio::test]
 async fn killing_gatekeep_with_sigkill_takes_opencode_down_too() {
     let fake = FakeOpenCode::start();

@@ -985,7 +985,7 @@ fn script(opts: &FakeOptions, record_dir: &Path, port: u16) -> String {
          echo $$ > \"$d/pid.tmp\" && mv \"$d/pid.tmp\" \"$d/pid\"\n\
          # Like OpenCode, load gatekeep's guard plugin: it reports that it ran.\n\
          g=$(printf '%s' \"$OPENCODE_CONFIG_CONTENT\" | grep -o 'file://[^\"]*gatekeep-guard.js' | head -n 1)\n\
-         [ -n \"$g\" ] && echo '{{}}' > \"$(dirname \"${{g#file://}}\")/loaded\"\n"
+         [ -n \"$g\" ] && echo '{{\"wiped\":true}}' > \"$(dirname \"${{g#file://}}\")/loaded\"\n"
     );
     for line in &opts.preamble {
         let _ = writeln!(s, "echo {}", shell_quote(line));

@@ -30,13 +30,16 @@ pub struct Gatekeep {
 /// leak into a scenario.
 ///
 /// The real OpenCode runs in the agent's box, as it does for users. A fake
-/// OpenCode (a script in a temporary directory) reports its pid, process
-/// group and arguments as the host sees them, so it runs outside the box
-/// (`--no-isolate`), unless the scenario chose the box explicitly.
+/// OpenCode (a script beside its `records` directory) reports its pid,
+/// process group and arguments as the host sees them, so it runs outside
+/// the box (`--no-isolate`), unless the scenario chose the box explicitly.
 fn base_command(args: &[&str], program: &Path, tail: &[&str]) -> Command {
     let mut cmd = clean_command();
     cmd.arg("run").args(args);
-    let fake = program.starts_with(std::env::temp_dir());
+    let fake = program
+        .parent()
+        .and_then(Path::parent)
+        .is_some_and(|dir| dir.join("records").is_dir());
     if fake
         && !args
             .iter()
