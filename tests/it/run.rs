@@ -451,7 +451,7 @@ async fn an_opencode_older_than_the_supported_range_is_refused_before_the_agent_
     assert_eq!(gk.exit_code().await, 4, "{}", gk.screen());
     let screen = gk.screen();
     assert!(
-        screen.contains("OpenCode 1.0.150 is too old") && screen.contains("1.14.41 or newer"),
+        screen.contains("OpenCode 1.0.150 is too old") && screen.contains("1.14.41 or a newer 1.x"),
         "{screen}"
     );
     assert!(fake.prompts().is_empty(), "the agent was prompted");
