@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use std::collections::HashMap;
+use std::fmt;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::HELP_TABLE;
-use crate::policy::Origin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -463,5 +463,28 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+}
+
+/// Where a setting's value came from (`gatekeep doctor` prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File,
+    Env,
+    Flag,
+    /// A list from the file and the command line together.
+    Both,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Default => "default",
+            Origin::File => "file",
+            Origin::Env => "env",
+            Origin::Flag => "flag",
+            Origin::Both => "file + flag or env",
+        })
     }
 }

@@ -6,13 +6,13 @@
 //! anything starts, and every refusal names the file, the line and the key,
 //! because whoever fixes it reads a CI log, not gatekeep's source.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::approval::rules::{DenyRule, RequireRule};
+pub use crate::cli::Origin;
 use crate::cli::{Given, WhoArgs};
 
 /// The file's name at the workspace root.
@@ -100,29 +100,6 @@ pub enum PolicyError {
         key: &'static str,
         message: String,
     },
-}
-
-/// Where a setting's value came from (`gatekeep doctor` prints it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Default,
-    File,
-    Env,
-    Flag,
-    /// A list from the file and the command line together.
-    Both,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Origin::Default => "default",
-            Origin::File => "file",
-            Origin::Env => "env",
-            Origin::Flag => "flag",
-            Origin::Both => "file + flag or env",
-        })
-    }
 }
 
 /// One setting as a run uses it, and where it came from (`doctor`).

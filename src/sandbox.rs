@@ -269,6 +269,10 @@ impl Layout {
             };
             if covered(&dir) && dir.is_dir() {
                 b.mount("--ro-bind", &dir);
+                // What is private inside what came back stays private.
+                for inner in private.iter().filter(|p| p.starts_with(&dir) && **p != dir) {
+                    b.mount("--tmpfs", inner);
+                }
             }
         }
 
@@ -386,6 +390,11 @@ fn private_dirs(places: &Places) -> Vec<PathBuf> {
     ];
     private.extend(places.runtime_dir.clone());
     private.extend(places.socket_dirs.iter().cloned());
+    // Daemons that let their group start root containers keep sockets
+    // elsewhere too: Docker Desktop in `~/.docker`, LXD under `/var/snap`.
+    private.extend(places.home.as_ref().map(|h| h.join(".docker")));
+    private.push(PathBuf::from("/var/snap/lxd/common/lxd"));
+    private.push(PathBuf::from("/var/lib/lxd"));
     private.extend(places.gatekeep_state());
     // As the kernel sees them: `/var/run` is mostly a link to `/run`.
     let mut private: Vec<PathBuf> = private

@@ -9,8 +9,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::ledger::Ledger;
 use super::registry::Intrusion;
-use super::task::Ledger;
 use super::{Actor, Ask, Echo, EndReason, Progress, Settlement, Shown, Verdict};
 
 /// Messages into the approval task.

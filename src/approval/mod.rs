@@ -5,6 +5,7 @@
 //! docs/design.md ("The approval registry") can be tested by calling it in order. [`task`] is the one task
 //! that owns a registry, its deadlines and the replies to OpenCode.
 
+pub mod ledger;
 pub mod messages;
 pub mod registry;
 pub mod rules;

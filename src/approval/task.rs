@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::ledger::{Ledger, LedgerEntry};
 use super::messages::{DecideOutcome, Input, Notice, Notifier};
 use super::registry::{Asked, Claim, ClaimFailed, Refusal, Registry, Reply, Settled};
-use super::{Actor, Ask, Deadline, EndReason, Settlement, Shown, Verdict};
+use super::{Actor, Ask, Deadline, EndReason, Settlement, Verdict};
 
 /// Why a reply could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -60,46 +61,6 @@ impl Deadlines {
             .unwrap_or(now)
             .max(now);
         by_approval.min(by_run)
-    }
-}
-
-/// One settled request, for the run summary.
-#[derive(Debug, Clone)]
-pub struct LedgerEntry {
-    pub request: Shown,
-    pub settlement: Settlement,
-    pub asked_at: SystemTime,
-    pub settled_at: SystemTime,
-    pub time_to_decision: Duration,
-}
-
-/// Every request of the run and how it ended.
-#[derive(Debug, Clone, Default)]
-pub struct Ledger {
-    pub entries: Vec<LedgerEntry>,
-}
-
-impl Ledger {
-    #[must_use]
-    pub fn approved(&self) -> u32 {
-        self.entries
-            .iter()
-            .filter(|e| e.settlement.is_approved())
-            .count() as u32
-    }
-
-    #[must_use]
-    pub fn denied(&self) -> u32 {
-        self.entries.len() as u32 - self.approved()
-    }
-
-    /// Whether any request was still open when the run ended (denied by the
-    /// close).
-    #[must_use]
-    pub fn had_open_at_end(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e.settlement, Settlement::RunEnded(_)))
     }
 }
 
@@ -400,7 +361,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::approval::{Channel, Echo};
+    use crate::approval::{Channel, Echo, Shown};
 
     /// Records every reply; answers `NotFound` for ids listed in `gone`.
     #[derive(Clone, Default)]

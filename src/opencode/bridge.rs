@@ -9,7 +9,8 @@ use crate::approval::task::{Replier, ReplyError};
 use crate::approval::{Ask, Echo, Permission, Question};
 
 use super::api::{self, Api, ApiError};
-use super::wire::{PermissionRequest, QuestionInfo, ReplyKind};
+use super::wire::{PermissionRequest, QuestionInfo, ReplyKind, SessionInfo};
+use crate::records::summary::{TokenCache, Tokens, Usage};
 
 /// A `permission.asked` (or an entry of `GET /permission`) as an [`Ask`].
 /// `agent` labels a subagent's session; `None` for the root session.
@@ -77,6 +78,29 @@ pub fn permission_echo(reply: ReplyKind) -> Echo {
     }
 }
 
+/// Take what a `session.created`/`session.updated` of the root session
+/// reports into the run's usage; a field it leaves out keeps its last value.
+pub fn update_usage(usage: &mut Usage, info: &SessionInfo) {
+    usage.session_id = Some(info.id.clone());
+    if let Some(model) = &info.model {
+        usage.model = Some(format!("{}/{}", model.provider_id, model.id));
+    }
+    if let Some(t) = info.tokens {
+        usage.tokens = Some(Tokens {
+            input: t.input,
+            output: t.output,
+            reasoning: t.reasoning,
+            cache: TokenCache {
+                read: t.cache.read,
+                write: t.cache.write,
+            },
+        });
+    }
+    if info.cost.is_some() {
+        usage.cost = info.cost;
+    }
+}
+
 /// The approval task's way to OpenCode.
 pub struct OpenCodeReplier(Api);
 
@@ -110,6 +134,26 @@ impl Replier for OpenCodeReplier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_keeps_the_last_reported_values() {
+        let mut usage = Usage::default();
+        let info: SessionInfo = serde_json::from_value(serde_json::json!({
+            "id": "ses_1",
+            "model": {"id": "m", "providerID": "p"},
+            "cost": 0.5,
+            "tokens": {"input": 3, "output": 4, "reasoning": 0, "cache": {"read": 1, "write": 2}}
+        }))
+        .expect("parses");
+        update_usage(&mut usage, &info);
+        let later: SessionInfo =
+            serde_json::from_value(serde_json::json!({"id": "ses_1", "tokens": "weird"}))
+                .expect("a strange shape is read as absent");
+        update_usage(&mut usage, &later);
+        assert_eq!(usage.model.as_deref(), Some("p/m"));
+        assert_eq!(usage.cost, Some(0.5));
+        assert_eq!(usage.tokens.map(|t| (t.input, t.cache.write)), Some((3, 2)));
+    }
 
     #[test]
     fn every_approval_word_is_an_approval_and_an_unknown_word_is_never_a_rejection() {

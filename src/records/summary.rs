@@ -19,10 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::approval::task::{Ledger, LedgerEntry};
+use crate::approval::ledger::{Ledger, LedgerEntry};
 use crate::approval::{EndReason, Settlement};
 use crate::exit::Code;
-use crate::opencode::wire::{SessionInfo, Tokens};
 use crate::redact::Redactor;
 
 /// Longest request summary kept in the JSON; a diff or a pasted script
@@ -43,21 +42,21 @@ pub struct Usage {
     pub cost: Option<f64>,
 }
 
-impl Usage {
-    /// Take what a `session.created`/`session.updated` of the root session
-    /// reports; a field it leaves out keeps its last value.
-    pub fn update(&mut self, info: &SessionInfo) {
-        self.session_id = Some(info.id.clone());
-        if let Some(model) = &info.model {
-            self.model = Some(format!("{}/{}", model.provider_id, model.id));
-        }
-        if info.tokens.is_some() {
-            self.tokens = info.tokens;
-        }
-        if info.cost.is_some() {
-            self.cost = info.cost;
-        }
-    }
+/// Tokens as the summary reports them (`--summary-json`'s schema, kept
+/// apart from OpenCode's wire shape, which the bridge reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub reasoning: u64,
+    pub cache: TokenCache,
+}
+
+/// Cached tokens read and written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenCache {
+    pub read: u64,
+    pub write: u64,
 }
 
 /// What is known about the run before it starts, for the summary.
@@ -623,26 +622,6 @@ mod tests {
             .write(&dir.path().join("missing/dir/summary.json"))
             .expect_err("unwritable");
         assert!(err.to_string().contains("--summary-json"), "{err}");
-    }
-
-    #[test]
-    fn usage_keeps_the_last_reported_values() {
-        let mut usage = Usage::default();
-        let info: SessionInfo = serde_json::from_value(serde_json::json!({
-            "id": "ses_1",
-            "model": {"id": "m", "providerID": "p"},
-            "cost": 0.5,
-            "tokens": {"input": 3, "output": 4, "reasoning": 0, "cache": {"read": 1, "write": 2}}
-        }))
-        .expect("parses");
-        usage.update(&info);
-        let later: SessionInfo =
-            serde_json::from_value(serde_json::json!({"id": "ses_1", "tokens": "weird"}))
-                .expect("a strange shape is read as absent");
-        usage.update(&later);
-        assert_eq!(usage.model.as_deref(), Some("p/m"));
-        assert_eq!(usage.cost, Some(0.5));
-        assert_eq!(usage.tokens.map(|t| (t.input, t.cache.write)), Some((3, 2)));
     }
 
     #[test]

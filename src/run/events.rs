@@ -294,7 +294,7 @@ impl EventLoop {
         let result = match event {
             Event::SessionCreated(info) | Event::SessionUpdated(info) => {
                 if self.sessions.is_root(&info.id) {
-                    self.usage.update(&info);
+                    bridge::update_usage(&mut self.usage, &info);
                 }
                 if self.sessions.learn(&info) {
                     self.console.detail(&format!(

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant, SystemTime};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 
+use crate::approval::ledger::Ledger;
 use crate::approval::messages::{Notice, Notifier, RunReport};
 use crate::approval::rules::PolicyFiles;
-use crate::approval::task::{ApprovalTask, Deadlines, Ledger};
+use crate::approval::task::{ApprovalTask, Deadlines};
 use crate::approval::EndReason;
 use crate::config::{ApprovalChannel, RunConfig};
 use crate::console::Console;

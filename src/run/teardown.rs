@@ -4,8 +4,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{End, STEP_TIMEOUT, STOP_GRACE};
+use crate::approval::ledger::Ledger;
 use crate::approval::messages::Input;
-use crate::approval::task::Ledger;
 use crate::approval::EndReason;
 use crate::console::Console;
 use crate::opencode::api::{self, Api};

@@ -31,8 +31,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::session::IDENTIFY_SPACING;
 use super::Error;
+
+/// Between two session starts on this host: Discord's 5 seconds per
+/// bucket, plus a margin for the clocks of two processes.
+pub const IDENTIFY_SPACING: Duration = Duration::from_millis(5_250);
 
 /// How long a clean gateway shutdown may take before the task is aborted.
 pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

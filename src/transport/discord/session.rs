@@ -26,16 +26,13 @@ use nix::fcntl::{Flock, FlockArg};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use super::gateway::{self, Gateway};
+use super::gateway::{self, Gateway, IDENTIFY_SPACING};
 use super::rest::Rest;
 use super::Error;
 use crate::console::Console;
 use crate::redact::Redactor;
 use crate::transport::local;
 
-/// Between two session starts on this host: Discord's 5 seconds per
-/// bucket, plus a margin for the clocks of two processes.
-pub const IDENTIFY_SPACING: Duration = Duration::from_millis(5_250);
 /// How often a contended lock is tried again.
 const POLL: Duration = Duration::from_millis(50);
 
