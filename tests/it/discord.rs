@@ -18,11 +18,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+use crate::support::scenario::{admin, button, decision, MANAGE_CHANNELS};
 
 const CHANNEL: u64 = 500;
 const WAIT: Duration = Duration::from_secs(10);
 const ACK_LIMIT: Duration = Duration::from_secs(3);
-const MANAGE_CHANNELS: u64 = 1 << 4;
 const TOKEN: &str = "fake-bot-token-Zk2p9";
 
 /// Records what would have been sent to OpenCode.
@@ -204,7 +204,7 @@ impl Harness {
         let msg = self.message_of(number).await;
         let (id, token) = self
             .fake
-            .click(msg.id, &any_button(&msg, label), member, self.thread);
+            .click(msg.id, &button(&msg, label), member, self.thread);
         let (ack, took) = self.fake.wait_ack(id, WAIT).await;
         assert!(took < ACK_LIMIT, "click acknowledged after {took:?}");
         (ack, token)
@@ -266,7 +266,7 @@ impl Harness {
         self.fake
             .wait_until("the final state", WAIT, |f| {
                 let m = f.message(msg.id)?;
-                (m.payload["components"] == json!([])).then(|| decision_field(&m.payload))
+                (m.payload["components"] == json!([])).then(|| decision(&m.payload))
             })
             .await
     }
@@ -300,29 +300,6 @@ impl Harness {
     }
 }
 
-fn button(msg: &StoredMessage, label: &str) -> String {
-    msg.payload["components"][0]["components"]
-        .as_array()
-        .expect("buttons")
-        .iter()
-        .find(|b| b["label"] == label)
-        .and_then(|b| b["custom_id"].as_str())
-        .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
-        .to_owned()
-}
-
-/// A button in any row of a message.
-fn any_button(msg: &StoredMessage, label: &str) -> String {
-    msg.payload["components"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .find(|b| b["label"] == label)
-        .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
-}
-
 /// The private answer to a click: the acknowledgement itself (type 4) or
 /// the follow-up of a deferred one.
 async fn private_answer(fake: &FakeDiscord, ack: &Value, token: &str) -> String {
@@ -347,19 +324,6 @@ fn yes_no(multiple: bool) -> Question {
         multiple,
         custom: true,
     }
-}
-
-fn decision_field(payload: &Value) -> String {
-    payload["embeds"][0]["fields"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["name"] == "Decision"))
-        .and_then(|f| f["value"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn admin() -> Member {
-    Member::new(4242).permissions(MANAGE_CHANNELS)
 }
 
 /// Every message, edit and interaction answer sent `parse: []`; only new
@@ -604,7 +568,7 @@ async fn unauthorized_click_changes_nothing_then_listed_user_and_role_decide() {
         .await;
     assert_eq!(who, "8", "the refused click is recorded for the audit log");
     assert!(h.replies.for_id(&id).is_empty());
-    assert!(decision_field(&h.message_of(n).await.payload).is_empty());
+    assert!(decision(&h.message_of(n).await.payload).is_empty());
 
     let (_, token) = h.click(n, "Approve", &Member::new(9).roles(&[70])).await;
     assert!(h
@@ -1207,10 +1171,11 @@ mod binary {
 
     use serde_json::json;
 
-    use super::{admin, button, decision_field, ACK_LIMIT, CHANNEL, TOKEN};
+    use super::{ACK_LIMIT, CHANNEL, TOKEN};
     use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
     use crate::support::fake_opencode::FakeOpenCode;
     use crate::support::gatekeep::Gatekeep;
+    use crate::support::scenario::{admin, button, decision};
 
     const TAIL: &[&str] = &["run", "-m", "fake/model", "fix", "the", "flaky", "test"];
     const WAIT: Duration = Duration::from_secs(20);
@@ -1273,7 +1238,7 @@ mod binary {
         discord
             .wait_until("the final state", WAIT, |f| {
                 let m = f.message(msg.id)?;
-                (m.payload["components"] == json!([])).then(|| decision_field(&m.payload))
+                (m.payload["components"] == json!([])).then(|| decision(&m.payload))
             })
             .await
     }
@@ -1365,7 +1330,7 @@ mod binary {
 
         let second = oc.ask_question(&root, "Also to production?");
         let msg = message_with(&discord, thread, "Also to production?").await;
-        let dismiss = super::any_button(&msg, "Dismiss");
+        let dismiss = super::button(&msg, "Dismiss");
         let (iid, token) = discord.click(msg.id, &dismiss, &admin(), thread);
         assert!(discord.wait_ack(iid, WAIT).await.1 < ACK_LIMIT);
         assert!(discord
@@ -1628,7 +1593,7 @@ mod binary {
         let (b, tb) = discord.click(
             msg.id,
             &button(&msg, "Deny"),
-            &Member::new(5).permissions(super::MANAGE_CHANNELS),
+            &Member::new(5).permissions(crate::support::scenario::MANAGE_CHANNELS),
             thread,
         );
         let mut answers = Vec::new();
@@ -1802,7 +1767,7 @@ async fn question_is_shown_with_its_options_and_a_click_answers_it() {
         "{text}"
     );
     for label in ["Yes", "No", "Answer in your own words…", "Dismiss"] {
-        any_button(&msg, label);
+        button(&msg, label);
     }
     assert!(
         !text.contains("\"Approve\""),
@@ -1827,7 +1792,7 @@ async fn question_is_shown_with_its_options_and_a_click_answers_it() {
     // sends nothing more.
     let (iid, token) = h
         .fake
-        .click(msg.id, &any_button(&msg, "Yes"), &admin(), h.thread);
+        .click(msg.id, &button(&msg, "Yes"), &admin(), h.thread);
     let (ack, took) = h.fake.wait_ack(iid, WAIT).await;
     assert!(took < ACK_LIMIT);
     let again = private_answer(&h.fake, &ack, &token).await;
@@ -1953,7 +1918,7 @@ async fn approval_on_a_question_and_answer_on_a_permission_are_refused() {
     let (pid, p) = h.ask("make deploy").await;
     let question_msg = h.message_of(q).await;
     let permission_msg = h.message_of(p).await;
-    let yes = any_button(&question_msg, "Yes");
+    let yes = button(&question_msg, "Yes");
     let (prefix, _) = yes.rsplit_once(':').expect("custom id");
     // An Approve forged onto the question.
     let (iid, token) = h

@@ -1009,20 +1009,16 @@ mod discord {
     use serde_json::{json, Value};
 
     use super::assert_no_opencode_left;
-    use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage};
+    use crate::support::fake_discord::{FakeDiscord, StoredMessage};
     use crate::support::fake_llm::FakeLlm;
     use crate::support::gatekeep::Gatekeep;
     use crate::support::real_opencode::{slot, Options, RealOpencode};
+    use crate::support::scenario::{admin, button};
 
     const CHANNEL: u64 = 700;
     const TOKEN: &str = "fake-e2e-bot-token-Qm4x";
-    const MANAGE_CHANNELS: u64 = 1 << 4;
     /// OpenCode start-up, an LLM round trip and Discord posting included.
     const WAIT: Duration = Duration::from_secs(45);
-
-    fn admin() -> Member {
-        Member::new(4242).permissions(MANAGE_CHANNELS)
-    }
 
     /// gatekeep with Discord approvals, no terminal.
     fn gatekeep(
@@ -1054,17 +1050,6 @@ mod discord {
     async fn request(discord: &FakeDiscord, needle: &str) -> StoredMessage {
         let thread = discord.wait_thread(WAIT).await;
         discord.wait_message(thread, needle, WAIT).await
-    }
-
-    fn button(msg: &StoredMessage, label: &str) -> String {
-        msg.payload["components"][0]["components"]
-            .as_array()
-            .expect("buttons")
-            .iter()
-            .find(|b| b["label"] == label)
-            .and_then(|b| b["custom_id"].as_str())
-            .unwrap_or_else(|| panic!("no button {label:?} in {}", msg.payload))
-            .to_owned()
     }
 
     async fn click(discord: &FakeDiscord, msg: &StoredMessage, label: &str) -> Value {

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
-use crate::support::fake_discord::{FakeDiscord, Member, StoredMessage, IDENTIFY_INTERVAL};
+use crate::support::fake_discord::{FakeDiscord, StoredMessage, IDENTIFY_INTERVAL};
 use crate::support::fake_opencode::FakeOpenCode;
 use crate::support::gatekeep::Gatekeep;
+use crate::support::scenario::{admin, button};
 
 const CHANNEL: u64 = 500;
 const TOKEN: &str = "fake-bot-token-fleet-Qw81";
-const MANAGE_CHANNELS: u64 = 1 << 4;
 /// Generous: twenty runs queue for their session starts, 5 s apart.
 const FLEET_WAIT: Duration = Duration::from_secs(180);
 const WAIT: Duration = Duration::from_secs(30);
@@ -77,21 +77,6 @@ impl Host {
     }
 }
 
-fn admin() -> Member {
-    Member::new(4242).permissions(MANAGE_CHANNELS)
-}
-
-fn approve_button(msg: &StoredMessage) -> String {
-    msg.payload["components"][0]["components"]
-        .as_array()
-        .expect("buttons")
-        .iter()
-        .find(|b| b["label"] == "Approve")
-        .and_then(|b| b["custom_id"].as_str())
-        .expect("an Approve button")
-        .to_owned()
-}
-
 /// The request message showing `text`, in whichever run's thread.
 async fn request_message(discord: &FakeDiscord, text: &str) -> StoredMessage {
     discord
@@ -134,7 +119,7 @@ async fn fleet_approves(host: &Host, discord: &FakeDiscord, n: usize) -> Vec<Str
         let id = oc.ask_permission(&root, "bash", &subject);
         let msg = request_message(discord, &subject).await;
         let (interaction, _) =
-            discord.click(msg.id, &approve_button(&msg), &admin(), msg.channel_id);
+            discord.click(msg.id, &button(&msg, "Approve"), &admin(), msg.channel_id);
         clicks.push(interaction);
         let replies = oc.wait_for_replies(1).await;
         assert_eq!(
@@ -250,7 +235,8 @@ async fn when_the_hub_dies_a_run_opens_its_own_session_and_still_takes_clicks() 
             (f.identifies() == 2).then_some(())
         })
         .await;
-    let (interaction, _) = discord.click(msg.id, &approve_button(&msg), &admin(), msg.channel_id);
+    let (interaction, _) =
+        discord.click(msg.id, &button(&msg, "Approve"), &admin(), msg.channel_id);
     discord.wait_ack(interaction, WAIT).await;
     let replies = oc.wait_for_replies(1).await;
     assert_eq!(

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::faults::{admin, button, DiscordRun, CHANNEL, TOKEN, WAIT};
 use crate::support::fake_discord::{FakeDiscord, Member, Recorded, StoredMessage};
 use crate::support::fake_opencode::{process_alive, Ask, FakeOpenCode};
 use crate::support::gatekeep::Gatekeep;
+use crate::support::scenario::{admin, button, DiscordRun, CHANNEL, TOKEN, WAIT};
 
 const TAIL: &[&str] = &["run", "-m", "fake/model", "do", "it"];
 

@@ -6,3 +6,4 @@ pub mod fake_llm;
 pub mod fake_opencode;
 pub mod gatekeep;
 pub mod real_opencode;
+pub mod scenario;
