@@ -217,21 +217,35 @@ mod tests {
         assert!(command_name(me).is_some());
     }
 
-    #[test]
-    fn a_child_and_its_grandchild_are_descendants_and_know_their_ancestry() {
-        // sh → sleep: both below us.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 5 & echo $!; wait"])
+    /// Spawn `cmd` with its stdout piped, and read the pid it prints first
+    /// (of itself or of a process it started).
+    fn spawn_reporting_pid(mut cmd: std::process::Command) -> (std::process::Child, u32) {
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("sh runs");
+            .expect("spawned");
         let mut line = String::new();
         std::io::BufRead::read_line(
             &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
             &mut line,
         )
-        .expect("the grandchild's pid");
-        let grandchild: u32 = line.trim().parse().expect("a pid");
+        .expect("a pid line");
+        (child, line.trim().parse().expect("a pid"))
+    }
+
+    fn kill(pid: u32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    #[test]
+    fn a_child_and_its_grandchild_are_descendants_and_know_their_ancestry() {
+        // sh → sleep: both below us.
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", "sleep 5 & echo $!; wait"]);
+        let (mut child, grandchild) = spawn_reporting_pid(sh);
         let below = descendants_of(std::process::id());
         assert!(below.contains(&child.id()), "{below:?}");
         assert!(below.contains(&grandchild), "{below:?}");
@@ -246,10 +260,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(command_name(grandchild).as_deref(), Some("sleep"));
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(grandchild).expect("pid")),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        kill(grandchild);
         let _ = child.wait();
     }
 
@@ -279,25 +290,14 @@ mod tests {
              else echo $$; exec sleep 30; fi\n",
         )
         .expect("script");
-        let mut child = std::process::Command::new("sh")
-            .arg(&chain)
-            .arg(depth.to_string())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
-            &mut line,
-        )
-        .expect("the deepest pid");
-        let deepest: u32 = line.trim().parse().expect("a pid");
+        let mut sh = std::process::Command::new("sh");
+        sh.arg(&chain).arg(depth.to_string());
+        let (mut child, deepest) = spawn_reporting_pid(sh);
         let ancestry = ancestors_of(deepest);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(deepest).expect("pid")),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = kill_tree(child.id());
+        kill(deepest);
+        for pid in descendants_of(child.id()) {
+            kill(pid);
+        }
         let _ = child.wait();
         assert_eq!(ancestry, None);
     }
@@ -311,18 +311,9 @@ mod tests {
             threading.Thread(target=time.sleep, args=(30,)).start()\n\
             print(os.getpid(), flush=True)\n\
             ctypes.CDLL(None).pthread_exit(None)\n";
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
-            &mut line,
-        )
-        .expect("its pid");
-        let pid: u32 = line.trim().parse().expect("a pid");
+        let mut python = std::process::Command::new("python3");
+        python.args(["-c", script]);
+        let (mut child, pid) = spawn_reporting_pid(python);
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while imp::process(pid).is_some_and(|p| !p.zombie) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -331,10 +322,7 @@ mod tests {
         let ancestry = ancestors_of(pid);
         let found = descendants_of(std::process::id()).contains(&pid);
         // SIGKILL to a zombie leader ends its whole thread group.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        kill(pid);
         let _ = child.wait();
         assert_eq!(
             zombie.map(|p| p.zombie),
@@ -343,16 +331,5 @@ mod tests {
         );
         assert_eq!(ancestry, None);
         assert!(found, "a zombie leader is not found below us");
-    }
-
-    fn kill_tree(root: u32) -> usize {
-        let below = descendants_of(root);
-        for pid in &below {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(*pid).expect("pid")),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        below.len()
     }
 }
