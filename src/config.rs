@@ -2,9 +2,6 @@
 //! so the supervisor never has to second-guess a value.
 
 use std::path::{Path, PathBuf};
-
-use crate::sandbox::Places;
-use crate::surface::{self, Extension, ExtensionKind, Record, Surface};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -12,6 +9,8 @@ use secrecy::SecretString;
 use crate::approval::rules::{DenyRule, DenyRuleError, RequireRule};
 use crate::cli::{RunArgs, WhoArgs};
 use crate::policy::{self, Policy, PolicyError};
+use crate::sandbox::Places;
+use crate::surface::{self, Extension, ExtensionKind, Record, Surface};
 use crate::tail::{self, RunSpec, TailError};
 
 /// Where approval requests go.
@@ -22,9 +21,15 @@ pub enum ApprovalChannel {
     Discord(DiscordConfig),
 }
 
-#[derive(Debug)]
+/// How to reach Discord and who may answer: the one set of Discord
+/// settings, validated here and read by `transport::discord::connect`.
+#[derive(Debug, Clone)]
 pub struct DiscordConfig {
+    /// Bot token (`DISCORD_TOKEN`). Exposed only to build the
+    /// `Authorization` header and the gateway's IDENTIFY.
     pub token: SecretString,
+    /// Scheme and host of the API, `https://discord.com` unless overridden
+    /// (`--discord-api-url`, for tests). REST goes to `{api_base}/api/v10`.
     pub api_base: String,
     pub channel_id: u64,
     pub approvers: Vec<u64>,

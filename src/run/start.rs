@@ -25,7 +25,6 @@ use crate::opencode::gate;
 use crate::opencode::guard::Guard;
 use crate::opencode::server::{Sandbox, Server, ServerError, ServerOptions};
 use crate::opencode::wire::SessionInfo;
-use crate::redact::Redactor;
 use crate::sandbox::{copy_config_dirs, Layout, Places};
 use crate::signals::Signals;
 use crate::surface::Snapshot;
@@ -320,20 +319,7 @@ async fn connect_channel(
         ApprovalChannel::Terminal => Ok(ConnectedChannel::Terminal),
         ApprovalChannel::Discord(d) => {
             console.status("connecting to Discord");
-            let settings = discord::Settings {
-                token: d.token.clone(),
-                api_base: d.api_base.clone(),
-                channel_id: d.channel_id,
-                approvers: d.approvers.clone(),
-                approver_roles: d.approver_roles.clone(),
-                ping: d.ping.clone(),
-                remind: d.remind,
-                identify_reserve: d.identify_reserve,
-                connect_timeout: d.connect_timeout,
-                use_hub: d.use_hub,
-                redactor: Redactor::new(Vec::new()),
-            };
-            discord::connect(settings, run_info(config), console)
+            discord::connect(d.clone(), run_info(config), console)
                 .await
                 .map(|d| ConnectedChannel::Discord(Box::new(d)))
                 .map_err(|e| format!("approval channel unavailable: {e}"))

@@ -10,9 +10,9 @@ use gatekeep::approval::messages::{Decider, Input, Notice, Notifier, RunReport};
 use gatekeep::approval::registry::Reply;
 use gatekeep::approval::task::{ApprovalTask, Deadlines, Replier, ReplyError};
 use gatekeep::approval::{Ask, Echo, EndReason, Question, Settlement};
+use gatekeep::config::DiscordConfig;
 use gatekeep::config::Ping;
-use gatekeep::redact::Redactor;
-use gatekeep::transport::discord::{self, RunInfo, Settings};
+use gatekeep::transport::discord::{self, RunInfo};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -60,8 +60,8 @@ struct Access {
     remind: Option<Duration>,
 }
 
-fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
-    Settings {
+fn settings(fake: &FakeDiscord, access: &Access) -> DiscordConfig {
+    DiscordConfig {
         token: SecretString::from(TOKEN.to_owned()),
         api_base: fake.base(),
         channel_id: CHANNEL,
@@ -72,8 +72,6 @@ fn settings(fake: &FakeDiscord, access: &Access) -> Settings {
         identify_reserve: 50,
         connect_timeout: Duration::from_secs(120),
         use_hub: true,
-        // Deliberately without the token: the transport adds it itself.
-        redactor: Redactor::default(),
     }
 }
 

@@ -17,8 +17,10 @@ use super::outbox::id_of;
 use super::render;
 use super::rest::{Body, Rest, RestError, Retry};
 use super::session::Starter;
-use super::{Discord, Error, Link, RunInfo, Settings};
+use super::{Discord, Error, Link, RunInfo};
+use crate::config::DiscordConfig;
 use crate::console::Console;
+use crate::redact::Redactor;
 use crate::transport::local;
 
 /// Beyond `--connect-timeout`, for a gateway that is slow to close after
@@ -26,7 +28,7 @@ use crate::transport::local;
 const CONNECT_SLACK: Duration = Duration::from_secs(5);
 
 pub async fn connect(
-    settings: Settings,
+    settings: DiscordConfig,
     info: RunInfo,
     console: &Console,
 ) -> Result<Discord, Error> {
@@ -40,30 +42,29 @@ pub async fn connect(
 }
 
 async fn connect_inner(
-    mut settings: Settings,
+    settings: DiscordConfig,
     info: RunInfo,
     console: &Console,
 ) -> Result<Discord, Error> {
-    // Whatever the caller configured, the bot token itself never reaches
-    // Discord in a message (the agent may have read it from somewhere).
-    settings.redactor = settings
-        .redactor
-        .with_secrets([settings.token.expose_secret().to_owned()]);
+    // The bot token itself never reaches Discord in a message (the agent
+    // may have read it from somewhere); the run adds its other secrets
+    // later.
+    let redactor = Redactor::default().with_secrets([settings.token.expose_secret().to_owned()]);
     let starter = Starter::prepare(
         &settings.api_base,
         &settings.token,
         settings.identify_reserve,
         settings.connect_timeout,
-        settings.redactor.clone(),
+        redactor.clone(),
     )
     .await?;
     let nonce = Nonce::random();
     let link = open_link(&starter, settings.use_hub, &nonce, console).await?;
-    match post_start(&starter.rest, &settings, &info).await {
+    match post_start(&starter.rest, &settings, &redactor, &info).await {
         Ok((start_message_id, thread_id, guild_id)) => Ok(Discord {
             starter,
             link,
-            redactor: settings.redactor,
+            redactor,
             info,
             approvers: Approvers {
                 users: settings.approvers,
@@ -110,11 +111,12 @@ async fn open_link(
 /// Posts the run-start message and creates the thread from it.
 async fn post_start(
     rest: &Rest,
-    settings: &Settings,
+    settings: &DiscordConfig,
+    redactor: &Redactor,
     info: &RunInfo,
 ) -> Result<(u64, u64, Option<u64>), Error> {
     let channel = settings.channel_id;
-    let payload = render::run_start(info, &settings.redactor, SystemTime::now(), &settings.ping);
+    let payload = render::run_start(info, redactor, SystemTime::now(), &settings.ping);
     let message = rest
         .send(
             "post the run-start message",
@@ -134,7 +136,8 @@ async fn post_start(
             message: "no message id in the response".into(),
         },
     })?;
-    let thread_body = json!({ "name": render::thread_name(info, &settings.redactor), "auto_archive_duration": 1440 });
+    let thread_body =
+        json!({ "name": render::thread_name(info, redactor), "auto_archive_duration": 1440 });
     let thread = rest
         .send(
             "create the run's thread",

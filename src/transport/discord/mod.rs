@@ -39,7 +39,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use secrecy::SecretString;
 use serenity::all::Interaction;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -62,31 +61,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// way; the answer normally came during the teardown, and waiting longer
 /// for it would only delay the exit (issue 16).
 const CLOSE_AFTER_RUN: Duration = Duration::from_millis(50);
-
-/// How to reach Discord and who may answer.
-pub struct Settings {
-    /// Bot token (`DISCORD_TOKEN`). Exposed only to build the
-    /// `Authorization` header and the gateway's IDENTIFY.
-    pub token: SecretString,
-    /// Scheme and host of the API, `https://discord.com` unless overridden
-    /// (`--discord-api-url`, for tests). REST goes to `{api_base}/api/v10`.
-    pub api_base: String,
-    pub channel_id: u64,
-    pub approvers: Vec<u64>,
-    pub approver_roles: Vec<u64>,
-    /// Whom each waiting request pings (and who joins the thread).
-    pub ping: Ping,
-    /// `--identify-reserve`: session starts never spent by a run.
-    pub identify_reserve: u32,
-    /// `--connect-timeout`: the host's queue for a session start included.
-    pub connect_timeout: Duration,
-    /// Use this host's `gatekeep hub` when one listens (not `--no-hub`).
-    pub use_hub: bool,
-    /// When to ping again about a request still waiting: `None` for half
-    /// of its deadline when that is at least 2 minutes.
-    pub remind: Option<Duration>,
-    pub redactor: Redactor,
-}
 
 /// What the run-start message says about the run.
 #[derive(Debug, Clone)]
