@@ -11,16 +11,19 @@ pub enum Code {
     Finished = 0,
     /// The agent run failed (`session.error`, the event stream ended early).
     RunFailed = 1,
-    /// Bad command line, or a workspace configuration that would bypass
-    /// `--gate`; nothing reached the agent.
+    /// Bad command line, a workspace configuration that would bypass
+    /// `--gate`, a policy surface with changes no human has looked at, a
+    /// plugin or custom tool the policy does not allow, no guard plugin, or
+    /// no agent's box; nothing reached the agent.
     Usage = 2,
     /// No approval channel could be set up; nothing was sent to the agent.
     ChannelUnavailable = 3,
     /// OpenCode failed to start, died during the run, or is a release
     /// gatekeep does not support (refused before anything reached the agent).
     OpenCodeFailed = 4,
-    /// A request was approved or answered by something other than gatekeep;
-    /// the run was stopped at once.
+    /// An intrusion: a request approved or answered by something other
+    /// than gatekeep, the policy surface changed without an approved edit,
+    /// or a `--gate` call ran without asking; the run was stopped at once.
     Intruded = 5,
     /// `--timeout` elapsed.
     TimedOut = 124,
@@ -59,10 +62,12 @@ pub const HELP_TABLE: &str = "\
 Exit codes:
   0    run finished
   1    agent run failed (session error, event stream ended early)
-  2    usage error, or a config that would bypass --gate (nothing reached the agent)
+  2    usage error, a config that would bypass --gate, unreviewed policy changes,
+       an unallowed plugin or tool, no guard, no agent's box (nothing reached the agent)
   3    approval channel unavailable (nothing sent to the agent)
-  4    OpenCode failed to start or died, or is an unsupported release
-  5    a request was answered by something other than gatekeep (run stopped at once)
+  4    OpenCode failed to start or died, or is an unsupported release (OpenCode 2)
+  5    an intrusion: a request answered by something other than gatekeep, the policy
+       surface changed, or a gated call ran unasked (run stopped at once)
   124  run timed out (--timeout)
   129  SIGHUP
   130  SIGINT (Ctrl-C)
