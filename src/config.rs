@@ -333,9 +333,6 @@ impl RunConfig {
             args.accept_policy_changes,
         )?;
         let protected = guarded.surface.protected();
-        let policy_uncommitted = policy_file
-            .as_deref()
-            .is_some_and(|p| policy::uncommitted(p, &workspace));
         let approvers = ids("--approver", &args.who.approvers)?;
         let approver_roles = ids("--approver-role", &args.who.approver_roles)?;
         let ping = Ping::of(&args.who)?;
@@ -390,7 +387,7 @@ impl RunConfig {
             summary_json: args.summary_json,
             audit_log: args.audit_log,
             require: policy.map(|p| p.require).unwrap_or_default(),
-            policy_uncommitted,
+            policy_uncommitted: guarded.policy_changed(policy_file.as_deref()),
             policy_file,
             protected,
             surface: guarded.surface,
@@ -410,6 +407,14 @@ struct Guarded {
 }
 
 impl Guarded {
+    /// Whether the policy file is among the accepted changes: the rules in
+    /// use are then not the reviewed ones (said wherever the run is). Read
+    /// from the one `git status` of the surface, not asked again.
+    fn policy_changed(&self, policy_file: Option<&Path>) -> bool {
+        let workspace = self.surface.workspace();
+        policy_file.is_some_and(|p| self.accepted_changes.iter().any(|c| workspace.join(c) == p))
+    }
+
     fn check(
         workspace: &Path,
         spec: &RunSpec,
@@ -482,25 +487,19 @@ fn check_extensions(
     policy: &policy::PolicyFile,
     policy_path: Option<&Path>,
 ) -> Result<(), ConfigError> {
-    for extension in found {
-        let why = extension.danger();
-        let (allowed, key) = match extension.kind {
-            ExtensionKind::Tool => (&policy.allow_tools, "allow_tools"),
-            ExtensionKind::Plugin => (&policy.allow_plugins, "allow_plugins"),
-        };
-        if !allowed.contains(&extension.name()) {
-            let file = policy_path
-                .map_or_else(|| policy::FILE_NAME.to_owned(), |p| p.display().to_string());
-            return Err(ConfigError::Extension {
-                path: extension.path.clone(),
-                why,
-                fix: format!(
-                    "remove it, or allow it by name in the reviewed policy file ({file}: \
-                     {key} = [\"{}\"])",
-                    extension.name()
-                ),
-            });
-        }
+    if let Some(extension) = found.iter().find(|e| !e.allowed_by(policy)) {
+        let file =
+            policy_path.map_or_else(|| policy::FILE_NAME.to_owned(), |p| p.display().to_string());
+        return Err(ConfigError::Extension {
+            path: extension.path.clone(),
+            why: extension.danger(),
+            fix: format!(
+                "remove it, or allow it by name in the reviewed policy file ({file}: \
+                 {} = [\"{}\"])",
+                extension.policy_key(),
+                extension.name()
+            ),
+        });
     }
     Ok(())
 }

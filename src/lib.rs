@@ -14,7 +14,8 @@
 //!        socket) ─click─► transport::discord ─ack accepted by Discord─►
 //!   transports ─Decider::decide(number, verdict)─► approval::task
 //!        ─Reply─► opencode::bridge::OpenCodeReplier ─► OpenCode API
-//!   run owns: the `opencode serve` child, every task, and the one shutdown
+//!   run::watch: every tool part and the policy surface (surface) ─breach─► the run ends (exit 5)
+//!   run owns: the `opencode serve` child (in the agent's box, sandbox), every task, and the one shutdown
 //!   sequence (run::teardown: deny pending → sweep → abort → dispose → stop
 //!   → kill what the agent left; after an intrusion, OpenCode is killed first)
 //! ```
@@ -50,6 +51,9 @@
 //!   [`hub`]: `gatekeep hub`, one Discord session for every run on a host
 //!   (its protocol and the runs' side are in `transport::discord::hub`,
 //!   when a session may start in `transport::discord::session`).
+//! - [`sandbox`]: the agent's box (bubblewrap) around `opencode serve`;
+//!   [`surface`]: the policy surface — the files that decide what the agent
+//!   may do — watched during the run and checked at start.
 //! - [`platform`]: what gatekeep needs from Linux or macOS (hardening, the
 //!   child's tether, process ancestry), behind one interface.
 

@@ -121,22 +121,6 @@ pub fn locate(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-/// Whether git sees changes to `path` not committed yet (`git status`):
-/// the rules in use are then not the reviewed ones. No git, or not a
-/// repository: `false` (nothing to compare with).
-#[must_use]
-pub fn uncommitted(path: &Path, workspace: &Path) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(workspace)
-        .args(["status", "--porcelain", "--"])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
-}
-
 impl Policy {
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
@@ -405,40 +389,5 @@ approvals = 2
         let err = parse("[[require]]\nmatch = \"bash:*\"\napprovals = 2\nwho = 1\n")
             .expect_err("refused");
         assert!(err.contains("who"), "{err}");
-    }
-
-    #[test]
-    fn a_policy_file_git_has_not_committed_is_noticed() {
-        let repo = tempfile::tempdir().expect("tempdir");
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(repo.path())
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "-c",
-                    "commit.gpgsign=false",
-                ])
-                .args(args)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(ok, "git {args:?}");
-        };
-        let file = repo.path().join(FILE_NAME);
-        std::fs::write(&file, "timeout = \"45m\"\n").expect("write");
-        assert!(
-            !uncommitted(&file, repo.path()),
-            "not a repository: nothing to compare"
-        );
-        git(&["init", "-q"]);
-        assert!(uncommitted(&file, repo.path()), "new, never committed");
-        git(&["add", FILE_NAME]);
-        git(&["commit", "-q", "-m", "policy"]);
-        assert!(!uncommitted(&file, repo.path()), "committed");
-        std::fs::write(&file, "timeout = \"5h\"\n").expect("write");
-        assert!(uncommitted(&file, repo.path()), "changed since");
     }
 }

@@ -514,15 +514,9 @@ mod tests {
             state_home: Some(home.join(".local/state")),
             cache_home: Some(home.join(".cache")),
             home: Some(home),
-            runtime_dir: None,
             uid: 4242,
             temp_dir: PathBuf::from("/tmp"),
-            program: None,
-            run_dirs: Vec::new(),
-            share: Vec::new(),
-            socket_dirs: Vec::new(),
-            xauthority: None,
-            config_copies: Vec::new(),
+            ..Places::default()
         }
     }
 

@@ -111,6 +111,12 @@ impl Surface {
         }
     }
 
+    /// The workspace it belongs to.
+    #[must_use]
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
     /// The files and directories whose edit is a change to gatekeep's own
     /// policy (`approval::rules::PolicyFiles`).
     #[must_use]
@@ -343,6 +349,26 @@ impl Extension {
             ExtensionKind::Plugin => of(self.path.file_name()),
         }
         .unwrap_or_default()
+    }
+
+    /// Whether the policy file names it, in the list for its kind
+    /// (`allow_tools`, `allow_plugins`).
+    #[must_use]
+    pub fn allowed_by(&self, policy: &crate::policy::PolicyFile) -> bool {
+        let list = match self.kind {
+            ExtensionKind::Tool => &policy.allow_tools,
+            ExtensionKind::Plugin => &policy.allow_plugins,
+        };
+        list.contains(&self.name())
+    }
+
+    /// The policy key that allows it.
+    #[must_use]
+    pub fn policy_key(&self) -> &'static str {
+        match self.kind {
+            ExtensionKind::Tool => "allow_tools",
+            ExtensionKind::Plugin => "allow_plugins",
+        }
     }
 
     /// Why it keeps a run from starting unless the policy file names it.
@@ -675,5 +701,42 @@ mod tests {
                 PathBuf::from("opencode.json")
             ]
         );
+    }
+
+    #[test]
+    fn a_policy_file_git_has_not_committed_is_noticed() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(ok, "git {args:?}");
+        };
+        let file = repo.path().join(crate::policy::FILE_NAME);
+        let uncommitted =
+            |file: &Path, ws: &Path| !uncommitted(&Surface::of(ws, Some(file), &[])).is_empty();
+        std::fs::write(&file, "timeout = \"45m\"\n").expect("write");
+        assert!(
+            !uncommitted(&file, repo.path()),
+            "not a repository: nothing to compare"
+        );
+        git(&["init", "-q"]);
+        assert!(uncommitted(&file, repo.path()), "new, never committed");
+        git(&["add", crate::policy::FILE_NAME]);
+        git(&["commit", "-q", "-m", "policy"]);
+        assert!(!uncommitted(&file, repo.path()), "committed");
+        std::fs::write(&file, "timeout = \"5h\"\n").expect("write");
+        assert!(uncommitted(&file, repo.path()), "changed since");
     }
 }

@@ -172,7 +172,7 @@ impl PolicyFiles {
 
 /// `a/./b/../c` as `a/c`, without touching the disk (the file may not
 /// exist yet, and a request's path is compared, never opened).
-fn lexical(path: &Path) -> PathBuf {
+pub(crate) fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {

@@ -160,7 +160,7 @@ fn check_surface(workspace: &Path, program: &Path, explicit: Option<&Path>, repo
     use crate::surface::{self, Record, Surface};
     let places = crate::sandbox::Places::from_env(workspace, program);
     let policy_path = policy::locate(explicit, workspace);
-    let allowed = policy_path
+    let policy_file = policy_path
         .as_deref()
         .and_then(|p| Policy::load(p).ok())
         .map(|p| p.file)
@@ -203,9 +203,7 @@ fn check_surface(workspace: &Path, program: &Path, explicit: Option<&Path>, repo
         );
     }
     for extension in surface.extensions() {
-        let name = extension.name();
-        let allowed = allowed.allow_tools.contains(&name) || allowed.allow_plugins.contains(&name);
-        if allowed {
+        if extension.allowed_by(&policy_file) {
             report.ok(&format!(
                 "OpenCode loads {}, allowed by the policy file (said at the start of every run)",
                 extension.path.display()
@@ -213,7 +211,10 @@ fn check_surface(workspace: &Path, program: &Path, explicit: Option<&Path>, repo
         } else {
             report.fail(
                 &format!("{}: {}", extension.path.display(), extension.danger()),
-                "remove it, or allow it by name in gatekeep.toml (allow_tools / allow_plugins)",
+                &format!(
+                    "remove it, or allow it by name in gatekeep.toml ({})",
+                    extension.policy_key()
+                ),
             );
         }
     }

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::approval::rules::lexical;
 use crate::config::RunConfig;
 use crate::opencode::wire::{PermissionRequest, ReplyKind, ToolStatus};
 use crate::surface::{Record, Snapshot, Surface};
@@ -266,21 +267,6 @@ impl Watch {
             Err(e) => format!("recording it for the next run failed: {e}"),
         }
     }
-}
-
-/// `a/./b/../c` as `a/c`, without touching the disk.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
